@@ -1,0 +1,214 @@
+r"""Physics of interacting particles: energies, momenta, forces and the Newton residual.
+
+Pure, differentiable functions written in torch (the priors backpropagate through them). Every
+function also accepts numpy arrays: when any array argument is a numpy array, the arguments are
+converted with :func:`torch.from_numpy` and the results are returned as numpy arrays.
+
+Layouts (any number of leading batch dimensions ``...``, e.g. ``[N, L]`` for N trajectories of L frames):
+
+* positions ``R`` and velocities ``V``: ``[..., K, D]`` (K particles, D spatial dimensions);
+* masses ``m``: ``[..., K]``, broadcast **right-aligned** against ``R.shape[:-1]``. Masses stored per
+  trajectory as ``[N, K]`` must therefore be given as ``m[:, None, :]`` (shape ``[N, 1, K]``) when ``R``
+  is ``[N, L, K, D]``; a plain ``[K]`` vector or a Python float broadcasts everywhere;
+* spring adjacency ``edges``: ``[..., K, K]``, symmetric, 0/1, zero diagonal, broadcast right-aligned
+  against ``R.shape[:-2] + (K, K)`` (so ``[N, 1, K, K]`` for ``R`` of shape ``[N, L, K, D]``).
+
+Equations (r_ij = |R_i − R_j|):
+
+* kinetic energy        T = ½ Σ_{k,d} m_k V_{k,d}²
+* gravity potential     U_G = −Σ_{i<j} G m_i m_j / r_ij                (each pair once)
+* gravity forces        F_i = −∂U_G/∂R_i = −Σ_{j≠i} G m_i m_j (R_i − R_j) / r_ij³
+* spring potential      U_S = ¼ κ Σ_{i≠j} e_ij r_ij²  (= ½ κ Σ_{i<j} e_ij r_ij², rest length 0)
+* spring forces         F_i = −∂U_S/∂R_i = −κ Σ_j e_ij (R_i − R_j)
+* linear momentum       P = Σ_k m_k V_k
+* angular momentum      L = Σ_k m_k R_k × V_k   (D = 2: the z-component x v_y − y v_x)
+* Newton residual       m_k a_{l,k} − F_k(R_l),  a_l = (R_{l+1} − 2R_l + R_{l−1}) / Δt²  on interior frames.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "angular_momentum",
+    "gravity_forces",
+    "gravity_potential",
+    "inverse_distances",
+    "kinetic_energy",
+    "linear_momentum",
+    "newton_residual",
+    "pairwise_distances",
+    "pairwise_differences",
+    "spring_forces",
+    "spring_potential",
+]
+
+ArrayLike = Tensor | np.ndarray
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _numpy_compatible(fn: F) -> F:
+    """Let a torch function take numpy arrays: convert them in, and convert the result back out.
+
+    Array arguments (positional or keyword) that are :class:`numpy.ndarray` are converted with
+    :func:`torch.from_numpy`. The result is returned as numpy only when some argument was a numpy array
+    and none was a torch tensor; with torch inputs (or a mix) the result stays a tensor and keeps the
+    autograd graph.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = (*args, *kwargs.values())
+        if not any(isinstance(a, np.ndarray) for a in values):
+            return fn(*args, **kwargs)
+        return_numpy = not any(isinstance(a, Tensor) for a in values)
+
+        def convert(a: Any) -> Any:
+            return torch.from_numpy(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a
+
+        out = fn(*(convert(a) for a in args), **{k: convert(v) for k, v in kwargs.items()})
+        if return_numpy and isinstance(out, Tensor):
+            return out.detach().numpy()
+        return out
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _as_tensor(x: Tensor | float, like: Tensor) -> Tensor:
+    """A tensor with ``like``'s dtype and device (Python floats and tensors of any float dtype)."""
+    return torch.as_tensor(x, dtype=like.dtype, device=like.device)
+
+
+def _off_diagonal_mask(K: int, like: Tensor) -> Tensor:
+    """``1 − I_K`` with ``like``'s dtype and device."""
+    return 1.0 - torch.eye(K, dtype=like.dtype, device=like.device)
+
+
+@_numpy_compatible
+def pairwise_differences(R: Tensor) -> Tensor:
+    """Δ_ij = R_i − R_j, shape ``[..., K, K, D]``."""
+    return R.unsqueeze(-2) - R.unsqueeze(-3)
+
+
+@_numpy_compatible
+def pairwise_distances(R: Tensor) -> Tensor:
+    """r_ij = |R_i − R_j|, shape ``[..., K, K]``, zero on the diagonal.
+
+    The square root is taken of r_ij² + δ_ij so that the diagonal has finite (zero) gradients.
+    """
+    K = R.shape[-2]
+    r2 = pairwise_differences(R).square().sum(-1)
+    eye = torch.eye(K, dtype=R.dtype, device=R.device)
+    return torch.sqrt(r2 + eye) * (1.0 - eye)
+
+
+@_numpy_compatible
+def inverse_distances(R: Tensor) -> Tensor:
+    """1/r_ij off the diagonal, 0 on the diagonal, shape ``[..., K, K]``; gradients are finite everywhere
+    except at coinciding distinct particles (a true singularity)."""
+    K = R.shape[-2]
+    r2 = pairwise_differences(R).square().sum(-1)
+    eye = torch.eye(K, dtype=R.dtype, device=R.device)
+    return torch.rsqrt(r2 + eye) * (1.0 - eye)
+
+
+@_numpy_compatible
+def kinetic_energy(V: Tensor, m: Tensor | float) -> Tensor:
+    """T = ½ Σ_{k,d} m_k V_{k,d}², shape ``[...]`` for ``V`` of shape ``[..., K, D]``."""
+    m = _as_tensor(m, V)
+    return 0.5 * (m * V.square().sum(-1)).sum(-1)
+
+
+def _mass_products(m: Tensor | float, R: Tensor) -> Tensor:
+    """m_i m_j, broadcastable to ``[..., K, K]``."""
+    m = _as_tensor(m, R)
+    if m.dim() == 0:
+        return m * m
+    return m.unsqueeze(-1) * m.unsqueeze(-2)
+
+
+@_numpy_compatible
+def gravity_potential(R: Tensor, m: Tensor | float, G: float = 1.0) -> Tensor:
+    """U_G = −Σ_{i<j} G m_i m_j / r_ij (each pair counted once), shape ``[...]``."""
+    pair = _mass_products(m, R) * inverse_distances(R)
+    return -0.5 * G * pair.sum((-1, -2))
+
+
+@_numpy_compatible
+def gravity_forces(R: Tensor, m: Tensor | float, G: float = 1.0) -> Tensor:
+    """F_i = −Σ_{j≠i} G m_i m_j (R_i − R_j) / r_ij³ = −∇_{R_i} U_G, shape ``[..., K, D]``."""
+    inv_r = inverse_distances(R)
+    coeff = G * _mass_products(m, R) * inv_r * inv_r * inv_r  # [..., K, K], zero diagonal
+    return -(coeff.unsqueeze(-1) * pairwise_differences(R)).sum(-2)
+
+
+@_numpy_compatible
+def spring_potential(R: Tensor, edges: Tensor, kappa: float = 0.1) -> Tensor:
+    """U_S = ¼ κ Σ_{i≠j} e_ij |R_i − R_j|² (springs of rest length 0, each spring once), shape ``[...]``."""
+    e = _as_tensor(edges, R)
+    r2 = pairwise_differences(R).square().sum(-1)
+    return 0.25 * kappa * (e * r2).sum((-1, -2))
+
+
+@_numpy_compatible
+def spring_forces(R: Tensor, edges: Tensor, kappa: float = 0.1) -> Tensor:
+    """F_i = −κ Σ_j e_ij (R_i − R_j) = −κ (deg_i R_i − Σ_j e_ij R_j) = −∇_{R_i} U_S, shape ``[..., K, D]``."""
+    e = _as_tensor(edges, R)
+    degree = e.sum(-1, keepdim=True)  # [..., K, 1]
+    return -kappa * (degree * R - e @ R)
+
+
+@_numpy_compatible
+def linear_momentum(V: Tensor, m: Tensor | float) -> Tensor:
+    """P = Σ_k m_k V_k, shape ``[..., D]``."""
+    m = _as_tensor(m, V)
+    if m.dim() == 0:
+        return m * V.sum(-2)
+    return (m.unsqueeze(-1) * V).sum(-2)
+
+
+@_numpy_compatible
+def angular_momentum(R: Tensor, V: Tensor, m: Tensor | float) -> Tensor:
+    """L = Σ_k m_k R_k × V_k about the origin.
+
+    D = 2: the scalar z-component Σ_k m_k (x_k v_{y,k} − y_k v_{x,k}), shape ``[...]``;
+    D = 3: the vector, shape ``[..., 3]``.
+    """
+    m = _as_tensor(m, R)
+    D = R.shape[-1]
+    if D == 2:
+        lz = R[..., 0] * V[..., 1] - R[..., 1] * V[..., 0]
+        return (m * lz).sum(-1)
+    if D == 3:
+        mm = m if m.dim() == 0 else m.unsqueeze(-1)
+        return (mm * torch.linalg.cross(R, V, dim=-1)).sum(-2)
+    raise ValueError(f"angular_momentum needs D = 2 or 3, got D = {D}")
+
+
+@_numpy_compatible
+def newton_residual(R: Tensor, m: Tensor | float, dt: float, forces_fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """Residual of Newton's second law with central-difference accelerations.
+
+    ρ_l = m a_l − F(R_l),  a_l = (R_{l+1} − 2 R_l + R_{l−1}) / Δt²,  l = 1 … L−2,
+
+    for ``R`` of shape ``[..., L, K, D]`` (frames on axis −3). Returns ``[..., L−2, K, D]``.
+
+    Args:
+        R: positions; frames on axis −3.
+        m: masses, broadcast right-aligned against ``[..., L−2, K]`` (e.g. ``[N, 1, K]`` or ``[K]``).
+        dt: time between frames Δt.
+        forces_fn: maps positions ``[..., L−2, K, D]`` (the interior frames) to forces of the same shape,
+            e.g. ``lambda R: gravity_forces(R, m, G)``.
+    """
+    if R.shape[-3] < 3:
+        raise ValueError(f"newton_residual needs at least 3 frames on axis -3, got shape {tuple(R.shape)}")
+    m = _as_tensor(m, R)
+    accel = (R[..., 2:, :, :] - 2.0 * R[..., 1:-1, :, :] + R[..., :-2, :, :]) / (dt * dt)
+    mm = m if m.dim() == 0 else m.unsqueeze(-1)
+    return mm * accel - forces_fn(R[..., 1:-1, :, :])

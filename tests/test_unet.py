@@ -1,0 +1,218 @@
+"""Tests for the field U-Net denoiser (physdiff.models.unet)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from physdiff.models.unet import PaddedConv, UNet, pad_per_axis
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """The tensors here are tiny: one intra-op thread is faster and immune to oversubscription on a
+    busy machine. Restored afterwards so other test modules are unaffected."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+SMALL = dict(base_channels=8, channel_mults=(1, 2, 2), num_res_blocks=1)
+
+
+def _inputs(shape, cond_channels=0, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=dtype)
+    mask = (torch.rand(shape, generator=g) < 0.3).to(dtype)
+    known = torch.randn(shape, generator=g, dtype=dtype) * mask
+    t = torch.rand(shape[0], generator=g, dtype=dtype)
+    cond = None
+    if cond_channels:
+        cond = torch.randn((shape[0], cond_channels, *shape[2:]), generator=g, dtype=dtype)
+    return x, t, known, mask, cond
+
+
+def _randomise(net: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:
+    """Overwrite every parameter with random values, so zero-initialised layers do not hide anything."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * std)
+    return net
+
+
+CASES = [
+    # (name, spatial_dims, shape [B, C, *S], periodic)
+    ("1d", 1, (2, 2, 16), (True,)),
+    ("2d", 2, (2, 1, 16, 12), (False, False)),
+    ("space-time", 2, (2, 1, 8, 16), (False, True)),
+    ("3d space-time", 3, (1, 3, 4, 8, 8), (False, True, True)),
+]
+
+
+@pytest.mark.parametrize("cond_channels", [0, 2])
+@pytest.mark.parametrize(("name", "dims", "shape", "periodic"), CASES, ids=[c[0] for c in CASES])
+def test_output_shape(name, dims, shape, periodic, cond_channels):
+    net = UNet(dims, shape[1], cond_channels=cond_channels, periodic=periodic, **SMALL)
+    x, t, known, mask, cond = _inputs(shape, cond_channels)
+    out = net(x, t, known, mask, cond)
+    assert out.shape == x.shape
+    assert out.dtype == x.dtype
+    # EDM-style zero-initialised output layer.
+    assert torch.count_nonzero(out) == 0
+    out, hidden = net(x, t, known, mask, cond, return_hidden=True)
+    assert out.shape == x.shape
+    assert hidden.shape == (shape[0], net.hidden_channels, *shape[2:])
+
+
+def test_attention_and_more_blocks_shape():
+    net = UNet(
+        2,
+        2,
+        base_channels=8,
+        channel_mults=(1, 2),
+        num_res_blocks=2,
+        periodic=(False, True),
+        attention=True,
+        attention_heads=2,
+        dropout=0.1,
+    )
+    x, t, known, mask, _ = _inputs((3, 2, 8, 8))
+    assert net(x, t, known, mask).shape == x.shape
+
+
+def test_pad_per_axis():
+    x = torch.arange(12.0).reshape(1, 1, 3, 4)
+    y = pad_per_axis(x, [1, 1], [False, True])
+    assert y.shape == (1, 1, 5, 6)
+    assert torch.equal(y[0, 0, 0], torch.zeros(6))  # zero padding along axis 0
+    assert torch.equal(y[0, 0, 1], torch.tensor([3.0, 0, 1, 2, 3, 0]))  # circular along axis 1
+
+
+def test_padded_conv_matches_torch_circular():
+    torch.manual_seed(0)
+    conv = PaddedConv(2, 3, 3, 2, (True, True)).double()
+    ref = torch.nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular").double()
+    ref.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 2, 6, 5, dtype=torch.float64)
+    torch.testing.assert_close(conv(x), ref(x), rtol=0, atol=1e-12)
+
+
+EQUI_CASES = [
+    ("1d", 1, (2, 2, 16), (True,), [(4,), (8,), (-12,)]),
+    ("space-time", 2, (2, 1, 8, 16), (False, True), [(0, 4), (0, -8)]),
+    ("2d periodic", 2, (1, 2, 8, 12), (True, True), [(4, 0), (4, 8)]),
+    ("3d", 3, (1, 1, 4, 8, 8), (False, True, True), [(0, 4, 0), (0, 4, -4)]),
+]
+
+
+@pytest.mark.parametrize("randomised", [False, True], ids=["init", "random-weights"])
+@pytest.mark.parametrize(
+    ("name", "dims", "shape", "periodic", "shifts"), EQUI_CASES, ids=[c[0] for c in EQUI_CASES]
+)
+def test_periodic_shift_equivariance(name, dims, shape, periodic, shifts, randomised):
+    torch.manual_seed(1)
+    net = UNet(dims, shape[1], cond_channels=1, periodic=periodic, attention=True, **SMALL).double()
+    if randomised:
+        _randomise(net)
+    net.eval()
+    x, t, known, mask, cond = _inputs(shape, cond_channels=1, dtype=torch.float64)
+    axes = tuple(range(2, 2 + dims))
+    out, hid = net(x, t, known, mask, cond, return_hidden=True)
+    if randomised:
+        assert out.abs().max() > 1e-3  # the check is not vacuous
+    for shift in shifts:
+        roll = lambda z, s=shift: torch.roll(z, s, dims=axes)
+        out_s, hid_s = net(roll(x), t, roll(known), roll(mask), roll(cond), return_hidden=True)
+        assert (out_s - roll(out)).abs().max() <= 1e-10
+        assert (hid_s - roll(hid)).abs().max() <= 1e-10
+
+
+def test_shift_along_non_periodic_axis_is_not_equivariant():
+    net = _randomise(UNet(2, 1, periodic=(False, True), **SMALL).double()).eval()
+    x, t, known, mask, _ = _inputs((1, 1, 8, 16), dtype=torch.float64)
+    out = net(x, t, known, mask)
+    rolled = net(torch.roll(x, 4, 2), t, torch.roll(known, 4, 2), torch.roll(mask, 4, 2))
+    assert (rolled - torch.roll(out, 4, 2)).abs().max() > 1e-3
+    # Control for the control: the periodic axis of the same network is equivariant.
+    rolled = net(torch.roll(x, 4, 3), t, torch.roll(known, 4, 3), torch.roll(mask, 4, 3))
+    assert (rolled - torch.roll(out, 4, 3)).abs().max() <= 1e-10
+
+
+def test_output_depends_on_time_known_mask_and_cond():
+    net = _randomise(UNet(1, 1, cond_channels=1, periodic=(True,), **SMALL).double()).eval()
+    x, t, known, mask, cond = _inputs((2, 1, 16), cond_channels=1, dtype=torch.float64)
+    out = net(x, t, known, mask, cond)
+    assert not torch.allclose(out, net(x, t + 0.1, known, mask, cond))
+    assert not torch.allclose(out, net(x, t, known + 1.0, mask, cond))
+    assert not torch.allclose(out, net(x, t, known, 1.0 - mask, cond))
+    assert not torch.allclose(out, net(x, t, known, mask, cond + 1.0))
+
+
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [
+        ((1, 1, 8, 10), "axis 1 has size 10.*multiple of 4"),
+        ((1, 1, 6, 8), "axis 0 has size 6.*multiple of 4"),
+    ],
+)
+def test_wrong_spatial_size_raises(shape, match):
+    net = UNet(2, 1, periodic=(False, True), **SMALL)
+    x, t, known, mask, _ = _inputs(shape)
+    with pytest.raises(ValueError, match=match):
+        net(x, t, known, mask)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="spatial_dims"):
+        UNet(4, 1)
+    with pytest.raises(ValueError, match="periodic"):
+        UNet(2, 1, periodic=(True,))
+    net = UNet(1, 1, cond_channels=1, **SMALL)
+    x, t, known, mask, cond = _inputs((2, 1, 8), cond_channels=1)
+    with pytest.raises(ValueError, match="cond"):
+        net(x, t, known, mask)
+    with pytest.raises(ValueError, match="x_t"):
+        net(x[:, :, None], t, known, mask, cond)
+    with pytest.raises(ValueError, match="mask"):
+        net(x, t, known, mask[:1], cond)
+    with pytest.raises(ValueError, match="t must"):
+        net(x, t[:1], known, mask, cond)
+    with pytest.raises(ValueError, match="cond_channels=0"):
+        UNet(1, 1, **SMALL)(x, t, known, mask, cond)
+
+
+def test_gradients_flow():
+    net = UNet(2, 1, cond_channels=1, periodic=(False, True), attention=True, **SMALL)
+    x, t, known, mask, cond = _inputs((2, 1, 8, 8), cond_channels=1)
+    x.requires_grad_(True)
+    # First step: with zero-initialised last layers only those layers receive gradient.
+    loss = (net(x, t, known, mask, cond) - known).square().mean()
+    loss.backward()
+    assert net.out_conv.weight.grad.abs().sum() > 0
+    # With random (non-zero) weights every parameter and the input receive a gradient.
+    x.grad = None
+    net.zero_grad()
+    _randomise(net)
+    (net(x, t, known, mask, cond) - known).square().mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_float64_and_scalar_t():
+    net = UNet(1, 1, periodic=True, **SMALL).double()
+    x, _, known, mask, _ = _inputs((3, 1, 8), dtype=torch.float64)
+    out = net(x, torch.tensor(0.5, dtype=torch.float64), known, mask.bool())
+    assert out.dtype == torch.float64 and out.shape == x.shape
+
+
+@pytest.mark.parametrize("periodic", [(True, False, True), (False, True, False), (True, True, True)])
+def test_padded_conv_equals_explicit_padding_then_valid_conv(periodic):
+    torch.manual_seed(0)
+    conv = PaddedConv(2, 3, 3, 3, periodic).double()
+    x = torch.randn(2, 2, 4, 6, 5, dtype=torch.float64)
+    ref = torch.nn.functional.conv3d(pad_per_axis(x, [1, 1, 1], periodic), conv.weight, conv.bias)
+    torch.testing.assert_close(conv(x), ref, rtol=0, atol=1e-12)
