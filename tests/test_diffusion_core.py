@@ -17,9 +17,16 @@ from physdiff.diffusion.parametrisation import (
     x0_from_v,
 )
 
-torch.set_default_dtype(torch.float64)
-MU = torch.tensor([1.0, -2.0])
-COV = torch.tensor([[1.0, 0.6], [0.6, 0.5]])
+MU = torch.tensor([1.0, -2.0], dtype=torch.float64)
+COV = torch.tensor([[1.0, 0.6], [0.6, 0.5]], dtype=torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine"])

@@ -10,7 +10,14 @@ import torch
 
 from physdiff.physics import particles as P
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def _random_graph(gen: torch.Generator, shape: tuple[int, ...], K: int) -> torch.Tensor:

@@ -67,6 +67,7 @@ def diffusion_loss(
     weight: Callable[[Tensor], Tensor] | None = None,
     generator: torch.Generator | None = None,
     t: Tensor | None = None,
+    eps: Tensor | None = None,
     return_hidden: bool = False,
     **context: Tensor,
 ) -> LossOutput:
@@ -79,6 +80,7 @@ def diffusion_loss(
         known, mask: conditioning; known entries are excluded from the loss.
         weight: w(t), default 1.
         t: optional fixed diffusion times [B] (drawn stratified-uniform otherwise).
+        eps: optional noise draw (in the data subspace); drawn with ``generator`` otherwise.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
@@ -90,7 +92,8 @@ def diffusion_loss(
         t = sample_time(b, sched.t_eps, sched.t_max, generator=generator, dtype=x0.dtype, device=x0.device)
     if mask is not None and known is None:
         known = x0 * mask
-    eps = denoiser.noise_like(x0, generator)
+    if eps is None:
+        eps = denoiser.noise_like(x0, generator)
     alpha, sigma = sched.coefficients(t, x0.ndim)
     x_t = alpha * x0 + sigma * eps
     pred = denoiser(x_t, t, known, mask, return_hidden=return_hidden, **context)

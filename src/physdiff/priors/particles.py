@@ -1,0 +1,266 @@
+r"""Built-in priors for particle systems, acting on states ``x`` ``[B, L, K, 2D]`` in model coordinates.
+
+The diffusion model sees normalised data: positions divided by ``positions_scale`` and velocities by
+``velocities_scale`` (``scale``); every prior undoes that before computing physics. Context keyword
+arguments: ``masses`` ``[B, K]`` (default: unit masses) and, for springs, ``edges`` ``[B, K, K]``.
+Frame 0 is the conditioned first frame.
+
+* :class:`MomentumPrior` (linear): R_l = Σ_k m_k V_{l,k} − Σ_k m_k V_{0,k}, l ≥ 1.
+* :class:`AngularMomentumPrior` (multilinear): R_l = L_l − L_0, L_l = Σ_k m_k R_{l,k} × V_{l,k}.
+* :class:`NewtonSpringPrior` (linear in positions given the graph): m a_l − F_spring(R_l) on interior frames.
+* :class:`GravityEnergyPrior` (nonlinear, multilinear reduction): match 1/R_ij (i<j) and |V_{l,k}|².
+* :class:`SpringEnergyPrior` (nonlinear): match e_ij R_ij² (i<j) and |V_{l,k}|².
+
+The kinetic features are per-particle squared speeds |V_{l,k}|² = Σ_d V²_{l,k,d} by default, which keeps
+the penalty rotation invariant; ``kinetic_per_component=True`` gives the poster's per-component V²_{l,k,d}
+(invariant only under axis permutations and reflections).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from physdiff.physics import particles as phys
+from physdiff.priors.base import Prior
+from physdiff.systems.registry import PARTICLE_SYSTEMS, get_system
+
+__all__ = [
+    "PARTICLE_PRIORS",
+    "AngularMomentumPrior",
+    "GravityEnergyPrior",
+    "MomentumPrior",
+    "NewtonSpringPrior",
+    "ParticlePrior",
+    "SpringEnergyPrior",
+    "make_prior",
+]
+
+Scale = tuple[float, float] | Mapping[str, float] | float
+
+
+def _parse_scale(scale: Scale) -> tuple[float, float]:
+    if isinstance(scale, Mapping):
+        return float(scale.get("positions_scale", 1.0)), float(scale.get("velocities_scale", 1.0))
+    if isinstance(scale, int | float):
+        return float(scale), float(scale)
+    ps, vs = scale
+    return float(ps), float(vs)
+
+
+@dataclass
+class ParticlePrior(Prior):
+    """Base of the particle priors: unit conversion, masses and edges from the context.
+
+    Attributes:
+        dim: spatial dimension D (the state has 2D channels).
+        scale: ``(positions_scale, velocities_scale)`` (or a dict with those keys, or one float for both).
+        system: the particle systems the prior applies to (class attribute).
+    """
+
+    dim: int = 3
+    scale: Scale = (1.0, 1.0)
+    system: ClassVar[tuple[str, ...]] = PARTICLE_SYSTEMS
+    needs_edges: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.dim not in (2, 3):
+            raise ValueError(f"prior {self.name!r}: dim must be 2 or 3, got {self.dim}")
+        ps, vs = _parse_scale(self.scale)
+        if not (ps > 0 and vs > 0):
+            raise ValueError(f"prior {self.name!r}: scales must be > 0, got {(ps, vs)}")
+        self.scale = (ps, vs)
+
+    def check_system(self, system_name: str) -> None:
+        """Raise ``ValueError`` if the prior does not apply to ``system_name``."""
+        if system_name not in self.system:
+            raise ValueError(
+                f"prior {self.name!r} ({type(self).__name__}) does not apply to system {system_name!r}; "
+                f"it applies to: {', '.join(self.system)}"
+            )
+
+    def split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Physical positions and velocities ``[B, L, K, D]`` from a model state ``[B, L, K, 2D]``."""
+        if x.dim() != 4 or x.shape[-1] != 2 * self.dim:
+            raise ValueError(
+                f"prior {self.name!r}: expected a state [B, L, K, {2 * self.dim}], got {tuple(x.shape)}"
+            )
+        ps, vs = self.scale  # type: ignore[misc]
+        return x[..., : self.dim] * ps, x[..., self.dim :] * vs
+
+    def masses(self, x: Tensor, context: Mapping[str, Any]) -> Tensor:
+        """Masses ``[B, 1, K]`` (broadcast over frames); unit masses when the context has none."""
+        m = context.get("masses")
+        if m is None:
+            return x.new_ones(x.shape[0], 1, x.shape[2])
+        m = torch.as_tensor(m, dtype=x.dtype, device=x.device)
+        return m.reshape(-1, 1, x.shape[2]) if m.dim() == 2 else m
+
+    def edges(self, x: Tensor, context: Mapping[str, Any]) -> Tensor:
+        """Spring adjacency ``[B, 1, K, K]``; ``ValueError`` when the context has no edge graph."""
+        e = context.get("edges")
+        if e is None:
+            raise ValueError(
+                f"prior {self.name!r} ({type(self).__name__}) needs the spring graph: pass edges=[B, K, K] "
+                "in the context (it applies to spring systems only)"
+            )
+        e = torch.as_tensor(e, dtype=x.dtype, device=x.device)
+        return e[:, None] if e.dim() == 3 else e
+
+
+def _upper_pairs(K: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    iu = torch.triu_indices(K, K, offset=1, device=device)
+    return iu[0], iu[1]
+
+
+def _kinetic_features(V: Tensor, per_component: bool) -> Tensor:
+    return V.square() if per_component else V.square().sum(-1)
+
+
+@dataclass
+class MomentumPrior(ParticlePrior):
+    """Conservation of linear momentum (linear): Σ_k m_k V_{l,k} − Σ_k m_k V_{0,k} = 0 for l ≥ 1."""
+
+    name: str = "momentum"
+    case: str = "linear"
+
+    def residual(self, x: Tensor, **context: Any) -> Tensor:
+        _, V = self.split(x)
+        P = phys.linear_momentum(V, self.masses(x, context))  # [B, L, D]
+        return P[:, 1:] - P[:, :1]
+
+
+@dataclass
+class AngularMomentumPrior(ParticlePrior):
+    """Conservation of angular momentum (multilinear): L_l − L_0 = 0, L = Σ_k m_k R_k × V_k (about 0)."""
+
+    name: str = "angular-momentum"
+    case: str = "multilinear"
+
+    def residual(self, x: Tensor, **context: Any) -> Tensor:
+        R, V = self.split(x)
+        Lm = phys.angular_momentum(R, V, self.masses(x, context))  # [B, L] (D=2) or [B, L, 3]
+        return Lm[:, 1:] - Lm[:, :1]
+
+
+@dataclass
+class NewtonSpringPrior(ParticlePrior):
+    """Newton's law for springs (linear in positions given the graph): m a_l + κ(deg R − e R) = 0.
+
+    a_l = (R_{l+1} − 2R_l + R_{l−1})/Δt² on interior frames; the residual has force units.
+    """
+
+    name: str = "newton"
+    case: str = "linear"
+    dt: float = 0.1
+    kappa: float = 0.1
+    system: ClassVar[tuple[str, ...]] = ("five-spring",)
+    needs_edges: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.dt > 0:
+            raise ValueError(f"prior {self.name!r}: dt must be > 0, got {self.dt}")
+
+    def residual(self, x: Tensor, **context: Any) -> Tensor:
+        R, _ = self.split(x)
+        e = self.edges(x, context)
+        m = self.masses(x, context)
+        return phys.newton_residual(R, m, self.dt, lambda X: phys.spring_forces(X, e, self.kappa))
+
+
+@dataclass
+class GravityEnergyPrior(ParticlePrior):
+    """Energy for gravity via the multilinear reduction: match 1/R_ij (i<j) and the kinetic terms.
+
+    J = potential_weight · mean(1/R̂_ij − 1/R_ij)² + kinetic_weight · mean(|V̂|² − |V|²)².
+    """
+
+    name: str = "energy"
+    case: str = "nonlinear"
+    potential_weight: float = 1.0
+    kinetic_weight: float = 1.0
+    kinetic_per_component: bool = False
+    system: ClassVar[tuple[str, ...]] = ("three-body",)
+
+    def features(self, x: Tensor, **context: Any) -> dict[str, Tensor]:
+        R, V = self.split(x)
+        i, j = _upper_pairs(R.shape[-2], R.device)
+        inv_r = phys.inverse_distances(R)[..., i, j]  # [B, L, K(K-1)/2]
+        return {"potential": inv_r, "kinetic": _kinetic_features(V, self.kinetic_per_component)}
+
+    def group_weights(self) -> dict[str, float]:
+        return {"potential": self.potential_weight, "kinetic": self.kinetic_weight}
+
+
+@dataclass
+class SpringEnergyPrior(ParticlePrior):
+    """Energy for springs: match e_ij R_ij² over pairs i<j and the kinetic terms (needs ``edges``)."""
+
+    name: str = "energy"
+    case: str = "nonlinear"
+    potential_weight: float = 1.0
+    kinetic_weight: float = 1.0
+    kinetic_per_component: bool = False
+    system: ClassVar[tuple[str, ...]] = ("five-spring",)
+    needs_edges: ClassVar[bool] = True
+
+    def features(self, x: Tensor, **context: Any) -> dict[str, Tensor]:
+        R, V = self.split(x)
+        e = self.edges(x, context)
+        r2 = phys.pairwise_differences(R).square().sum(-1) * e  # [B, L, K, K]
+        i, j = _upper_pairs(R.shape[-2], R.device)
+        return {"potential": r2[..., i, j], "kinetic": _kinetic_features(V, self.kinetic_per_component)}
+
+    def group_weights(self) -> dict[str, float]:
+        return {"potential": self.potential_weight, "kinetic": self.kinetic_weight}
+
+
+PARTICLE_PRIORS: tuple[str, ...] = ("momentum", "energy", "newton", "angular-momentum", "gravity-energy",
+                                    "spring-energy")
+
+_BY_NAME: dict[str, type[ParticlePrior]] = {
+    "momentum": MomentumPrior,
+    "newton": NewtonSpringPrior,
+    "angular-momentum": AngularMomentumPrior,
+    "gravity-energy": GravityEnergyPrior,
+    "spring-energy": SpringEnergyPrior,
+}
+
+
+def make_prior(name: str, system_name: str, **kw: Any) -> ParticlePrior:
+    """A built-in particle prior by name for a particle system.
+
+    Names: ``momentum``, ``energy`` (gravity or spring energy, by system), ``newton``, ``angular-momentum``
+    and the explicit ``gravity-energy`` / ``spring-energy``. ``dim`` and the physical constants (``dt``,
+    ``kappa``) default to the system's; other keywords (``weight``, ``scale``, ``time_weight``, ...) go to
+    the prior.
+
+    Raises:
+        ValueError: unknown prior or system name, or a prior that does not apply to the system.
+    """
+    if system_name not in PARTICLE_SYSTEMS:
+        raise ValueError(f"unknown particle system {system_name!r}; valid names: {', '.join(PARTICLE_SYSTEMS)}")
+    if name not in PARTICLE_PRIORS:
+        raise ValueError(f"unknown prior {name!r}; valid names: {', '.join(PARTICLE_PRIORS)}")
+    sys = get_system(system_name)
+    if name == "energy":
+        cls: type[ParticlePrior] = SpringEnergyPrior if sys.has_edges else GravityEnergyPrior
+    else:
+        cls = _BY_NAME[name]
+    if system_name not in cls.system:
+        raise ValueError(
+            f"prior {name!r} ({cls.__name__}) does not apply to system {system_name!r}; "
+            f"it applies to: {', '.join(cls.system)}"
+            + (" (it needs a spring graph, edges)" if cls.needs_edges and not sys.has_edges else "")
+        )
+    kw.setdefault("dim", sys.n_dims)
+    if cls is NewtonSpringPrior:
+        kw.setdefault("dt", sys.dt)
+        kw.setdefault("kappa", sys.constants["kappa"])
+    return cls(**kw)
