@@ -11,7 +11,6 @@ import torch
 from physdiff.physics import particles as P
 
 
-
 @pytest.fixture(autouse=True)
 def _float64():
     old = torch.get_default_dtype()

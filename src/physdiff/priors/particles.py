@@ -221,8 +221,14 @@ class SpringEnergyPrior(ParticlePrior):
         return {"potential": self.potential_weight, "kinetic": self.kinetic_weight}
 
 
-PARTICLE_PRIORS: tuple[str, ...] = ("momentum", "energy", "newton", "angular-momentum", "gravity-energy",
-                                    "spring-energy")
+PARTICLE_PRIORS: tuple[str, ...] = (
+    "momentum",
+    "energy",
+    "newton",
+    "angular-momentum",
+    "gravity-energy",
+    "spring-energy",
+)
 
 _BY_NAME: dict[str, type[ParticlePrior]] = {
     "momentum": MomentumPrior,
@@ -245,7 +251,9 @@ def make_prior(name: str, system_name: str, **kw: Any) -> ParticlePrior:
         ValueError: unknown prior or system name, or a prior that does not apply to the system.
     """
     if system_name not in PARTICLE_SYSTEMS:
-        raise ValueError(f"unknown particle system {system_name!r}; valid names: {', '.join(PARTICLE_SYSTEMS)}")
+        raise ValueError(
+            f"unknown particle system {system_name!r}; valid names: {', '.join(PARTICLE_SYSTEMS)}"
+        )
     if name not in PARTICLE_PRIORS:
         raise ValueError(f"unknown prior {name!r}; valid names: {', '.join(PARTICLE_PRIORS)}")
     sys = get_system(system_name)
