@@ -75,8 +75,8 @@ def _gaussian_denoiser(schedule="linear"):
 
 
 # (sampler, steps, eta, tolerance on Σ beyond sampling error). DDIM is Euler on the probability-flow
-# ODE (first order): at 50 steps Σ shrinks by ~6 % (η = 0) and ~11 % (η = 0.5), see docs/benchmarks.md; Heun is second
-# order and DDPM-1000 is the reference, both within sampling error.
+# ODE (first order): at 50 steps Σ shrinks by ~6 % (η = 0) and ~11 % (η = 0.5), see
+# docs/benchmarks.md; Heun is second order and DDPM-1000 is the reference, both within sampling error.
 SAMPLER_CASES = [
     ("ddpm", 1000, 1.0, 0.0),
     ("ddim", 50, 0.0, 0.07),

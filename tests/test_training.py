@@ -29,8 +29,9 @@ def make_denoiser(seed=0):
 
 def test_toy_model_learns_first_two_moments(tmp_path):
     den = make_denoiser()
-    cfg = TrainConfig(steps=1500, batch_size=256, lr=3e-3, warmup=50, ema_decay=0.99, log_every=100,
-                      checkpoint_every=10_000)
+    cfg = TrainConfig(
+        steps=1500, batch_size=256, lr=3e-3, warmup=50, ema_decay=0.99, log_every=100, checkpoint_every=10_000
+    )
     train(den, toy_data(), cfg, tmp_path, progress=False)
     load_ema_weights(den, tmp_path / "checkpoint.pt")
     x = sample(den, (2000, 2), sampler="heun", steps=25, generator=torch.Generator().manual_seed(0))
@@ -69,8 +70,15 @@ def test_checkpoint_errors(tmp_path):
     before = (run / "checkpoint.pt").read_bytes()
     cfg10 = TrainConfig(steps=10, batch_size=8, log_every=5)
     with pytest.raises(CheckpointError, match="model.hidden"):
-        train(make_denoiser(), toy_data(64), cfg10, run, config_dict={"model": {"hidden": 32}}, resume=True,
-              progress=False)
+        train(
+            make_denoiser(),
+            toy_data(64),
+            cfg10,
+            run,
+            config_dict={"model": {"hidden": 32}},
+            resume=True,
+            progress=False,
+        )
     assert (run / "checkpoint.pt").read_bytes() == before
 
 
@@ -103,14 +111,30 @@ cleanup(info)
 
 def test_ddp_gloo_matches_single_process(tmp_path):
     single = make_denoiser()
-    train(single, toy_data(128), TrainConfig(steps=6, batch_size=16, log_every=3), tmp_path / "one",
-          progress=False)
+    train(
+        single,
+        toy_data(128),
+        TrainConfig(steps=6, batch_size=16, log_every=3),
+        tmp_path / "one",
+        progress=False,
+    )
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / "two")))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          "--master_port=29517", str(script)], capture_output=True, text=True, env=env,
-                         timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29517",
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     two = load_checkpoint(tmp_path / "two" / "checkpoint.pt")["model"]
     for k, v in single.net.state_dict().items():

@@ -105,8 +105,10 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"unknown config key(s) {[prefix + u for u in unknown]}; valid keys under "
-                          f"{prefix.rstrip('.') or 'the top level'}: {sorted(names)}")
+        raise ConfigError(
+            f"unknown config key(s) {[prefix + u for u in unknown]}; valid keys under "
+            f"{prefix.rstrip('.') or 'the top level'}: {sorted(names)}"
+        )
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
     return cls(**kwargs)
 
@@ -119,15 +121,24 @@ def apply_overrides(cfg: T, overrides: list[str]) -> T:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
-        node = d
+        node: Any = d
         for p in parts[:-1]:
-            if not isinstance(node, dict) or p not in node:
-                raise ConfigError(f"unknown config key {key!r}")
-            node = node[p]
-        if not isinstance(node, dict) or parts[-1] not in node:
-            raise ConfigError(f"unknown config key {key!r}")
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+            node = _child(node, p, key)
+        last = parts[-1]
+        _child(node, last, key)
+        if isinstance(node, list):
+            last = int(last)
+        node[last] = yaml.safe_load(raw) if raw != "" else ""
     return from_dict(type(cfg), d)
+
+
+def _child(node: Any, part: str, key: str) -> Any:
+    """``node[part]`` for a dict key or a list index, or a ConfigError naming the key."""
+    if isinstance(node, dict) and part in node:
+        return node[part]
+    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        return node[int(part)]
+    raise ConfigError(f"unknown config key {key!r}")
 
 
 def save_yaml(cfg: Any, path: str | Path) -> None:

@@ -6,6 +6,16 @@ from physdiff.diffusion.samplers import SAMPLERS, sample
 from physdiff.diffusion.schedule import CosineSchedule, LinearSchedule, VPSchedule, make_schedule
 
 __all__ = [
-    "OBJECTIVES", "PREDICTIONS", "SAMPLERS", "CosineSchedule", "Denoiser", "DenoiserOutput",
-    "LinearSchedule", "LossOutput", "VPSchedule", "diffusion_loss", "make_schedule", "sample",
+    "OBJECTIVES",
+    "PREDICTIONS",
+    "SAMPLERS",
+    "CosineSchedule",
+    "Denoiser",
+    "DenoiserOutput",
+    "LinearSchedule",
+    "LossOutput",
+    "VPSchedule",
+    "diffusion_loss",
+    "make_schedule",
+    "sample",
 ]

@@ -47,12 +47,19 @@ def masked_mean(sq: Tensor, mask: Tensor | None) -> Tensor:
 
 
 def sample_time(
-    n: int, t_eps: float, t_max: float = 1.0, *, generator: torch.Generator | None = None,
-    dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+    n: int,
+    t_eps: float,
+    t_max: float = 1.0,
+    *,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
 ) -> Tensor:
     """t ~ U[t_eps, t_max], stratified over the batch (low-discrepancy, unbiased)."""
-    u = (torch.arange(n, dtype=dtype, device=device)
-         + torch.rand(n, generator=generator, dtype=dtype, device=device)) / n
+    u = (
+        torch.arange(n, dtype=dtype, device=device)
+        + torch.rand(n, generator=generator, dtype=dtype, device=device)
+    ) / n
     u = u[torch.randperm(n, generator=generator, device=device)]
     return t_eps + (t_max - t_eps) * u
 

@@ -20,8 +20,15 @@ from physdiff.diffusion.parametrisation import Denoiser, eps_from_x0
 from physdiff.diffusion.schedule import VPSchedule
 
 __all__ = [
-    "SAMPLERS", "DEFAULT_STEPS", "SPACINGS", "sample", "ddpm_step", "ddim_step", "time_grid",
-    "edm_sigma_grid", "sampling_times",
+    "SAMPLERS",
+    "DEFAULT_STEPS",
+    "SPACINGS",
+    "sample",
+    "ddpm_step",
+    "ddim_step",
+    "time_grid",
+    "edm_sigma_grid",
+    "sampling_times",
 ]
 
 SAMPLERS = ("ddpm", "ddim", "heun")
@@ -55,8 +62,9 @@ def sampling_times(schedule: VPSchedule, steps: int, spacing: str = "edm", rho: 
         return time_grid(steps, schedule.t_eps, schedule.t_max, dtype=torch.float64)
     t_hi = torch.tensor(schedule.t_max, dtype=torch.float64)
     t_lo = torch.tensor(schedule.t_eps, dtype=torch.float64)
-    grid = edm_sigma_grid(steps, float(schedule.edm_sigma(t_hi)), float(schedule.edm_sigma(t_lo)), rho,
-                          dtype=torch.float64)
+    grid = edm_sigma_grid(
+        steps, float(schedule.edm_sigma(t_hi)), float(schedule.edm_sigma(t_lo)), rho, dtype=torch.float64
+    )
     ts = schedule.t_from_edm_sigma(grid)
     ts[0], ts[-1] = t_hi, t_lo
     return ts
@@ -133,7 +141,6 @@ def sample(
         known = known.to(device=device, dtype=dtype)
         mask = mask.to(device=device, dtype=dtype)
     sched = denoiser.schedule
-    ndim = len(shape)
     b = shape[0]
     kw = dict(dtype=dtype, device=device)
 

@@ -93,7 +93,9 @@ def train(
     if cfg.steps <= 0 or cfg.batch_size <= 0:
         raise ValueError(f"steps and batch_size must be positive, got {cfg.steps} and {cfg.batch_size}")
     if cfg.batch_size % dist_info.world_size:
-        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the world size {dist_info.world_size}")
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is not divisible by the world size {dist_info.world_size}"
+        )
     if "x0" not in data:
         raise ValueError("training data needs an 'x0' entry")
     for k, v in data.items():
@@ -135,8 +137,13 @@ def train(
             writer = SummaryWriter(str(run_dir / "tb"))
         except ImportError:
             writer = None
-    bar = tqdm(total=cfg.steps, initial=start, desc="training", disable=not (progress and is_main),
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=start,
+        desc="training",
+        disable=not (progress and is_main),
+        dynamic_ncols=True,
+    )
     losses: list[float] = []
     t0 = time.time()
     header_done = start > 0 and log_file.exists()
@@ -145,10 +152,16 @@ def train(
 
     def save(step: int) -> None:
         if is_main:
-            save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                "step": step, "config": config_dict or {},
-            })
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "model": model.state_dict(),
+                    "ema": ema.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "step": step,
+                    "config": config_dict or {},
+                },
+            )
 
     step = start
     try:
@@ -169,9 +182,17 @@ def train(
             lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
             for group in opt.param_groups:
                 group["lr"] = lr
-            out = diffusion_loss(ddp_denoiser, x0, objective=cfg.objective, known=known, mask=mask,
-                                 t=t_all[lo:hi].to(device), eps=eps_all[lo:hi].to(device),
-                                 return_hidden=return_hidden, **local_batch)
+            out = diffusion_loss(
+                ddp_denoiser,
+                x0,
+                objective=cfg.objective,
+                known=known,
+                mask=mask,
+                t=t_all[lo:hi].to(device),
+                eps=eps_all[lo:hi].to(device),
+                return_hidden=return_hidden,
+                **local_batch,
+            )
             loss = out.loss
             terms = {"loss_score": float(out.loss.detach())}
             if extra_loss is not None:
@@ -179,7 +200,9 @@ def train(
                 loss = loss + extra
                 terms.update(extra_terms)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"the loss became {float(loss)} at step {step}; lower the learning rate")
+                raise FloatingPointError(
+                    f"the loss became {float(loss)} at step {step}; lower the learning rate"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -188,8 +211,14 @@ def train(
             losses.append(float(loss.detach()))
             bar.update()
             if is_main and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
-                row = {"step": step + 1, "loss": losses[-1], **terms, "grad_norm": float(gnorm), "lr": lr,
-                       "elapsed_s": round(time.time() - t0, 3)}
+                row = {
+                    "step": step + 1,
+                    "loss": losses[-1],
+                    **terms,
+                    "grad_norm": float(gnorm),
+                    "lr": lr,
+                    "elapsed_s": round(time.time() - t0, 3),
+                }
                 with open(log_file, "a", newline="") as f:
                     w = csv.DictWriter(f, fieldnames=list(row))
                     if not header_done:
