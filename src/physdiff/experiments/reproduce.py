@@ -173,12 +173,16 @@ def load_experiment(cfg: ParticleExperimentConfig, cache_dir: Path, progress: bo
 
 
 def time_weight_fn(name: str, schedule):
-    """w(t) of a prior by name: ``one`` → None (w ≡ 1), ``alpha2`` → α_t²."""
+    """w(t) of a prior by name: ``one`` → None (w ≡ 1), ``alpha2`` → α_t², ``low_noise`` →
+    sigmoid(λ(t) − 2) (≈ 1 where σ_t < 0.35, ≈ 0 at high noise, where the Jensen gap of a nonlinear
+    prior is largest)."""
     if name == "one":
         return None
     if name == "alpha2":
         return lambda t: schedule.alpha(t) ** 2
-    raise ValueError(f"unknown prior time weight {name!r}; choose 'one' or 'alpha2'")
+    if name == "low_noise":
+        return lambda t: torch.sigmoid(schedule.log_snr(t) - 2.0)
+    raise ValueError(f"unknown prior time weight {name!r}; choose 'one', 'alpha2' or 'low_noise'")
 
 
 def arm_priors(cfg: ParticleExperimentConfig) -> dict[str, list[PriorConfig]]:
