@@ -160,9 +160,7 @@ def test_objectives_have_known_minimisers(objective):
 
     def closure():
         opt.zero_grad()
-        loss = diffusion_loss(
-            den, x0, objective=objective, t=t, generator=torch.Generator().manual_seed(1)
-        ).loss
+        loss = diffusion_loss(den, x0, objective=objective, t=t, generator=torch.Generator().manual_seed(1)).loss
         loss.backward()
         return loss
 

@@ -79,9 +79,7 @@ def test_egnn_equivariant_by_hand_with_per_sample_transforms():
 
     out, hid = model(**inp)
     x2 = permute_particles(translate_positions(rotate_particle_state(inp["x_t"], q), c), perm)
-    known2 = permute_particles(
-        translate_positions(rotate_particle_state(inp["known"], q), c, inp["mask"]), perm
-    )
+    known2 = permute_particles(translate_positions(rotate_particle_state(inp["known"], q), c, inp["mask"]), perm)
     out2, hid2 = model(
         x2,
         inp["t"],
@@ -215,9 +213,7 @@ def test_helper_point_outputs_and_reflection_only_failure():
         cross = v[..., 0:1] * v[..., 3:4] - v[..., 1:2] * v[..., 2:3]
         return v[..., d:] * cross
 
-    errors = equivariance_errors(
-        chiral, [x], ["particles"], out_kinds="vectors", group=("rotation", "reflection")
-    )
+    errors = equivariance_errors(chiral, [x], ["particles"], out_kinds="vectors", group=("rotation", "reflection"))
     assert errors["rotation"] < 1e-12 and errors["reflection"] > 1e-3
 
 

@@ -186,9 +186,7 @@ def test_three_body_file_has_no_edges(tmp_path) -> None:
 
 
 def test_progress_bar_and_stale_floor(tmp_path, capsys) -> None:
-    summary = simulate_to_file(
-        "three-body", tmp_path / "p.h5", 2, seed=0, n_frames=4, batch_size=8, progress=True
-    )
+    summary = simulate_to_file("three-body", tmp_path / "p.h5", 2, seed=0, n_frames=4, batch_size=8, progress=True)
     simulate_to_file("five-spring", tmp_path / "q.h5", 2, seed=0, n_frames=4, progress=True)
     assert summary["n"] == 2
     data = load_particles(tmp_path / "q.h5")

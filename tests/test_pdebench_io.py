@@ -154,9 +154,7 @@ def test_errors(tmp_path: Path) -> None:
     with h5py.File(p, "a") as f:
         del f["x-coordinate"]
         f.create_dataset("x-coordinate", data=np.arange(15) / 15)
-    with pytest.raises(
-        PDEBenchFormatError, match=r"inconsistent grid sizes: 'x-coordinate' has shape \(15,\)"
-    ):
+    with pytest.raises(PDEBenchFormatError, match=r"inconsistent grid sizes: 'x-coordinate' has shape \(15,\)"):
         load_pde(p)
 
     p = tmp_path / "1D_Advection_Sols_beta2.0.hdf5"

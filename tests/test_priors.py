@@ -212,8 +212,7 @@ def test_total_prior_loss_sums_weighted_terms_and_logs_each(data):
     assert set(terms) == {"momentum", "energy", "mean-vx"}
     assert terms["mean-vx"] == 0.0
     expected = (
-        2.0 * ((1 - t) * priors[0].penalty(x_hat, x, **ctx)).mean()
-        + 0.5 * priors[1].penalty(x_hat, x, **ctx).mean()
+        2.0 * ((1 - t) * priors[0].penalty(x_hat, x, **ctx)).mean() + 0.5 * priors[1].penalty(x_hat, x, **ctx).mean()
     )
     torch.testing.assert_close(total, expected)
     assert total.item() == pytest.approx(sum(terms.values()))

@@ -61,9 +61,7 @@ def test_reproduce_both_arms_and_evaluate_cli(tmp_path, capsys):
     ev = json.loads(js.read_text())
     assert set(ev) == {"metrics", "floor"} and "momentum_error" in ev["floor"]
     # the CLI's metrics are the pipeline's metrics of the same seed
-    assert (
-        abs(ev["metrics"]["traj_error"]["mean"] - res["arms"]["no_prior"]["traj_error"]["per_seed"][0]) < 1e-9
-    )
+    assert abs(ev["metrics"]["traj_error"]["mean"] - res["arms"]["no_prior"]["traj_error"]["per_seed"][0]) < 1e-9
     # the momentum prior's zero-residual check on the ground truth passed, and generated frames keep the
     # known first frame exactly
     with h5py.File(samples) as f, h5py.File(res["data"]) as d:
@@ -105,3 +103,17 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["reproduce", "three-body", "--out", str(tmp_path), "train.nonsense=1"]) == 2
     assert "train.nonsense" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "missing.h5"), "--reference", str(tmp_path / "nope.h5")]) == 2
+
+
+def test_prior_time_weight_and_weight_reach_the_priors():
+    import torch
+
+    from physdiff.config import apply_overrides
+    from physdiff.experiments.particles import ParticleScaling
+    from physdiff.experiments.reproduce import build_priors, preset_config
+
+    cfg = apply_overrides(preset_config("three-body"), ["priors.0.weight=0.25", "priors.0.time_weight=low_noise"])
+    (prior,) = build_priors(cfg, "prior:energy", "three-body", 3, ParticleScaling(1.0, 1.0))
+    assert prior.weight == 0.25
+    w = prior.w(torch.tensor([1e-3, 0.5, 1.0]))
+    assert w[0] > 0.99 and w[2] < 1e-3 and torch.all(w[:-1] > w[1:])

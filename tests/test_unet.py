@@ -108,9 +108,7 @@ EQUI_CASES = [
 
 
 @pytest.mark.parametrize("randomised", [False, True], ids=["init", "random-weights"])
-@pytest.mark.parametrize(
-    ("name", "dims", "shape", "periodic", "shifts"), EQUI_CASES, ids=[c[0] for c in EQUI_CASES]
-)
+@pytest.mark.parametrize(("name", "dims", "shape", "periodic", "shifts"), EQUI_CASES, ids=[c[0] for c in EQUI_CASES])
 def test_periodic_shift_equivariance(name, dims, shape, periodic, shifts, randomised):
     torch.manual_seed(1)
     net = UNet(dims, shape[1], cond_channels=1, periodic=periodic, attention=True, **SMALL).double()

@@ -106,9 +106,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     res = evaluate_files(a.samples, a.reference, system=a.system)
     for k, v in res["metrics"].items():
         fl = res["floor"].get(k)
-        print(
-            f"{k:>15}: {v['mean']:.5g} ± {v['std']:.3g}" + (f"   (floor {fl:.3g})" if fl is not None else "")
-        )
+        print(f"{k:>15}: {v['mean']:.5g} ± {v['std']:.3g}" + (f"   (floor {fl:.3g})" if fl is not None else ""))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(res, indent=2))
@@ -168,8 +166,7 @@ def _cmd_plot(a: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="physdiff",
-        description="Generate physical dynamics with diffusion "
-        "models under priors (ICLR 2025, arXiv 2409.00730).",
+        description="Generate physical dynamics with diffusion models under priors (ICLR 2025, arXiv 2409.00730).",
     )
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -183,8 +183,7 @@ def validate_particle_arrays(
             if bad.any():
                 first = tuple(int(i) for i in np.argwhere(bad)[0])
                 raise ValueError(
-                    f"{where}: {key!r} {_shape(a)} contains {int(bad.sum())} NaN/inf value(s), "
-                    f"first at {first}"
+                    f"{where}: {key!r} {_shape(a)} contains {int(bad.sum())} NaN/inf value(s), first at {first}"
                 )
     m = np.asarray(data["masses"])
     if (m <= 0).any():
@@ -205,9 +204,7 @@ def validate_particle_arrays(
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def make_splits(
-    n: int, seed: int = 0, fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS
-) -> dict[str, np.ndarray]:
+def make_splits(n: int, seed: int = 0, fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS) -> dict[str, np.ndarray]:
     """Seeded random train/val/test split of ``range(n)``: sorted int64 index arrays.
 
     Sizes: round(f_train n), round(f_val n), and the rest for test. The shuffle uses its own stream
@@ -296,8 +293,7 @@ def write_particles(
     system = _system_by_name(str(attrs["system"]), where)
     validate_particle_arrays(data, system, where)
     arrays = {
-        k: np.ascontiguousarray(v, dtype=np.int64 if k == "source_indices" else np.float64)
-        for k, v in data.items()
+        k: np.ascontiguousarray(v, dtype=np.int64 if k == "source_indices" else np.float64) for k, v in data.items()
     }
     if not system.has_edges:
         arrays.pop("edges", None)
@@ -400,9 +396,7 @@ def load_particles(path: str | os.PathLike[str], system: str | None = None) -> P
         constants=constants,
         attrs=attrs,
         splits=splits,
-        source_indices=(
-            np.asarray(arrays["source_indices"], dtype=np.int64) if "source_indices" in arrays else None
-        ),
+        source_indices=(np.asarray(arrays["source_indices"], dtype=np.int64) if "source_indices" in arrays else None),
         path=where,
     )
 

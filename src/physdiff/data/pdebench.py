@@ -192,9 +192,7 @@ def _attr_value(v: Any) -> Any:
 def _finite(arr: np.ndarray, path: Path, key: str) -> None:
     if not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise PDEBenchFormatError(
-            f"{path}: dataset {key!r} (shape {arr.shape}) contains {bad} NaN/inf values"
-        )
+        raise PDEBenchFormatError(f"{path}: dataset {key!r} (shape {arr.shape}) contains {bad} NaN/inf values")
 
 
 def _frames_from_t(t: np.ndarray, n_frames: int, path: Path, key: str) -> np.ndarray:
@@ -212,8 +210,7 @@ def _frames_from_t(t: np.ndarray, n_frames: int, path: Path, key: str) -> np.nda
 def _check_len(c: np.ndarray, n: int, path: Path, key: str, what: str) -> None:
     if c.ndim != 1 or len(c) != n:
         raise PDEBenchFormatError(
-            f"{path}: inconsistent grid sizes: {key!r} has shape {c.shape} "
-            f"but the data have {n} points {what}"
+            f"{path}: inconsistent grid sizes: {key!r} has shape {c.shape} but the data have {n} points {what}"
         )
 
 
@@ -418,9 +415,7 @@ def load_pde(
         if system is not None:
             want = _canonical(system)
             if found is not None and want != found:
-                raise PDEBenchFormatError(
-                    f"{path}: asked for system {want!r} but the file holds {found!r} data"
-                )
+                raise PDEBenchFormatError(f"{path}: asked for system {want!r} but the file holds {found!r} data")
             if found is None and want not in _ONE_D:
                 raise PDEBenchFormatError(f"{path}: a 1-D 'tensor' file cannot hold {want!r} data")
             found = want
@@ -486,9 +481,7 @@ def _load_1d(
             raise PDEBenchFormatError(f"{path}: 1-D layout needs {key!r}; found: {_describe(f)}")
     x_all = np.asarray(f["x-coordinate"][()], dtype=np.float64).ravel()
     _check_len(x_all, n_x, path, "x-coordinate", "along x (tensor axis 2)")
-    t_all = _frames_from_t(
-        np.asarray(f["t-coordinate"][()], dtype=np.float64).ravel(), n_t, path, "t-coordinate"
-    )
+    t_all = _frames_from_t(np.asarray(f["t-coordinate"][()], dtype=np.float64).ravel(), n_t, path, "t-coordinate")
     _check_uniform(x_all, path, "x-coordinate")
     _check_uniform(t_all, path, "t-coordinate")
     n = n_all if max_samples is None else min(n_all, max_samples)
@@ -498,18 +491,14 @@ def _load_1d(
     if system == "advection":
         beta = _param_from(params, path, ("beta",))
         if beta is None:
-            raise PDEBenchFormatError(
-                f"{path}: advection speed not found (attribute 'beta' or 'beta<value>' in name)"
-            )
+            raise PDEBenchFormatError(f"{path}: advection speed not found (attribute 'beta' or 'beta<value>' in name)")
         if not np.isfinite(beta):
             raise PDEBenchFormatError(f"{path}: attribute 'beta' is not finite ({beta})")
         out_params["beta"] = beta
     else:
         nu = _param_from(params, path, ("nu", "Nu"))
         if nu is None:
-            raise PDEBenchFormatError(
-                f"{path}: Burgers viscosity not found (attribute 'Nu' or 'Nu<value>' in name)"
-            )
+            raise PDEBenchFormatError(f"{path}: Burgers viscosity not found (attribute 'Nu' or 'Nu<value>' in name)")
         if not (np.isfinite(nu) and nu > 0):
             raise PDEBenchFormatError(f"{path}: Burgers viscosity 'Nu' must be > 0, got {nu}")
         out_params["nu"] = nu
@@ -517,9 +506,7 @@ def _load_1d(
     return FieldData(system=system, fields=u, coords=coords, parameters=out_params)
 
 
-def _load_darcy(
-    f: h5py.File, path: Path, sx: int, max_samples: int | None, params: dict[str, Any]
-) -> FieldData:
+def _load_darcy(f: h5py.File, path: Path, sx: int, max_samples: int | None, params: dict[str, Any]) -> FieldData:
     ds_u, ds_a = f["tensor"], f["nu"]
     if ds_u.ndim != 4 or ds_u.shape[1] != 1:
         raise PDEBenchFormatError(f"{path}: Darcy 'tensor' must have shape [N, 1, X, Y], got {ds_u.shape}")
@@ -568,8 +555,7 @@ def _load_sw(
     shape = first["data"].shape
     if len(shape) != 4 or shape[-1] not in _SW_CHANNELS:
         raise PDEBenchFormatError(
-            f"{path}: '{names[0]}/data' must have shape [T, X, Y, C] with C = 3 (h, hu, hv) "
-            f"or 1 (h), got {shape}"
+            f"{path}: '{names[0]}/data' must have shape [T, X, Y, C] with C = 3 (h, hu, hv) or 1 (h), got {shape}"
         )
     n_t, n_x, n_y, n_c = shape
     coords: dict[str, np.ndarray] = {}
@@ -592,12 +578,9 @@ def _load_sw(
         ds = f[f"{name}/data"]
         if ds.shape != shape:
             raise PDEBenchFormatError(
-                f"{path}: inconsistent grid sizes: '{name}/data' has shape {ds.shape}, "
-                f"'{names[0]}/data' has {shape}"
+                f"{path}: inconsistent grid sizes: '{name}/data' has shape {ds.shape}, '{names[0]}/data' has {shape}"
             )
-        out.append(
-            np.asarray(ds[_stride_idx(n_t, st), _stride_idx(n_x, sx), _stride_idx(n_y, sx)], dtype=np.float64)
-        )
+        out.append(np.asarray(ds[_stride_idx(n_t, st), _stride_idx(n_x, sx), _stride_idx(n_y, sx)], dtype=np.float64))
     q = np.moveaxis(np.stack(out), -1, 2)  # [N, T, C, X, Y]
     _finite(q, path, "NNNN/data")
     if np.any(q[:, :, 0] <= 0):

@@ -57,8 +57,7 @@ def sample_time(
 ) -> Tensor:
     """t ~ U[t_eps, t_max], stratified over the batch (low-discrepancy, unbiased)."""
     u = (
-        torch.arange(n, dtype=dtype, device=device)
-        + torch.rand(n, generator=generator, dtype=dtype, device=device)
+        torch.arange(n, dtype=dtype, device=device) + torch.rand(n, generator=generator, dtype=dtype, device=device)
     ) / n
     u = u[torch.randperm(n, generator=generator, device=device)]
     return t_eps + (t_max - t_eps) * u

@@ -83,8 +83,7 @@ def per_sample_metrics(
     sys_obj = _resolve_system(ref, system)
     if pred_R.shape != R.shape or pred_V.shape != V.shape:
         raise ValueError(
-            f"prediction shapes {pred_R.shape}, {pred_V.shape} differ from the reference's "
-            f"{R.shape} [N, L, K, D]"
+            f"prediction shapes {pred_R.shape}, {pred_V.shape} differ from the reference's {R.shape} [N, L, K, D]"
         )
     if R.ndim != 4 or R.shape[1] < 3:
         raise ValueError(f"need trajectories [N, L, K, D] with L >= 3, got {R.shape}")

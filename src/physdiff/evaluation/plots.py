@@ -41,9 +41,7 @@ def plot_particle_results(
     e_true = np.asarray(system.total_energy(ref.positions[:, :1], ref.velocities[:, :1], m, e))
     p_true = np.asarray(system.momentum(ref.velocities[:, :1], m))
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    series = [("ground truth", ref.positions, ref.velocities)] + [
-        (a, r, v) for a, (r, v) in generated.items()
-    ]
+    series = [("ground truth", ref.positions, ref.velocities)] + [(a, r, v) for a, (r, v) in generated.items()]
     for name, r, v in series:
         en = np.asarray(system.total_energy(r, v, m, e))
         mo = np.asarray(system.momentum(v, m))

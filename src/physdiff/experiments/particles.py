@@ -135,9 +135,7 @@ class ParticleScaling:
         return dataclasses.asdict(self)
 
 
-def prepare_particle_tensors(
-    data: ParticleData, scaling: ParticleScaling, dtype=torch.float32
-) -> dict[str, Tensor]:
+def prepare_particle_tensors(data: ParticleData, scaling: ParticleScaling, dtype=torch.float32) -> dict[str, Tensor]:
     """x0 [N, L, K, 2D] (centred, scaled), the first-frame mask, and the context (masses, edges)."""
     r = (data.positions - _com(data.positions, data.masses)) / scaling.positions
     v = data.velocities / scaling.velocities
@@ -150,9 +148,7 @@ def prepare_particle_tensors(
     return out
 
 
-def restore_particles(
-    x: Tensor, ref: ParticleData, scaling: ParticleScaling
-) -> tuple[np.ndarray, np.ndarray]:
+def restore_particles(x: Tensor, ref: ParticleData, scaling: ParticleScaling) -> tuple[np.ndarray, np.ndarray]:
     """Undo scaling and centring: the centre of mass moves uniformly from the known first frame."""
     d = ref.positions.shape[-1]
     x = x.detach().cpu().double().numpy()

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from physdiff.config import apply_overrides, save_yaml, to_dict
+from physdiff.diffusion import make_schedule
 from physdiff.evaluation.particle_metrics import floor_metrics
 from physdiff.evaluation.plots import plot_particle_results
 from physdiff.experiments.particles import (
@@ -138,17 +139,13 @@ def markdown_table(results: dict) -> str:
     for arm, metrics in arms.items():
         lines.append(f"| {arm} | " + " | ".join(_fmt(metrics[k]) for k in keys) + " |")
     floor = results.get("floor", {})
-    lines.append(
-        "| ground-truth floor | " + " | ".join(f"{floor[k]:.3g}" if k in floor else "—" for k in keys) + " |"
-    )
+    lines.append("| ground-truth floor | " + " | ".join(f"{floor[k]:.3g}" if k in floor else "—" for k in keys) + " |")
     if "no_prior" in arms:
         for arm in arms:
             if arm == "no_prior":
                 continue
             ratios = [
-                arms[arm][k]["mean"] / arms["no_prior"][k]["mean"]
-                if arms["no_prior"][k]["mean"]
-                else float("nan")
+                arms[arm][k]["mean"] / arms["no_prior"][k]["mean"] if arms["no_prior"][k]["mean"] else float("nan")
                 for k in keys
             ]
             lines.append(f"| ratio {arm} : no_prior | " + " | ".join(f"{r:.3f}" for r in ratios) + " |")
@@ -185,6 +182,22 @@ def time_weight_fn(name: str, schedule):
     raise ValueError(f"unknown prior time weight {name!r}; choose 'one', 'alpha2' or 'low_noise'")
 
 
+def build_priors(cfg: ParticleExperimentConfig, arm: str, system: str, dim: int, scaling: ParticleScaling):
+    """The prior objects of one arm, in the model's scaled coordinates, with their λ and w(t)."""
+    schedule = make_schedule(cfg.diffusion.schedule)
+    return [
+        make_prior(
+            p.name,
+            system,
+            weight=p.weight,
+            dim=dim,
+            scale=(scaling.positions, scaling.velocities),
+            time_weight=time_weight_fn(p.time_weight, schedule),
+        )
+        for p in arm_priors(cfg)[arm]
+    ]
+
+
 def arm_priors(cfg: ParticleExperimentConfig) -> dict[str, list[PriorConfig]]:
     arms: dict[str, list[PriorConfig]] = {"no_prior": []}
     for p in cfg.priors:
@@ -210,12 +223,7 @@ def train_arm(
         raise ValueError(f"unknown arm {arm!r}; this experiment has {sorted(specs)}")
     dim = train_data.positions.shape[-1]
     train_t = prepare_particle_tensors(train_data, scaling)
-    priors = [
-        make_prior(
-            p.name, train_data.system, weight=p.weight, dim=dim, scale=(scaling.positions, scaling.velocities)
-        )
-        for p in specs[arm]
-    ]
+    priors = build_priors(cfg, arm, train_data.system, dim, scaling)
     ctx16 = {k: train_t[k][:16].double() for k in ("masses", "edges") if k in train_t}
     for pr in priors:  # refuse a prior whose residual is not ≈ 0 on the ground truth (sign/scale bug)
         pr.check_ground_truth(train_t["x0"][:16].double(), tol=1e-4, **ctx16)
@@ -310,9 +318,7 @@ def reproduce_particles(
         for seed in cfg.seeds:
             run_dir = out / "arms" / arm.replace(":", "_") / f"seed{seed}"
             den = train_arm(cfg, arm, seed, run_dir, train_data, scaling, dev, resume, progress)
-            r, v, metrics = sample_and_evaluate(
-                den, cfg, seed, run_dir, test_data, test_idx, scaling, dev, progress
-            )
+            r, v, metrics = sample_and_evaluate(den, cfg, seed, run_dir, test_data, test_idx, scaling, dev, progress)
             per_arm[arm][seed] = metrics
             generated.setdefault(arm, (r, v))
     results = {

@@ -196,9 +196,7 @@ class SpaceTimeEGNN(nn.Module):
         self.head = _mlp(hidden, hidden, 2 * (vector_channels + 1))
         self.register_buffer("_triu", torch.triu_indices(c0, c0), persistent=False)
 
-    def encode(
-        self, x_t: Tensor, known: Tensor, mask: Tensor, masses: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def encode(self, x_t: Tensor, known: Tensor, mask: Tensor, masses: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """Initial (h ``[B,L,K,H]``, x ``[B,L,K,D]``, v ``[B,L,K,C,D]``), translation-invariant."""
         b, length, k, _ = x_t.shape
         d = self.dim

@@ -15,9 +15,7 @@ class MLPDenoiser(nn.Module):
         super().__init__()
         self.embed = TimeEmbedding(hidden)
         self.inp = nn.Linear(3 * dim, hidden)
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden)) for _ in range(layers)
-        )
+        self.blocks = nn.ModuleList(nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden)) for _ in range(layers))
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))
 
     def forward(self, x_t: Tensor, t: Tensor, known: Tensor, mask: Tensor, **_: Tensor) -> Tensor:

@@ -138,16 +138,12 @@ class TimeEmbedding(nn.Module):
         self.features = features
         self.scale = scale
         self.max_period = max_period
-        self.mlp = nn.Sequential(
-            nn.Linear(features, out_features), nn.SiLU(), nn.Linear(out_features, out_features)
-        )
+        self.mlp = nn.Sequential(nn.Linear(features, out_features), nn.SiLU(), nn.Linear(out_features, out_features))
 
     def forward(self, t: Tensor) -> Tensor:
         half = self.features // 2
         dtype = self.mlp[0].weight.dtype
-        freqs = torch.exp(
-            -math.log(self.max_period) * torch.arange(half, device=t.device, dtype=dtype) / half
-        )
+        freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, device=t.device, dtype=dtype) / half)
         angles = (self.scale * t.to(dtype))[:, None] * freqs[None, :]
         return self.mlp(torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1))
 
@@ -310,9 +306,7 @@ class UNet(nn.Module):
                 ch = base_channels * mult
                 skip_channels.append(ch)
             self.down_blocks.append(blocks)
-            self.downsamples.append(
-                Downsample(spatial_dims) if level < self.num_levels - 1 else nn.Identity()
-            )
+            self.downsamples.append(Downsample(spatial_dims) if level < self.num_levels - 1 else nn.Identity())
 
         # Bottleneck.
         self.mid1 = block(ch, ch)
@@ -340,14 +334,11 @@ class UNet(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor]:
         if x_t.dim() != 2 + self.spatial_dims or x_t.shape[1] != self.channels:
             raise ValueError(
-                f"x_t must have shape [B, {self.channels}, <{self.spatial_dims} spatial axes>], "
-                f"got {tuple(x_t.shape)}"
+                f"x_t must have shape [B, {self.channels}, <{self.spatial_dims} spatial axes>], got {tuple(x_t.shape)}"
             )
         for name, tensor in (("known", known), ("mask", mask)):
             if tensor.shape != x_t.shape:
-                raise ValueError(
-                    f"{name} must have the shape of x_t {tuple(x_t.shape)}, got {tuple(tensor.shape)}"
-                )
+                raise ValueError(f"{name} must have the shape of x_t {tuple(x_t.shape)}, got {tuple(tensor.shape)}")
         for axis, size in enumerate(x_t.shape[2:]):
             if size % self.downsample_factor:
                 raise ValueError(

@@ -75,9 +75,7 @@ def central_diff(u: Tensor, h: float, dim: int = -1, boundary: Boundary = "perio
     if boundary == "interior":
         return mid
     first = (-3.0 * u.narrow(dim, 0, 1) + 4.0 * u.narrow(dim, 1, 1) - u.narrow(dim, 2, 1)) / (2.0 * h)
-    last = (3.0 * u.narrow(dim, n - 1, 1) - 4.0 * u.narrow(dim, n - 2, 1) + u.narrow(dim, n - 3, 1)) / (
-        2.0 * h
-    )
+    last = (3.0 * u.narrow(dim, n - 1, 1) - 4.0 * u.narrow(dim, n - 2, 1) + u.narrow(dim, n - 3, 1)) / (2.0 * h)
     return torch.cat([first, mid, last], dim=dim)
 
 

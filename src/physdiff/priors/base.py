@@ -80,9 +80,7 @@ class Prior:
             return torch.ones_like(t)
         return self.time_weight(t)
 
-    def _feature_penalty(
-        self, h_hat: Tensor | Mapping[str, Tensor], h: Tensor | Mapping[str, Tensor]
-    ) -> Tensor:
+    def _feature_penalty(self, h_hat: Tensor | Mapping[str, Tensor], h: Tensor | Mapping[str, Tensor]) -> Tensor:
         if isinstance(h_hat, Tensor):
             assert isinstance(h, Tensor)
             return per_sample_mean((h_hat - h).square())
@@ -96,9 +94,7 @@ class Prior:
             raise ValueError(f"prior {self.name!r}: features() returned no feature groups")
         return total
 
-    def penalty(
-        self, x0_hat: Tensor, x0: Tensor | None = None, t: Tensor | None = None, **context: Any
-    ) -> Tensor:
+    def penalty(self, x0_hat: Tensor, x0: Tensor | None = None, t: Tensor | None = None, **context: Any) -> Tensor:
         """Per-sample penalty ``[B]`` (before λ and w(t)).
 
         linear / convex / multilinear: mean ‖R(x̂0)‖²; nonlinear: mean ‖h(x̂0) − h(x0)‖² (needs ``x0``).

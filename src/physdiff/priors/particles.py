@@ -87,9 +87,7 @@ class ParticlePrior(Prior):
     def split(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Physical positions and velocities ``[B, L, K, D]`` from a model state ``[B, L, K, 2D]``."""
         if x.dim() != 4 or x.shape[-1] != 2 * self.dim:
-            raise ValueError(
-                f"prior {self.name!r}: expected a state [B, L, K, {2 * self.dim}], got {tuple(x.shape)}"
-            )
+            raise ValueError(f"prior {self.name!r}: expected a state [B, L, K, {2 * self.dim}], got {tuple(x.shape)}")
         ps, vs = self.scale  # type: ignore[misc]
         return x[..., : self.dim] * ps, x[..., self.dim :] * vs
 
@@ -251,9 +249,7 @@ def make_prior(name: str, system_name: str, **kw: Any) -> ParticlePrior:
         ValueError: unknown prior or system name, or a prior that does not apply to the system.
     """
     if system_name not in PARTICLE_SYSTEMS:
-        raise ValueError(
-            f"unknown particle system {system_name!r}; valid names: {', '.join(PARTICLE_SYSTEMS)}"
-        )
+        raise ValueError(f"unknown particle system {system_name!r}; valid names: {', '.join(PARTICLE_SYSTEMS)}")
     if name not in PARTICLE_PRIORS:
         raise ValueError(f"unknown prior {name!r}; valid names: {', '.join(PARTICLE_PRIORS)}")
     sys = get_system(system_name)

@@ -108,9 +108,7 @@ class FiveSpring(ParticleSystem):
         V *= self.vel_norm / np.linalg.norm(V, axis=-1, keepdims=True)
         return edges, R, V, np.ones((n, K))
 
-    def simulate(
-        self, n: int, seed: int, *, progress: bool = False, **settings: Any
-    ) -> dict[str, np.ndarray]:
+    def simulate(self, n: int, seed: int, *, progress: bool = False, **settings: Any) -> dict[str, np.ndarray]:
         """Simulate ``n`` trajectories: ``positions``, ``velocities`` ``[n, L, K, D]``, ``masses`` ``[n, K]``,
         ``edges`` ``[n, K, K]`` (float64; byte-identical for the same seed and settings)."""
         if settings:

@@ -75,9 +75,7 @@ class ParticleSystem(ABC):
         names = {f.name for f in dataclasses.fields(self)} - {"constants"}
         unknown = set(settings) - names
         if unknown:
-            raise ValueError(
-                f"unknown setting(s) {sorted(unknown)} for system {self.name!r}; valid: {sorted(names)}"
-            )
+            raise ValueError(f"unknown setting(s) {sorted(unknown)} for system {self.name!r}; valid: {sorted(names)}")
         return dataclasses.replace(self, **settings)
 
     def settings(self) -> dict[str, Any]:
@@ -114,9 +112,7 @@ class ParticleSystem(ABC):
         """Angular momentum Σ_k m_k R_k × V_k (scalar for D = 2, ``[..., 3]`` for D = 3)."""
         return phys.angular_momentum(R, V, m)
 
-    def newton_residual(
-        self, R: Array, m: Array | float, dt: float | None = None, edges: Array | None = None
-    ) -> Array:
+    def newton_residual(self, R: Array, m: Array | float, dt: float | None = None, edges: Array | None = None) -> Array:
         """m a_l − F(R_l) on interior frames, a_l = (R_{l+1} − 2R_l + R_{l−1})/Δt²; ``[..., L−2, K, D]``.
 
         ``dt`` defaults to the system's frame spacing ``constants["dt"]``; ``m`` and ``edges`` broadcast
@@ -127,9 +123,7 @@ class ParticleSystem(ABC):
 
     # -------------------------------------------------------------------------------------- simulator
     @abstractmethod
-    def simulate(
-        self, n: int, seed: int, *, progress: bool = False, **settings: Any
-    ) -> dict[str, np.ndarray]:
+    def simulate(self, n: int, seed: int, *, progress: bool = False, **settings: Any) -> dict[str, np.ndarray]:
         """Simulate ``n`` trajectories with a seeded :class:`numpy.random.Generator`.
 
         Returns float64 numpy arrays ``positions``, ``velocities`` ``[n, L, K, D]``, ``masses`` ``[n, K]``

@@ -27,7 +27,5 @@ def get_system(name: str, **settings: Any) -> ParticleSystem:
     try:
         cls = _SYSTEMS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown particle system {name!r}; valid names: {', '.join(PARTICLE_SYSTEMS)}"
-        ) from None
+        raise ValueError(f"unknown particle system {name!r}; valid names: {', '.join(PARTICLE_SYSTEMS)}") from None
     return cls(**settings)

@@ -55,9 +55,7 @@ def total_mass(q: np.ndarray, dx: float, dy: float) -> np.ndarray:
 class ShallowWater2D:
     """Batched finite-volume solver on a rectangle with reflective walls; state ``q [N, 3, X, Y]``."""
 
-    def __init__(
-        self, nx: int, ny: int, length: float = 5.0, g: float = 1.0, cfl: float = 0.4, order: int = 2
-    ) -> None:
+    def __init__(self, nx: int, ny: int, length: float = 5.0, g: float = 1.0, cfl: float = 0.4, order: int = 2) -> None:
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order}")
         if not (0 < cfl <= 0.5):
@@ -173,9 +171,7 @@ class ShallowWater2D:
         return out
 
 
-def dam_break(
-    x: np.ndarray, y: np.ndarray, radius: np.ndarray, h_in: np.ndarray, h_out: np.ndarray
-) -> np.ndarray:
+def dam_break(x: np.ndarray, y: np.ndarray, radius: np.ndarray, h_in: np.ndarray, h_out: np.ndarray) -> np.ndarray:
     """Radial dam-break states ``[N, 3, X, Y]`` (at rest) for per-sample ``radius``, ``h_in``, ``h_out``."""
     r = np.sqrt(x[:, None] ** 2 + y[None, :] ** 2)
     inside = r[None] < radius[:, None, None]

@@ -82,9 +82,7 @@ class PairwiseGravity:
         return self.inc_j @ (self.G_mi * f) - self.inc_i @ (self.G_mj * f)
 
 
-def yoshida4_step(
-    R: np.ndarray, V: np.ndarray, h: float, accel_fn: Callable[[np.ndarray], np.ndarray]
-) -> None:
+def yoshida4_step(R: np.ndarray, V: np.ndarray, h: float, accel_fn: Callable[[np.ndarray], np.ndarray]) -> None:
     """One 4th-order Yoshida step in place (drift–kick ×3, drift).
 
     Sequence: drift c₁, kick d₁, drift c₂, kick d₂, drift c₃, kick d₃, drift c₄ with
@@ -127,9 +125,7 @@ class ThreeBody(ParticleSystem):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 <= self.virial_min <= self.virial_max < 1.0:
-            raise ValueError(
-                f"need 0 <= virial_min <= virial_max < 1, got {self.virial_min}, {self.virial_max}"
-            )
+            raise ValueError(f"need 0 <= virial_min <= virial_max < 1, got {self.virial_min}, {self.virial_max}")
         if not 0.0 <= self.rotation <= 1.0:
             raise ValueError(f"rotation must lie in [0, 1], got {self.rotation}")
         if self.substeps < 1 or self.batch_size < 1:
@@ -193,9 +189,7 @@ class ThreeBody(ParticleSystem):
         valid = self.validity(Rs, Vs, m, np.sqrt(accel.min_r2))
         return Rs, Vs, valid
 
-    def validity(
-        self, R: np.ndarray, V: np.ndarray, m: np.ndarray, min_dist: np.ndarray | None = None
-    ) -> np.ndarray:
+    def validity(self, R: np.ndarray, V: np.ndarray, m: np.ndarray, min_dist: np.ndarray | None = None) -> np.ndarray:
         """Rejection test for trajectories ``[B, L, K, D]``: finite, bound (E₀ < 0), no close encounter,
         no escape, relative energy drift below ``max_energy_drift``. Returns a boolean mask ``[B]``."""
         mm = m[:, None, :]
@@ -218,9 +212,7 @@ class ThreeBody(ParticleSystem):
             & (drift < self.max_energy_drift)
         )
 
-    def simulate(
-        self, n: int, seed: int, *, progress: bool = False, **settings: Any
-    ) -> dict[str, np.ndarray]:
+    def simulate(self, n: int, seed: int, *, progress: bool = False, **settings: Any) -> dict[str, np.ndarray]:
         """Rejection-sample ``n`` valid trajectories (see the module docstring).
 
         Batches of ``batch_size`` candidates are drawn and integrated until ``n`` valid ones are found;

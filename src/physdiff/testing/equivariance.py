@@ -144,9 +144,7 @@ def equivariance_errors(
             return fn(*(args[i] for i in range(len(args))))
 
     if set(in_map) != set(kind_map):
-        raise ValueError(
-            f"inputs and kinds differ: {sorted(map(str, in_map))} vs {sorted(map(str, kind_map))}"
-        )
+        raise ValueError(f"inputs and kinds differ: {sorted(map(str, in_map))} vs {sorted(map(str, kind_map))}")
     unknown = set(group) - set(GROUP)
     if unknown:
         raise ValueError(f"unknown transformations {sorted(unknown)}; expected a subset of {GROUP}")
@@ -234,9 +232,7 @@ def assert_equivariant(
         values = inputs.values() if isinstance(inputs, Mapping) else inputs
         dtype = next((x.dtype for x in values if x is not None and x.is_floating_point()), torch.float32)
         tol = DEFAULT_TOL.get(dtype, 1e-4)
-    errors = equivariance_errors(
-        fn, inputs, kinds, out_kinds=out_kinds, group=group, dim=dim, generator=generator
-    )
+    errors = equivariance_errors(fn, inputs, kinds, out_kinds=out_kinds, group=group, dim=dim, generator=generator)
     bound = tol * max(1.0, errors["scale"])
     failed = {name: e for name, e in errors.items() if name != "scale" and not e <= bound}
     if failed:

@@ -93,9 +93,7 @@ def train(
     if cfg.steps <= 0 or cfg.batch_size <= 0:
         raise ValueError(f"steps and batch_size must be positive, got {cfg.steps} and {cfg.batch_size}")
     if cfg.batch_size % dist_info.world_size:
-        raise ValueError(
-            f"batch_size {cfg.batch_size} is not divisible by the world size {dist_info.world_size}"
-        )
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the world size {dist_info.world_size}")
     if "x0" not in data:
         raise ValueError("training data needs an 'x0' entry")
     for k, v in data.items():
@@ -200,9 +198,7 @@ def train(
                 loss = loss + extra
                 terms.update(extra_terms)
             if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"the loss became {float(loss)} at step {step}; lower the learning rate"
-                )
+                raise FloatingPointError(f"the loss became {float(loss)} at step {step}; lower the learning rate")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
