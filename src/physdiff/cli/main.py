@@ -138,6 +138,7 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
             cache_dir=a.cache_dir,
             device=a.device,
             resume=a.resume,
+            split=a.split,
         )
         print()
         print((out / "table.md").read_text())
@@ -216,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
     r.add_argument("--arms", default=None, help="comma-separated arms, e.g. no_prior,prior:energy")
     r.add_argument("--resume", action="store_true")
+    r.add_argument(
+        "--split",
+        default="test",
+        choices=("val", "test"),
+        help="evaluate on the validation split (for sweeps) or the held-out test split",
+    )
     add_common(r)
     r.set_defaults(fn=_cmd_reproduce)
 

@@ -81,7 +81,7 @@ class PriorConfig:
     weight: float = 1.0
     # w(t): "one" (w ≡ 1) or "alpha2" (w = α_t², the signal fraction: the Tweedie estimate is
     # uninformative at high noise, where nonlinear features such as 1/R_ij of a collapsed x̂0 explode)
-    time_weight: str = "alpha2"
+    time_weight: str = "one"
 
 
 @dataclass
