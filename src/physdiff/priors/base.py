@@ -63,11 +63,11 @@ class Prior:
     # --------------------------------------------------------------------------------- to implement
     def residual(self, x: Tensor, **context: Any) -> Tensor:
         """R(x) for a batched state ``x`` ``[B, ...]``; returns ``[B, ...]`` (zero on feasible data)."""
-        raise NotImplementedError(f"prior {self.name!r} ({self.case}) must implement residual(x, **context)")
+        raise TypeError(f"prior {self.name!r} ({self.case}) must implement residual(x, **context)")
 
     def features(self, x: Tensor, **context: Any) -> Tensor | Mapping[str, Tensor]:
         """h(x) for a nonlinear prior: ``[B, ...]`` or a dict of named groups ``[B, ...]``."""
-        raise NotImplementedError(f"prior {self.name!r} ({self.case}) must implement features(x, **context)")
+        raise TypeError(f"prior {self.name!r} ({self.case}) must implement features(x, **context)")
 
     def group_weights(self) -> Mapping[str, float]:
         """Relative weights of named feature groups (missing groups weigh 1)."""
