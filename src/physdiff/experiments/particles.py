@@ -19,9 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from physdiff.data.augment import random_orthogonal, rotate_particle_state
-from physdiff.data.particles_h5 import ParticleData, load_particles, simulate_to_file, write_particles
+from physdiff.data.particles_h5 import ParticleData, simulate_to_file, write_particles
 from physdiff.diffusion import Denoiser, make_schedule, sample
-from physdiff.evaluation.particle_metrics import per_sample_metrics
 from physdiff.models.egnn import SpaceTimeEGNN
 from physdiff.models.transformer import ParticleTransformer
 from physdiff.training.trainer import TrainConfig
@@ -246,11 +245,3 @@ def write_samples(path: Path, r: np.ndarray, v: np.ndarray, ref: ParticleData, i
         arrays["edges"] = ref.edges
     attrs = {"system": ref.system, **ref.constants, "generated": True}
     write_particles(path, arrays, attrs, splits=None)
-
-
-def evaluate_samples(r: np.ndarray, v: np.ndarray, ref: ParticleData) -> dict[str, np.ndarray]:
-    return per_sample_metrics(r, v, ref)
-
-
-def load_data(path: Path) -> ParticleData:
-    return load_particles(path)

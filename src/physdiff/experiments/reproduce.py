@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from physdiff.config import apply_overrides, save_yaml, to_dict
+from physdiff.data.particles_h5 import load_particles
 from physdiff.diffusion import make_schedule
-from physdiff.evaluation.particle_metrics import floor_metrics
+from physdiff.evaluation.particle_metrics import floor_metrics, per_sample_metrics
 from physdiff.evaluation.plots import plot_particle_results
 from physdiff.experiments.particles import (
     DataConfig,
@@ -29,8 +30,6 @@ from physdiff.experiments.particles import (
     SampleConfig,
     build_denoiser,
     ensure_dataset,
-    evaluate_samples,
-    load_data,
     prepare_particle_tensors,
     restore_particles,
     rotation_augmentation,
@@ -117,11 +116,13 @@ def _aggregate(per_seed: dict[int, dict[str, np.ndarray]]) -> dict[str, dict]:
     keys = next(iter(per_seed.values())).keys()
     out = {}
     for k in keys:
-        vals = [float(np.mean(per_seed[s][k])) for s in sorted(per_seed)]
-        sample_std = [float(np.std(per_seed[s][k])) for s in sorted(per_seed)]
+        seeds = sorted(per_seed)
+        vals = [float(np.mean(per_seed[s][k])) for s in seeds]
+        # one seed: the spread over test samples stands in for the spread over seeds
+        std = np.std(vals) if len(vals) > 1 else np.std(per_seed[seeds[0]][k])
         out[k] = {
             "mean": float(np.mean(vals)),
-            "std": float(np.std(vals)) if len(vals) > 1 else sample_std[0],
+            "std": float(std),
             "per_seed": vals,
         }
     return out
@@ -164,7 +165,7 @@ def markdown_table(results: dict) -> str:
 def load_experiment(cfg: ParticleExperimentConfig, cache_dir: Path, progress: bool = True, split: str = "test"):
     """Data file, train/test splits as model tensors, and the scaling (fit on the training split)."""
     data_path = ensure_dataset(cfg.data, cache_dir, progress=progress)
-    data = load_data(data_path)
+    data = load_particles(data_path)
     train_data = data.split("train")
     if split not in ("val", "test"):
         raise ValueError(f"evaluation split must be 'val' or 'test', got {split!r}")
@@ -282,7 +283,7 @@ def sample_and_evaluate(
     x = sample_particles(den, test_t, cfg.sample, seed=seed, device=device, progress=progress)
     r, v = restore_particles(x, test_data, scaling)
     write_samples(run_dir / "samples.h5", r, v, test_data, test_idx)
-    return r, v, evaluate_samples(r, v, test_data)
+    return r, v, per_sample_metrics(r, v, test_data)
 
 
 def reproduce_particles(
