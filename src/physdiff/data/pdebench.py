@@ -33,6 +33,14 @@ every spatial axis, ``downsample_t`` to frames; Darcy has no time axis) and is d
 Note that striding a cell-centred grid by an even factor does not give the cell centres of the coarse
 grid; the Darcy residual (whose walls sit half a cell outside the outer centres) then has a larger
 floor -- measure it on the loaded ground truth.
+
+Bad input raises :class:`PDEBenchFormatError` (a ``ValueError``) naming the file and the key: a layout
+that matches no supported format (the datasets found are listed), an unknown ``system`` attribute or one
+that contradicts the layout, inconsistent grid sizes, NaN/inf in fields or coordinates, a non-positive
+Burgers viscosity (attribute or file name), a non-positive Darcy permeability anywhere in the loaded
+samples (checked at full resolution even when downsampling), a non-positive depth or gravity ``g`` in
+shallow-water files, and malformed ``splits/``. :func:`write_pde` refuses NaN/inf arrays, coordinates and
+numeric parameters, unknown array/coordinate/split keys, ``nu <= 0`` (Burgers) and ``a <= 0`` (Darcy).
 """
 
 from __future__ import annotations
@@ -145,12 +153,12 @@ def default_splits(n: int, val_fraction: float = 0.1, test_fraction: float = 0.1
     }
 
 
-def _canonical(system: str) -> str:
-    key = system.strip().lower().replace("_", "-")
+def _canonical(system: str, where: str = "") -> str:
+    key = str(system).strip().lower().replace("_", "-")
     aliases = {"shallow-water": "shallow-water", "swe": "shallow-water", "rdb": "shallow-water"}
     key = aliases.get(key, key)
     if key not in SYSTEMS:
-        raise ValueError(f"unknown PDE system {system!r}; valid names: {', '.join(SYSTEMS)}")
+        raise ValueError(f"{where}unknown PDE system {system!r}; valid names: {', '.join(SYSTEMS)}")
     return key
 
 
@@ -227,15 +235,43 @@ def _stride_idx(n: int, step: int) -> slice:
     return slice(0, n, step)
 
 
-def _describe(f: h5py.File) -> str:
+def _describe(f: h5py.File, limit: int = 12) -> str:
     items: list[str] = []
+    count = 0
 
     def visit(name: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Dataset) and len(items) < 12:
-            items.append(f"{name} {obj.shape}")
+        nonlocal count
+        if isinstance(obj, h5py.Dataset):
+            count += 1
+            if len(items) < limit:
+                items.append(f"{name} {obj.shape}")
 
     f.visititems(visit)
-    return ", ".join(items) if items else "(no datasets)"
+    if not items:
+        groups = sorted(f.keys())[:limit]
+        return f"(no datasets; groups: {', '.join(groups)})" if groups else "(no datasets)"
+    more = f", ... ({count - len(items)} more)" if count > len(items) else ""
+    return ", ".join(items) + more
+
+
+def _finite_value(val: Any, path: Path, label: str) -> None:
+    """Refuse NaN/inf in a numeric parameter (scalar or array); non-numeric values pass."""
+    try:
+        arr = np.asarray(val)
+    except (TypeError, ValueError):  # ragged or odd objects: not a numeric parameter
+        return
+    if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{path}: parameter {label!r} contains NaN/inf values ({val!r})")
+
+
+def _check_downsample(name: str, step: Any) -> int:
+    try:
+        ok = not isinstance(step, bool) and int(step) == step and step >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be an integer >= 1, got {step!r}")
+    return int(step)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -268,15 +304,32 @@ def write_pde(
     Returns:
         The written path.
     """
-    system = _canonical(system)
+    system = _canonical(system, "write_pde: ")
     path = Path(path)
     attrs = dict(attrs or {})
+    want_arrays = ("u", "a") if system == "darcy" else ("u",)
+    want_coords = {"advection": ("x", "t"), "burgers": ("x", "t"), "darcy": ("x", "y")}.get(system, ("x", "y", "t"))
+    for what, given, want in (("arrays", arrays, want_arrays), ("coords", coords, want_coords)):
+        unknown = sorted(str(k) for k in given if k not in want)
+        missing = [k for k in want if k not in given]
+        if unknown or missing:
+            raise ValueError(
+                f"{path}: {system} {what} must have the keys {list(want)}; "
+                f"unknown keys {unknown}, missing keys {missing}"
+            )
     u = np.asarray(arrays["u"])
-    n = u.shape[0]
+    n = u.shape[0] if u.ndim else 0
     _finite(u, path, "u")
     expect = {"advection": 3, "burgers": 3, "darcy": 3, "shallow-water": 5}[system]
     if u.ndim != expect:
         raise ValueError(f"{system}: fields must have {expect} dims (see FieldData), got shape {u.shape}")
+    if n < 1:
+        raise ValueError(f"{path}: array 'u' holds no samples (shape {u.shape})")
+    for key in want_coords:
+        c = np.asarray(coords[key], dtype=np.float64)
+        if c.ndim != 1:
+            raise ValueError(f"{path}: coordinate {key!r} must be 1-D, got shape {c.shape}")
+        _finite(c, path, key)
     x = np.asarray(coords["x"], dtype=np.float64)
     spatial = u.shape[-2:] if system in ("darcy", "shallow-water") else u.shape[-1:]
     if len(x) != spatial[0]:
@@ -287,7 +340,26 @@ def write_pde(
         t = np.asarray(coords["t"], dtype=np.float64)
         if len(t) != u.shape[1]:
             raise ValueError(f"{system}: t has {len(t)} entries, fields have {u.shape[1]} frames")
+    if system == "darcy":
+        a = np.asarray(arrays["a"])
+        if a.shape != u.shape:
+            raise ValueError(f"darcy: a has shape {a.shape}, u has {u.shape}")
+        _finite(a, path, "a")
+        if np.any(a <= 0):
+            raise ValueError(f"{path}: permeability 'a' (shape {a.shape}) must be > 0, min is {float(a.min()):.3g}")
+    for key, val in attrs.items():
+        if val is not None:
+            _finite_value(val, path, str(key))
+    if system == "burgers" and attrs.get("nu") is not None and not float(attrs["nu"]) > 0:
+        raise ValueError(f"{path}: Burgers viscosity parameter 'nu' must be > 0, got {attrs['nu']}")
     splits = dict(splits) if splits is not None else default_splits(n)
+    unknown = sorted(str(k) for k in splits if k not in ("train", "val", "test"))
+    if unknown:
+        raise ValueError(f"{path}: unknown split keys {unknown}; valid: ['train', 'val', 'test']")
+    for name, idx in splits.items():
+        idx = np.asarray(idx)
+        if idx.size and (idx.dtype.kind not in "iu" or idx.min() < 0 or idx.max() >= n):
+            raise ValueError(f"{path}: split {name!r} must hold integer indices in [0, {n}), got {idx!r}")
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -302,10 +374,6 @@ def write_pde(
                 dt = t[1] - t[0] if len(t) > 1 else 1.0
                 f.create_dataset("t-coordinate", data=np.append(t, t[-1] + dt))  # PDEBench: T + 1
             elif system == "darcy":
-                a = np.asarray(arrays["a"])
-                if a.shape != u.shape:
-                    raise ValueError(f"darcy: a has shape {a.shape}, u has {u.shape}")
-                _finite(a, path, "a")
                 f.create_dataset("nu", data=a.astype(dtype))
                 f.create_dataset("tensor", data=u[:, None].astype(dtype))
                 f.create_dataset("x-coordinate", data=x)
@@ -359,7 +427,7 @@ def simulate_to_file(
 
 def _detect_layout(f: h5py.File) -> str:
     keys = set(f.keys())
-    if "tensor" in keys and "nu" in keys:
+    if "tensor" in keys and "nu" in keys and all(isinstance(f[k], h5py.Dataset) for k in ("tensor", "nu")):
         return "darcy"
     if "tensor" in keys and isinstance(f["tensor"], h5py.Dataset) and f["tensor"].ndim == 3:
         return "1d"
@@ -395,7 +463,14 @@ def load_pde(
         raise FileNotFoundError(f"{path}: no such file")
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"max_samples must be >= 1, got {max_samples}")
-    with h5py.File(path, "r") as f:
+    downsample_x = _check_downsample("downsample_x", downsample_x)
+    downsample_t = _check_downsample("downsample_t", downsample_t)
+    want = None if system is None else _canonical(system, f"{path}: argument 'system': ")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as e:
+        raise PDEBenchFormatError(f"{path}: not a readable HDF5 file ({e})") from e
+    with h5 as f:
         layout = _detect_layout(f)
         if layout == "unknown":
             raise PDEBenchFormatError(
@@ -405,15 +480,26 @@ def load_pde(
         attrs = {k: _attr_value(v) for k, v in f.attrs.items()}
         origin = "physdiff" if "system" in attrs else "pdebench"
         stored = attrs.get("system")
-        guess = _canonical(str(stored)) if stored else _system_from_name(path.name)
-        if layout == "darcy":
-            found = "darcy"
-        elif layout == "2d-time":
-            found = "shallow-water"
+        if stored:
+            try:
+                guess: str | None = _canonical(str(stored))
+            except ValueError:
+                raise PDEBenchFormatError(
+                    f"{path}: attribute 'system' = {stored!r} is not a supported system; valid names: "
+                    f"{', '.join(SYSTEMS)}"
+                ) from None
+        else:
+            guess = _system_from_name(path.name)
+        layout_system = {"darcy": "darcy", "2d-time": "shallow-water"}.get(layout)
+        if stored and (guess != layout_system if layout_system is not None else guess not in _ONE_D):
+            raise PDEBenchFormatError(
+                f"{path}: attribute 'system' = {stored!r} contradicts the file's {layout} layout; found: {_describe(f)}"
+            )
+        if layout_system is not None:
+            found = layout_system
         else:
             found = guess if guess in _ONE_D else None
-        if system is not None:
-            want = _canonical(system)
+        if want is not None:
             if found is not None and want != found:
                 raise PDEBenchFormatError(f"{path}: asked for system {want!r} but the file holds {found!r} data")
             if found is None and want not in _ONE_D:
@@ -438,8 +524,16 @@ def load_pde(
             data = _load_sw(f, path, downsample_x, downsample_t, max_samples, params, messages)
         n = data.fields.shape[0]
         if "splits" in f:
-            splits = {k: np.asarray(f["splits"][k][()], dtype=np.int64) for k in ("train", "val", "test")}
-            splits = {k: v[v < n] for k, v in splits.items()}
+            splits = {}
+            for k in ("train", "val", "test"):
+                key = f"splits/{k}"
+                if key not in f or not isinstance(f[key], h5py.Dataset):
+                    raise PDEBenchFormatError(f"{path}: missing split dataset {key!r}; found: {_describe(f)}")
+                raw = np.asarray(f[key][()])
+                if raw.size and (raw.dtype.kind not in "iu" or raw.min() < 0):
+                    raise PDEBenchFormatError(f"{path}: {key!r} must hold non-negative integer sample indices")
+                v = raw.astype(np.int64).ravel()
+                splits[k] = v[v < n]
             split_source = "file"
         else:
             n_total = n
@@ -454,15 +548,19 @@ def load_pde(
     return data
 
 
-def _param_from(params: dict[str, Any], path: Path, keys: tuple[str, ...]) -> float | None:
+def _param_from(params: dict[str, Any], path: Path, keys: tuple[str, ...]) -> tuple[float | None, str]:
+    """The first of ``keys`` found in the attributes/``params/`` (else in the file name) and where it came from."""
     for k in keys:
         if k in params:
-            return float(params[k])
+            arr = np.asarray(params[k])
+            if arr.size != 1 or arr.dtype.kind not in "iuf":
+                raise PDEBenchFormatError(f"{path}: parameter {k!r} must be a single number, got {params[k]!r}")
+            return float(arr.reshape(())), f"attribute {k!r}"
     from_name = _params_from_name(path.name)
     for k in keys:
         if k.lower() in from_name:
-            return from_name[k.lower()]
-    return None
+            return from_name[k.lower()], f"file name {path.name!r}"
+    return None, ""
 
 
 def _load_1d(
@@ -476,12 +574,17 @@ def _load_1d(
 ) -> FieldData:
     ds = f["tensor"]
     n_all, n_t, n_x = ds.shape
+    if min(ds.shape) < 1:
+        raise PDEBenchFormatError(f"{path}: dataset 'tensor' [N, T, X] is empty (shape {ds.shape})")
     for key in ("x-coordinate", "t-coordinate"):
-        if key not in f:
-            raise PDEBenchFormatError(f"{path}: 1-D layout needs {key!r}; found: {_describe(f)}")
+        if key not in f or not isinstance(f[key], h5py.Dataset):
+            raise PDEBenchFormatError(f"{path}: 1-D layout needs dataset {key!r}; found: {_describe(f)}")
     x_all = np.asarray(f["x-coordinate"][()], dtype=np.float64).ravel()
     _check_len(x_all, n_x, path, "x-coordinate", "along x (tensor axis 2)")
-    t_all = _frames_from_t(np.asarray(f["t-coordinate"][()], dtype=np.float64).ravel(), n_t, path, "t-coordinate")
+    _finite(x_all, path, "x-coordinate")
+    t_raw = np.asarray(f["t-coordinate"][()], dtype=np.float64).ravel()
+    _finite(t_raw, path, "t-coordinate")
+    t_all = _frames_from_t(t_raw, n_t, path, "t-coordinate")
     _check_uniform(x_all, path, "x-coordinate")
     _check_uniform(t_all, path, "t-coordinate")
     n = n_all if max_samples is None else min(n_all, max_samples)
@@ -489,18 +592,18 @@ def _load_1d(
     _finite(u, path, "tensor")
     out_params = {k: v for k, v in params.items() if k not in ("beta", "Nu", "nu")}
     if system == "advection":
-        beta = _param_from(params, path, ("beta",))
+        beta, src = _param_from(params, path, ("beta",))
         if beta is None:
             raise PDEBenchFormatError(f"{path}: advection speed not found (attribute 'beta' or 'beta<value>' in name)")
         if not np.isfinite(beta):
             raise PDEBenchFormatError(f"{path}: attribute 'beta' is not finite ({beta})")
         out_params["beta"] = beta
     else:
-        nu = _param_from(params, path, ("nu", "Nu"))
+        nu, src = _param_from(params, path, ("nu", "Nu"))
         if nu is None:
             raise PDEBenchFormatError(f"{path}: Burgers viscosity not found (attribute 'Nu' or 'Nu<value>' in name)")
         if not (np.isfinite(nu) and nu > 0):
-            raise PDEBenchFormatError(f"{path}: Burgers viscosity 'Nu' must be > 0, got {nu}")
+            raise PDEBenchFormatError(f"{path}: Burgers viscosity 'Nu' must be > 0, got {nu} (from {src})")
         out_params["nu"] = nu
     coords = {"x": x_all[::sx], "t": t_all[::st]}
     return FieldData(system=system, fields=u, coords=coords, parameters=out_params)
@@ -511,6 +614,8 @@ def _load_darcy(f: h5py.File, path: Path, sx: int, max_samples: int | None, para
     if ds_u.ndim != 4 or ds_u.shape[1] != 1:
         raise PDEBenchFormatError(f"{path}: Darcy 'tensor' must have shape [N, 1, X, Y], got {ds_u.shape}")
     n_all, _, n_x, n_y = ds_u.shape
+    if min(ds_u.shape) < 1:
+        raise PDEBenchFormatError(f"{path}: Darcy 'tensor' [N, 1, X, Y] is empty (shape {ds_u.shape})")
     if ds_a.shape != (n_all, n_x, n_y):
         raise PDEBenchFormatError(
             f"{path}: inconsistent grid sizes: 'nu' has shape {ds_a.shape}, 'tensor' has {ds_u.shape}"
@@ -520,6 +625,7 @@ def _load_darcy(f: h5py.File, path: Path, sx: int, max_samples: int | None, para
         if key in f:
             c = np.asarray(f[key][()], dtype=np.float64).ravel()
             _check_len(c, n_pts, path, key, f"along {name}")
+            _finite(c, path, key)
             _check_uniform(c, path, key)
         else:
             c = (np.arange(n_pts) + 0.5) / n_pts
@@ -529,14 +635,29 @@ def _load_darcy(f: h5py.File, path: Path, sx: int, max_samples: int | None, para
     a = np.asarray(ds_a[:n, _stride_idx(n_x, sx), _stride_idx(n_y, sx)], dtype=np.float64)
     _finite(u, path, "tensor")
     _finite(a, path, "nu")
-    if np.any(a <= 0):
-        raise PDEBenchFormatError(
-            f"{path}: permeability 'nu' (shape {ds_a.shape}) must be > 0, min is {float(a.min()):.3g}"
-        )
-    fsrc = _param_from(params, path, ("f", "beta"))
+    _check_permeability(a, ds_a.shape, path, 0)
+    if sx > 1:  # the strided read skips points: check the loaded samples at full resolution, in chunks
+        per = max(1, (1 << 22) // max(1, n_x * n_y))
+        for s in range(0, n, per):
+            full = np.asarray(ds_a[s : min(n, s + per)], dtype=np.float64)
+            _finite(full, path, "nu")
+            _check_permeability(full, ds_a.shape, path, s)
+    fsrc, src = _param_from(params, path, ("f", "beta"))
+    if fsrc is not None and not np.isfinite(fsrc):
+        raise PDEBenchFormatError(f"{path}: Darcy source f from {src} is not finite ({fsrc})")
     out_params = {k: v for k, v in params.items() if k not in ("f", "beta")}
     out_params["f"] = 1.0 if fsrc is None else fsrc
     return FieldData(system="darcy", fields=u, coords=coords, parameters=out_params, coefficient=a)
+
+
+def _check_permeability(a: np.ndarray, shape: tuple[int, ...], path: Path, offset: int) -> None:
+    """Raise if the permeability block ``a`` (samples ``offset...``) has a value ``<= 0``."""
+    if np.any(a <= 0):
+        i, j, k = (int(v) for v in np.unravel_index(int(np.argmin(a)), a.shape))
+        raise PDEBenchFormatError(
+            f"{path}: permeability 'nu' (shape {shape}) must be > 0, min is {float(a.min()):.3g} "
+            f"at sample {offset + i}, point ({j}, {k}) of the stored grid"
+        )
 
 
 def _load_sw(
@@ -551,6 +672,11 @@ def _load_sw(
     names = sorted(k for k in f.keys() if k.isdigit())
     if max_samples is not None:
         names = names[:max_samples]
+    for name in names:
+        for sub in ("data", "grid/x", "grid/y", "grid/t"):
+            key = f"{name}/{sub}"
+            if key not in f or not isinstance(f[key], h5py.Dataset):
+                raise PDEBenchFormatError(f"{path}: missing dataset {key!r}; found: {_describe(f)}")
     first = f[names[0]]
     shape = first["data"].shape
     if len(shape) != 4 or shape[-1] not in _SW_CHANNELS:
@@ -558,35 +684,51 @@ def _load_sw(
             f"{path}: '{names[0]}/data' must have shape [T, X, Y, C] with C = 3 (h, hu, hv) or 1 (h), got {shape}"
         )
     n_t, n_x, n_y, n_c = shape
+    if min(shape) < 1:
+        raise PDEBenchFormatError(f"{path}: '{names[0]}/data' [T, X, Y, C] is empty (shape {shape})")
+    for name in names[1:]:  # the other samples' grids: shapes only (metadata, no data read)
+        for key, n_pts in (("x", n_x), ("y", n_y)):
+            k = f"{name}/grid/{key}"
+            if f[k].size != n_pts:
+                raise PDEBenchFormatError(
+                    f"{path}: inconsistent grid sizes: {k!r} has shape {f[k].shape} but the data have {n_pts} "
+                    f"points along {key}"
+                )
     coords: dict[str, np.ndarray] = {}
     for key, n_pts in (("x", n_x), ("y", n_y)):
         k = f"{names[0]}/grid/{key}"
-        if k not in f:
-            raise PDEBenchFormatError(f"{path}: missing {k!r}; found: {_describe(f)}")
         c = np.asarray(f[k][()], dtype=np.float64).ravel()
         _check_len(c, n_pts, path, k, f"along {key}")
+        _finite(c, path, k)
         _check_uniform(c, path, k)
         coords[key] = c[::sx]
     kt = f"{names[0]}/grid/t"
-    if kt not in f:
-        raise PDEBenchFormatError(f"{path}: missing {kt!r}; found: {_describe(f)}")
-    t = _frames_from_t(np.asarray(f[kt][()], dtype=np.float64).ravel(), n_t, path, kt)
+    t_raw = np.asarray(f[kt][()], dtype=np.float64).ravel()
+    _finite(t_raw, path, kt)
+    t = _frames_from_t(t_raw, n_t, path, kt)
     _check_uniform(t, path, kt)
     coords["t"] = t[::st]
     out = []
     for name in names:
-        ds = f[f"{name}/data"]
+        key = f"{name}/data"
+        ds = f[key]
         if ds.shape != shape:
             raise PDEBenchFormatError(
-                f"{path}: inconsistent grid sizes: '{name}/data' has shape {ds.shape}, '{names[0]}/data' has {shape}"
+                f"{path}: inconsistent grid sizes: {key!r} has shape {ds.shape}, '{names[0]}/data' has {shape}"
             )
-        out.append(np.asarray(ds[_stride_idx(n_t, st), _stride_idx(n_x, sx), _stride_idx(n_y, sx)], dtype=np.float64))
+        block = np.asarray(ds[_stride_idx(n_t, st), _stride_idx(n_x, sx), _stride_idx(n_y, sx)], dtype=np.float64)
+        _finite(block, path, key)
+        if np.any(block[..., 0] <= 0):
+            raise PDEBenchFormatError(
+                f"{path}: water depth h ({key!r} channel 0) must be > 0, min is {float(block[..., 0].min()):.3g}"
+            )
+        out.append(block)
     q = np.moveaxis(np.stack(out), -1, 2)  # [N, T, C, X, Y]
-    _finite(q, path, "NNNN/data")
-    if np.any(q[:, :, 0] <= 0):
-        raise PDEBenchFormatError(f"{path}: water depth h ('NNNN/data' channel 0) must be > 0")
     params = dict(params)
     params.setdefault("g", 1.0)
+    g_arr = np.asarray(params["g"])
+    if g_arr.size != 1 or g_arr.dtype.kind not in "iuf" or not (np.isfinite(g_arr).all() and g_arr.item() > 0):
+        raise PDEBenchFormatError(f"{path}: gravity attribute 'g' must be a finite number > 0, got {params['g']!r}")
     priors = n_c == 3
     if not priors:
         msg = (

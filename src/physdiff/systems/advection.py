@@ -24,8 +24,8 @@ def grid_1d(nx: int, nt: int, t_final: float) -> tuple[np.ndarray, np.ndarray]:
     """Cell-centred ``x`` on ``[0, 1)`` (``nx`` points) and ``nt`` frame times from 0 to ``t_final``."""
     if nx < 4 or nt < 3:
         raise ValueError(f"need nx >= 4 and nt >= 3, got nx={nx}, nt={nt}")
-    if not t_final > 0:
-        raise ValueError(f"t_final must be > 0, got {t_final}")
+    if not (np.isfinite(t_final) and t_final > 0):
+        raise ValueError(f"t_final must be finite and > 0, got {t_final}")
     x = (np.arange(nx, dtype=np.float64) + 0.5) / nx
     t = np.linspace(0.0, float(t_final), nt, dtype=np.float64)
     return x, t

@@ -13,7 +13,9 @@ no diffusive step limit, and only the advective CFL condition remains,
 ``2 pi nx_c / 3``, so ``cfl <= 1.35`` is stable; 0.5 keeps the time error well below the spatial one).
 The step is chosen per output interval as ``Delta_t / ceil(Delta_t / dt_max)`` from the current
 ``max|u|`` over the batch (viscous Burgers obeys a maximum principle, so this is also a bound for the
-whole interval). A user-forced ``dt`` that violates the limit raises ``ValueError``.
+whole interval). A user-forced ``dt`` that violates the limit raises ``ValueError``, and so does a
+``cfl`` outside ``(0, CFL_MAX]`` (``CFL_MAX = 3 * 2 sqrt(2) / (2 pi) ~ 1.35``), a non-positive ``dt``
+or ``nu``, and non-positive sizes.
 
 ``upsample`` (odd integer) solves on a grid ``upsample`` times finer and returns every
 ``upsample``-th point: with cell centres ``(j + 1/2)/nx`` the coarse points are exactly fine points
@@ -33,7 +35,11 @@ import numpy as np
 
 from physdiff.systems.advection import eval_sinusoids, grid_1d, random_sinusoids
 
-__all__ = ["DEFAULTS", "BurgersSpectral", "simulate", "max_stable_dt"]
+__all__ = ["DEFAULTS", "CFL_MAX", "BurgersSpectral", "simulate", "max_stable_dt"]
+
+#: Largest stable advective CFL number of IF-RK4 on the 2/3-dealiased spectrum: RK4's imaginary-axis
+#: stability limit ``2 sqrt(2)`` divided by the largest retained wavenumber ``2 pi nx / 3`` times ``dx``.
+CFL_MAX: float = 3.0 * 2.0 * math.sqrt(2.0) / (2.0 * math.pi)
 
 DEFAULTS: dict[str, Any] = {
     "nx": 64,
@@ -45,6 +51,22 @@ DEFAULTS: dict[str, Any] = {
     "upsample": 1,
     "cfl": 0.5,
 }
+
+
+def _check_nu(nu: float) -> None:
+    if not (np.isfinite(nu) and nu > 0):
+        raise ValueError(f"Burgers viscosity nu must be > 0 (the equation uses nu/pi), got {nu}")
+
+
+def _check_step_settings(cfl: float, dt: float | None) -> None:
+    """``cfl`` in ``(0, CFL_MAX]``; a forced ``dt`` finite and ``> 0`` (its CFL bound is checked per interval)."""
+    if not (np.isfinite(cfl) and 0.0 < cfl <= CFL_MAX):
+        raise ValueError(
+            f"Burgers setting cfl={cfl} violates the stability bound 0 < cfl <= {CFL_MAX:.4f} "
+            "(IF-RK4 on the 2/3-dealiased spectrum)"
+        )
+    if dt is not None and not (np.isfinite(dt) and dt > 0):
+        raise ValueError(f"Burgers setting dt must be a finite step > 0 (or None for automatic), got {dt}")
 
 
 def max_stable_dt(u: np.ndarray, dx: float, cfl: float = 0.5) -> float:
@@ -61,8 +83,9 @@ class BurgersSpectral:
     """
 
     def __init__(self, nx: int, nu: float) -> None:
-        if not (np.isfinite(nu) and nu > 0):
-            raise ValueError(f"Burgers viscosity nu must be > 0 (the equation uses nu/pi), got {nu}")
+        _check_nu(nu)
+        if int(nx) != nx or nx < 4:
+            raise ValueError(f"Burgers grid size nx must be an integer >= 4, got {nx}")
         self.nx = int(nx)
         self.nu = float(nu)
         self.dx = 1.0 / nx
@@ -90,9 +113,18 @@ class BurgersSpectral:
         """Integrate ``u0 [n, nx]`` and return the frames at times ``t`` (``t[0]`` = initial) ``[n, T, nx]``.
 
         Raises:
-            ValueError: if ``dt`` is given and exceeds ``cfl * dx / max|u|``, or the solution blows up.
+            ValueError: if ``cfl`` is outside ``(0, CFL_MAX]``, ``dt`` is given and is not positive or exceeds
+                ``cfl * dx / max|u|``, ``u0``/``t`` are malformed or non-finite, or the solution blows up.
         """
+        _check_step_settings(cfl, dt)
         u0 = np.asarray(u0, dtype=np.float64)
+        if u0.ndim != 2 or u0.shape[1] != self.nx:
+            raise ValueError(f"Burgers initial state u0 must have shape [n, {self.nx}], got {u0.shape}")
+        if not np.all(np.isfinite(u0)):
+            raise ValueError("Burgers initial state u0 contains NaN or inf")
+        t = np.asarray(t, dtype=np.float64)
+        if t.ndim != 1 or len(t) < 1 or not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
+            raise ValueError(f"Burgers output times t must be a finite, strictly increasing 1-D array, got {t}")
         out = np.empty((u0.shape[0], len(t), self.nx), dtype=np.float64)
         out[:, 0] = u0
         u_hat = np.fft.rfft(u0, axis=-1)
@@ -103,7 +135,7 @@ class BurgersSpectral:
             if dt is not None:
                 if dt > dt_max:
                     raise ValueError(
-                        f"forced dt={dt:.3e} violates the advective CFL limit cfl*dx/max|u| = "
+                        f"forced setting dt={dt:.3e} violates the advective CFL limit dt <= cfl*dx/max|u| = "
                         f"{cfl}*{self.dx:.3e}/{np.max(np.abs(u)):.3e} = {dt_max:.3e}"
                     )
                 n_sub = max(1, math.ceil(interval / dt - 1e-9))
@@ -138,8 +170,8 @@ def simulate(
         dict with ``u`` ``[n, nt, nx]`` float64, ``coords`` ``{"x", "t"}`` and ``parameters``
         (``{"nu", ...}``; the equation's diffusion coefficient is ``nu/pi``).
     """
-    if not (np.isfinite(nu) and nu > 0):
-        raise ValueError(f"Burgers viscosity nu must be > 0 (the equation uses nu/pi), got {nu}")
+    _check_nu(nu)
+    _check_step_settings(cfl, dt)
     if upsample < 1 or upsample % 2 == 0:
         raise ValueError(f"upsample must be an odd positive integer, got {upsample}")
     if n < 1:

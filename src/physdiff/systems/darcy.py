@@ -78,8 +78,12 @@ def sample_permeability(
     """Piecewise-constant permeability ``[n, n_grid, n_grid]``.
 
     ``a_high`` where the GRF is ``>= 0``, else ``a_low``."""
-    if not (a_high > 0 and a_low > 0):
-        raise ValueError(f"permeability values must be > 0, got a_high={a_high}, a_low={a_low}")
+    for name, val in (("a_high", a_high), ("a_low", a_low)):
+        if not (np.isfinite(val) and val > 0):
+            raise ValueError(f"Darcy permeability setting {name} must be finite and > 0, got {name}={val}")
+    for name, val in (("alpha", alpha), ("tau", tau)):
+        if not np.isfinite(val):
+            raise ValueError(f"Darcy random-field setting {name} must be finite, got {name}={val}")
     g = gaussian_random_field(rng, n, n_grid, alpha, tau)
     return np.where(g >= 0.0, a_high, a_low).astype(np.float64)
 
@@ -89,9 +93,11 @@ def _check_a(a: np.ndarray) -> np.ndarray:
     if a.ndim != 3 or a.shape[1] != a.shape[2]:
         raise ValueError(f"permeability must have shape [N, n, n], got {a.shape}")
     if not np.all(np.isfinite(a)):
-        raise ValueError("permeability contains NaN or inf")
+        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+        raise ValueError(f"permeability a (shape {a.shape}) contains {bad} NaN or inf values")
     if np.any(a <= 0):
-        raise ValueError(f"permeability must be > 0 everywhere (min {a.min():.3g})")
+        pos = tuple(int(i) for i in np.unravel_index(int(np.argmin(a)), a.shape))
+        raise ValueError(f"permeability a must be > 0 everywhere (min {a.min():.3g} at [sample, i, j] = {list(pos)})")
     return a
 
 
@@ -166,6 +172,8 @@ def simulate(
     """
     if n < 1 or n_grid < 3:
         raise ValueError(f"need n >= 1 and n_grid >= 3, got n={n}, n_grid={n_grid}")
+    if not np.all(np.isfinite(np.asarray(f, dtype=np.float64))):
+        raise ValueError(f"Darcy source setting f must be finite, got f={f}")
     rng = np.random.default_rng(seed)
     a = sample_permeability(rng, n, n_grid, a_high, a_low, alpha, tau)
     u = solve_darcy(a, f)

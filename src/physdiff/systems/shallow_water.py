@@ -17,6 +17,11 @@ Walls: two ghost layers mirror ``h`` and the tangential momentum and negate the 
 the wall mass flux is exactly zero and total mass is conserved to round-off; a lake at rest stays at
 rest exactly. Time step (per sample, vectorised): ``dt = CFL / (max(|u|+c)/dx + max(|v|+c)/dy)`` with
 ``CFL = 0.4``, shortened to land exactly on the output times ``t_n = n t_final/(nt-1)``.
+
+Bad settings raise ``ValueError`` naming the setting: ``cfl`` outside ``(0, CFL_MAX]`` (``CFL_MAX = 0.5``:
+the limit of the minmod-MUSCL/SSP-RK2 scheme under this unsplit step rule; forward Euler with
+piecewise-constant states would allow 1), ``g <= 0``, ``length <= 0``, fewer than 3 cells, depths
+``<= 0`` in ``h_in_range``/``h_out_range`` or an initial state, a negative ``radius_range``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULTS", "ShallowWater2D", "dam_break", "simulate", "total_mass"]
+__all__ = ["DEFAULTS", "CFL_MAX", "ShallowWater2D", "dam_break", "simulate", "total_mass"]
+
+#: Largest admissible CFL number of the time-step rule (both orders).
+CFL_MAX: float = 0.5
 
 DEFAULTS: dict[str, Any] = {
     "nx": 32,
@@ -58,10 +66,17 @@ class ShallowWater2D:
     def __init__(self, nx: int, ny: int, length: float = 5.0, g: float = 1.0, cfl: float = 0.4, order: int = 2) -> None:
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order}")
-        if not (0 < cfl <= 0.5):
-            raise ValueError(f"cfl must be in (0, 0.5] for this scheme, got {cfl}")
-        if g <= 0 or length <= 0 or nx < 3 or ny < 3:
-            raise ValueError(f"need g > 0, length > 0, nx, ny >= 3; got g={g}, length={length}, {nx}x{ny}")
+        if not (np.isfinite(cfl) and 0 < cfl <= CFL_MAX):
+            raise ValueError(
+                f"shallow-water setting cfl={cfl} violates the stability bound 0 < cfl <= {CFL_MAX} "
+                "(cfl must be in (0, 0.5] for this scheme)"
+            )
+        if not (np.isfinite(g) and g > 0):
+            raise ValueError(f"shallow-water gravity setting g must be finite and > 0, got g={g}")
+        if not (np.isfinite(length) and length > 0):
+            raise ValueError(f"shallow-water domain setting length must be finite and > 0, got length={length}")
+        if nx < 3 or ny < 3:
+            raise ValueError(f"shallow-water grid settings nx, ny must be >= 3, got nx={nx}, ny={ny}")
         self.nx, self.ny, self.g, self.cfl, self.order = nx, ny, g, cfl, order
         self.dx = length / nx
         self.dy = length / ny
@@ -145,8 +160,15 @@ class ShallowWater2D:
     def solve(self, q0: np.ndarray, t: np.ndarray, max_steps: int = 1_000_000) -> np.ndarray:
         """Integrate ``q0 [N, 3, X, Y]`` to the frame times ``t`` (``t[0]`` initial): ``[N, T, 3, X, Y]``."""
         q = np.array(q0, dtype=np.float64)
+        if q.ndim != 4 or q.shape[1:] != (3, self.nx, self.ny):
+            raise ValueError(f"initial state q0 must have shape [N, 3, {self.nx}, {self.ny}], got {q.shape}")
+        if not np.all(np.isfinite(q)):
+            raise ValueError("initial state q0 contains NaN or inf")
         if np.any(q[:, 0] <= 0):
-            raise ValueError("water depth h must be > 0 everywhere")
+            raise ValueError(f"water depth h must be > 0 everywhere (q0[:, 0] min is {q[:, 0].min():.3g})")
+        t = np.asarray(t, dtype=np.float64)
+        if t.ndim != 1 or len(t) < 1 or not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
+            raise ValueError(f"output times t must be a finite, strictly increasing 1-D array, got {t}")
         out = np.empty((q.shape[0], len(t), *q.shape[1:]), dtype=np.float64)
         out[:, 0] = q
         now = np.full(q.shape[0], float(t[0]))
@@ -179,6 +201,20 @@ def dam_break(x: np.ndarray, y: np.ndarray, radius: np.ndarray, h_in: np.ndarray
     return np.stack([h, np.zeros_like(h), np.zeros_like(h)], axis=1)
 
 
+def _check_range(name: str, rng: Any, positive: bool) -> None:
+    """``(low, high)`` finite with ``low <= high`` and ``low > 0`` (depths) or ``low >= 0`` (radii)."""
+    try:
+        lo, hi = (float(v) for v in rng)
+    except (TypeError, ValueError):
+        raise ValueError(f"shallow-water setting {name} must be a (low, high) pair, got {rng!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+        raise ValueError(f"shallow-water setting {name} must be finite with low <= high, got {rng!r}")
+    if positive and not lo > 0:
+        raise ValueError(f"shallow-water setting {name}: water depths must be > 0, got {rng!r}")
+    if not positive and lo < 0:
+        raise ValueError(f"shallow-water setting {name} must be >= 0, got {rng!r}")
+
+
 def simulate(
     n: int,
     seed: int,
@@ -200,13 +236,16 @@ def simulate(
         dict with ``u`` ``[n, nt, 3, nx, ny]`` (channels ``h, hu, hv``; float64), ``coords``
         ``{"x", "y", "t"}``, ``parameters`` (``g``, ranges, per-sample ``radius``, ``h_in``, ``h_out``).
     """
-    if n < 1 or nt < 2 or not t_final > 0:
-        raise ValueError(f"need n >= 1, nt >= 2, t_final > 0; got {n}, {nt}, {t_final}")
+    if n < 1 or nt < 2 or not (np.isfinite(t_final) and t_final > 0):
+        raise ValueError(f"need n >= 1, nt >= 2, t_final > 0; got n={n}, nt={nt}, t_final={t_final}")
+    _check_range("radius_range", radius_range, positive=False)
+    _check_range("h_in_range", h_in_range, positive=True)
+    _check_range("h_out_range", h_out_range, positive=True)
+    solver = ShallowWater2D(nx, ny, length, g, cfl, order)  # validates the solver settings first
     rng = np.random.default_rng(seed)
     radius = rng.uniform(*radius_range, size=n)
     h_in = rng.uniform(*h_in_range, size=n)
     h_out = rng.uniform(*h_out_range, size=n)
-    solver = ShallowWater2D(nx, ny, length, g, cfl, order)
     t = np.linspace(0.0, float(t_final), nt)
     q = solver.solve(dam_break(solver.x, solver.y, radius, h_in, h_out), t)
     return {
