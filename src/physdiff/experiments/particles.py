@@ -23,6 +23,7 @@ from physdiff.data.particles_h5 import ParticleData, simulate_to_file, write_par
 from physdiff.diffusion import Denoiser, make_schedule, sample
 from physdiff.models.egnn import SpaceTimeEGNN
 from physdiff.models.transformer import ParticleTransformer
+from physdiff.priors.aux_head import ignore_aux_head_weights
 from physdiff.training.trainer import TrainConfig
 
 __all__ = [
@@ -81,6 +82,9 @@ class PriorConfig:
     # w(t): "one" (w ≡ 1) or "alpha2" (w = α_t², the signal fraction: the Tweedie estimate is
     # uninformative at high noise, where nonlinear features such as 1/R_ij of a collapsed x̂0 explode)
     time_weight: str = "one"
+    # h̃_θ of a nonlinear prior (method.md §3.3): "tweedie" matches h(x̂0) to h(x0); "aux_head" trains an
+    # extra head on the denoiser's hidden node states to predict h(x0) (physdiff.priors.aux_head)
+    variant: str = "tweedie"
 
 
 @dataclass
@@ -182,9 +186,14 @@ def build_network(cfg: ModelConfig, dim: int) -> nn.Module:
 
 
 def build_denoiser(model: ModelConfig, diffusion: DiffusionConfig, dim: int) -> Denoiser:
-    """Network + schedule + parametrisation, with noise kept in the zero-CoM subspace."""
+    """Network + schedule + parametrisation, with noise kept in the zero-CoM subspace.
+
+    The network loads checkpoints of aux-head prior runs too: it skips the auxiliary heads' weights
+    unless heads were attached to it (:func:`physdiff.priors.aux_head.attach_aux_heads`); sampling never
+    uses them.
+    """
     return Denoiser(
-        build_network(model, dim),
+        ignore_aux_head_weights(build_network(model, dim)),
         make_schedule(diffusion.schedule),
         prediction=diffusion.prediction,
         project=zero_com_projection(dim),

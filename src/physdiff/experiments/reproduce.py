@@ -36,7 +36,15 @@ from physdiff.experiments.particles import (
     sample_particles,
     write_samples,
 )
-from physdiff.priors import make_prior, total_prior_loss
+from physdiff.priors import (
+    PRIOR_VARIANTS,
+    AuxHeadPrior,
+    attach_aux_heads,
+    make_aux_head_prior,
+    make_prior,
+    total_prior_loss,
+    total_prior_loss_with_heads,
+)
 from physdiff.training.distributed import DistInfo, resolve_device
 from physdiff.training.trainer import TrainConfig, load_ema_weights, train
 
@@ -190,10 +198,21 @@ def time_weight_fn(name: str, schedule):
 
 
 def build_priors(cfg: ParticleExperimentConfig, arm: str, system: str, dim: int, scaling: ParticleScaling):
-    """The prior objects of one arm, in the model's scaled coordinates, with their λ and w(t)."""
+    """The prior objects of one arm, in the model's scaled coordinates, with their λ and w(t).
+
+    A prior with ``variant="aux_head"`` becomes an :class:`~physdiff.priors.aux_head.AuxHeadPrior` with a
+    freshly initialised head for hidden states of size ``cfg.model.hidden`` (its normalisation is not yet
+    fitted; :func:`train_arm` does that on the training data).
+
+    Raises:
+        ValueError: an unknown variant, or ``aux_head`` on a prior that is not nonlinear.
+    """
     schedule = make_schedule(cfg.diffusion.schedule)
-    return [
-        make_prior(
+    priors = []
+    for p in arm_priors(cfg)[arm]:
+        if p.variant not in PRIOR_VARIANTS:
+            raise ValueError(f"prior {p.name!r}: unknown variant {p.variant!r}; choose one of {PRIOR_VARIANTS}")
+        prior = make_prior(
             p.name,
             system,
             weight=p.weight,
@@ -201,8 +220,15 @@ def build_priors(cfg: ParticleExperimentConfig, arm: str, system: str, dim: int,
             scale=(scaling.positions, scaling.velocities),
             time_weight=time_weight_fn(p.time_weight, schedule),
         )
-        for p in arm_priors(cfg)[arm]
-    ]
+        if p.variant == "aux_head":
+            if prior.case != "nonlinear":
+                raise ValueError(
+                    f"prior {p.name!r} is {prior.case!r}: variant 'aux_head' applies to nonlinear priors only "
+                    "(e.g. energy); use variant 'tweedie'"
+                )
+            prior = make_aux_head_prior(prior, cfg.model.hidden)
+        priors.append(prior)
+    return priors
 
 
 def arm_priors(cfg: ParticleExperimentConfig) -> dict[str, list[PriorConfig]]:
@@ -230,22 +256,29 @@ def train_arm(
         raise ValueError(f"unknown arm {arm!r}; this experiment has {sorted(specs)}")
     dim = train_data.positions.shape[-1]
     train_t = prepare_particle_tensors(train_data, scaling)
+    # the network is initialised first, from the seed alone, so it is the same with and without heads
+    torch.manual_seed(seed)
+    den = build_denoiser(cfg.model, cfg.diffusion, dim)
     priors = build_priors(cfg, arm, train_data.system, dim, scaling)
     ctx16 = {k: train_t[k][:16].double() for k in ("masses", "edges") if k in train_t}
     for pr in priors:  # refuse a prior whose residual is not ≈ 0 on the ground truth (sign/scale bug)
         pr.check_ground_truth(train_t["x0"][:16].double(), tol=1e-4, **ctx16)
+    aux = [pr for pr in priors if isinstance(pr, AuxHeadPrior)]
+    for pr in aux:  # standardise the head's targets with statistics of the training data
+        pr.fit_normalisation(train_t["x0"], **{k: train_t[k] for k in ("masses", "edges") if k in train_t})
+    if aux:  # the heads become part of den.net: trained, EMA-averaged and checkpointed with it
+        attach_aux_heads(den, aux)
+    prior_loss = total_prior_loss_with_heads if aux else total_prior_loss
     extra = None
     if priors:
 
         def extra(loss_out, batch):
             ctx = {k: batch[k] for k in ("masses", "edges") if batch.get(k) is not None}
-            return total_prior_loss(priors, loss_out, ctx)
+            return prior_loss(priors, loss_out, ctx)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "scaling.json").write_text(json.dumps(scaling.to_dict()))
     save_yaml(cfg, run_dir / "config.yaml")
-    torch.manual_seed(seed)
-    den = build_denoiser(cfg.model, cfg.diffusion, dim)
     tcfg = TrainConfig(**{**to_dict(cfg.train), "seed": seed})
     augment = rotation_augmentation(dim) if cfg.model.rotation_augmentation else None
     if progress:
@@ -258,6 +291,7 @@ def train_arm(
         config_dict={**to_dict(cfg), "arm": arm},
         extra_loss=extra,
         augment=augment,
+        return_hidden=bool(aux),
         resume=resume,
         device=device,
         progress=progress,
@@ -318,6 +352,8 @@ def reproduce_particles(
         if unknown:
             raise ValueError(f"unknown arm(s) {unknown}; this experiment has {sorted(arm_specs)}")
         arm_specs = {a: arm_specs[a] for a in arms}
+    for arm in arm_specs:  # fail on a bad prior (name, system, variant) before anything is trained
+        build_priors(cfg, arm, train_data.system, train_data.positions.shape[-1], scaling)
 
     per_arm: dict[str, dict[int, dict[str, np.ndarray]]] = {a: {} for a in arm_specs}
     generated: dict[str, tuple[np.ndarray, np.ndarray]] = {}
