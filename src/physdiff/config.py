@@ -122,14 +122,27 @@ def apply_overrides(cfg: T, overrides: list[str]) -> T:
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
         node: Any = d
+        obj: Any = cfg  # the typed object alongside: plain dict fields (free-form settings) accept new keys
         for p in parts[:-1]:
             node = _child(node, p, key)
+            obj = _typed_child(obj, p)
         last = parts[-1]
-        _child(node, last, key)
+        if not (isinstance(obj, dict) and not dataclasses.is_dataclass(obj) and isinstance(node, dict)):
+            _child(node, last, key)
         if isinstance(node, list):
             last = int(last)
         node[last] = yaml.safe_load(raw) if raw != "" else ""
     return from_dict(type(cfg), d)
+
+
+def _typed_child(obj: Any, part: str) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return getattr(obj, part, None)
+    if isinstance(obj, dict):
+        return obj.get(part)
+    if isinstance(obj, list) and part.isdigit() and int(part) < len(obj):
+        return obj[int(part)]
+    return None
 
 
 def _child(node: Any, part: str, key: str) -> Any:

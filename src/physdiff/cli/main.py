@@ -101,9 +101,13 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from physdiff.evaluation.field_metrics import evaluate_field_files, is_field_file
     from physdiff.evaluation.particle_metrics import evaluate_files
 
-    res = evaluate_files(a.samples, a.reference, system=a.system)
+    if is_field_file(a.reference):
+        res = evaluate_field_files(a.samples, a.reference, system=a.system, task=a.task)
+    else:
+        res = evaluate_files(a.samples, a.reference, system=a.system)
     for k, v in res["metrics"].items():
         fl = res["floor"].get(k)
         print(f"{k:>15}: {v['mean']:.5g} ± {v['std']:.3g}" + (f"   (floor {fl:.3g})" if fl is not None else ""))
@@ -116,19 +120,15 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 def _cmd_reproduce(a: argparse.Namespace) -> int:
     from physdiff.experiments.reproduce import reproduce_particles
+    from physdiff.experiments.reproduce_fields import reproduce_fields
 
-    exps = list(PARTICLE) if a.experiment == "all" else [a.experiment]
+    exps = list(PARTICLE + PDE) if a.experiment == "all" else [a.experiment]
     for exp in exps:
-        if exp in PDE:
-            raise SystemExit(
-                f"'physdiff reproduce {exp}' (the PDE tables) is not available in this version: "
-                f"the solvers, residuals and U-Net exist (physdiff simulate {exp}), the PDE "
-                f"training pipeline does not yet. Available: {', '.join(PARTICLE)}"
-            )
         out = Path(a.out) / exp if a.out and len(exps) > 1 else Path(a.out or f"results/{exp}-{a.preset}")
         seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else None
         arms = a.arms.split(",") if a.arms else None
-        reproduce_particles(
+        run = reproduce_fields if exp in PDE else reproduce_particles
+        run(
             exp,
             a.preset,
             out,
@@ -152,6 +152,23 @@ def _cmd_plot(a: argparse.Namespace) -> int:
 
     res = Path(a.results)
     info = json.loads((res / "results.json").read_text())
+    if info["experiment"] in PDE:
+        import numpy as np
+
+        from physdiff.data.pdebench import load_pde
+        from physdiff.evaluation.field_plots import plot_field_results
+
+        seed = info["seeds"][0]
+        fields: dict[str, dict] = {}
+        for arm in info["arms"]:
+            for f in sorted((res / "arms" / arm.replace(":", "_") / f"seed{seed}").glob("samples_*.h5")):
+                s = load_pde(f, info["experiment"])
+                fields.setdefault(arm, {})[f.stem.removeprefix("samples_")] = s.fields
+                idx = np.asarray(s.parameters["source_indices"], dtype=np.int64)
+        full = load_pde(info["data"], info["experiment"])
+        for p in plot_field_results(res / "plots", full.subset(idx), fields):
+            print(f"wrote {p}")
+        return 0
     ref = load_particles(info["data"])
     generated = {}
     for arm in info["arms"]:
@@ -208,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--reference", required=True)
     e.add_argument("--system", default=None, help="system name for files without a 'system' attribute")
     e.add_argument("--json", default=None, help="write the metrics to this JSON file")
+    e.add_argument(
+        "--task",
+        default=None,
+        choices=("prediction", "generation"),
+        help="PDE samples: prediction (rmse vs the reference too) or generation; default: the file's 'task' attribute",
+    )
     e.set_defaults(fn=_cmd_evaluate)
 
     r = sub.add_parser("reproduce", help="reproduce a table of the paper (without vs with prior)")

@@ -45,6 +45,7 @@ numeric parameters, unknown array/coordinate/split keys, ``nu <= 0`` (Burgers) a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tempfile
@@ -111,6 +112,12 @@ class FieldData:
     @property
     def n_samples(self) -> int:
         return int(self.fields.shape[0])
+
+    def subset(self, idx: np.ndarray | list[int]) -> FieldData:
+        """The samples ``idx`` (same grid and parameters; no splits)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        coef = None if self.coefficient is None else self.coefficient[idx]
+        return dataclasses.replace(self, fields=self.fields[idx], coefficient=coef, splits={})
 
     def _spacing(self, key: str) -> float | None:
         c = self.coords.get(key)

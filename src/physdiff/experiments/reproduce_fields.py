@@ -1,0 +1,395 @@
+"""``physdiff reproduce advection|burgers|darcy|shallow-water``: the poster's PDE table, without vs with prior.
+
+For each seed and arm (``no_prior``, ``prior:residual``) it trains a U-Net denoiser (data matching), runs
+the experiment's tasks on the evaluation split and writes a results folder with the particle tables'
+schema:
+
+    results.json  table.md  config.yaml  data/  arms/<arm>/seed<k>/{checkpoint.pt, metrics.csv, samples_<task>.h5}
+    plots/fields_<task>.png
+
+Metric keys (method.md §5): ``rmse`` — prediction RMSE against ground truth over the unknown entries,
+physical units; ``constraint_rmse`` — RMSE of the experiment's PDE residual over every point where the
+stencil applies (generation samples; for Darcy, which has no generation task, the predictions). The
+``floor`` entry is ``constraint_rmse`` of the ground truth itself.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from physdiff.config import apply_overrides, save_yaml, to_dict
+from physdiff.data.pdebench import FieldData
+from physdiff.diffusion import make_schedule
+from physdiff.evaluation.field_metrics import rmse
+from physdiff.experiments.fields import (
+    EXPERIMENT_TASKS,
+    FIELD_EXPERIMENTS,
+    FieldDataConfig,
+    FieldExperimentConfig,
+    FieldLayout,
+    FieldModelConfig,
+    FieldScaling,
+    build_field_denoiser,
+    condition_dropout,
+    load_field_dataset,
+    prepare_field_tensors,
+    sample_fields,
+    write_field_samples,
+)
+from physdiff.experiments.particles import DiffusionConfig, PriorConfig, SampleConfig
+from physdiff.experiments.reproduce import _aggregate, time_weight_fn
+from physdiff.physics.finite_difference import time_derivative
+from physdiff.priors import total_prior_loss
+from physdiff.priors.fields import make_field_prior, noise_gain
+from physdiff.systems.pde_registry import get_pde_system, spacing_from_coords
+from physdiff.training.distributed import DistInfo, resolve_device
+from physdiff.training.trainer import TrainConfig, load_ema_weights, train
+
+__all__ = [
+    "FIELD_TABLE_METRICS",
+    "METRIC_TASKS",
+    "field_preset_config",
+    "reproduce_fields",
+    "field_markdown_table",
+    "train_field_arm",
+    "evaluate_field_arm",
+]
+
+#: metric → the task whose samples it is measured on
+METRIC_TASKS = {
+    "advection": {"rmse": "prediction", "constraint_rmse": "generation"},
+    "burgers": {"constraint_rmse": "generation"},
+    "darcy": {"rmse": "prediction", "constraint_rmse": "prediction"},
+    "shallow-water": {"constraint_rmse": "generation"},
+}
+FIELD_TABLE_METRICS = {k: tuple(v) for k, v in METRIC_TASKS.items()}
+#: the with-prior arm of each table: the system's own residual (linear / multilinear)
+FIELD_PRIORS = {name: [PriorConfig("residual", 0.1, "one")] for name in FIELD_EXPERIMENTS}
+
+_QUICK_SETTINGS = {
+    "advection": {"nx": 64, "nt": 32},
+    "burgers": {"nx": 64, "nt": 32},
+    "darcy": {"n_grid": 32},
+    "shallow-water": {"nx": 32, "ny": 32, "nt": 16},
+}
+
+
+def field_preset_config(experiment: str, preset: str = "quick") -> FieldExperimentConfig:
+    """The ``quick`` (2 CPU cores, minutes per arm) and ``paper`` (GPU scale) presets of a PDE experiment."""
+    if experiment not in FIELD_EXPERIMENTS:
+        raise ValueError(f"unknown PDE experiment {experiment!r}; choose one of {FIELD_EXPERIMENTS}")
+    tasks = list(EXPERIMENT_TASKS[experiment])
+    cond_drop = 0.5 if len(tasks) == 2 else 0.0
+    if preset == "quick":
+        data = FieldDataConfig(
+            system=experiment,
+            n=240 if experiment == "shallow-water" else 400,
+            settings=dict(_QUICK_SETTINGS[experiment]),
+        )
+        model = FieldModelConfig(base_channels=16, channel_mults=[1, 2, 2], num_res_blocks=1)
+        tr = TrainConfig(
+            steps=500,
+            batch_size=16,
+            lr=2e-3,
+            warmup=50,
+            ema_decay=0.99,
+            log_every=25,
+            checkpoint_every=250,
+            objective="x0",
+        )
+        smp = SampleConfig(sampler="ddim", steps=25, n_test=32, batch_size=32)
+    elif preset == "paper":
+        sys_ = get_pde_system(experiment)
+        data = FieldDataConfig(system=experiment, n=10_000, settings=dict(sys_.large))
+        model = FieldModelConfig(base_channels=64, channel_mults=[1, 2, 2, 4], num_res_blocks=2, time_as_channels=False)
+        tr = TrainConfig(
+            steps=100_000,
+            batch_size=64,
+            lr=2e-4,
+            warmup=1000,
+            ema_decay=0.9999,
+            log_every=100,
+            checkpoint_every=5000,
+            objective="x0",
+        )
+        smp = SampleConfig(sampler="ddpm", steps=1000, eta=1.0, n_test=1000, batch_size=100)
+    else:
+        raise ValueError(f"unknown preset {preset!r}; choose 'quick' or 'paper'")
+    return FieldExperimentConfig(
+        experiment=experiment,
+        preset=preset,
+        tasks=tasks,
+        cond_drop=cond_drop,
+        data=data,
+        model=model,
+        diffusion=DiffusionConfig(schedule="linear", prediction="x0"),
+        train=tr,
+        sample=smp,
+        seeds=[0, 1, 2],
+        priors=list(FIELD_PRIORS[experiment]),
+    )
+
+
+# ------------------------------------------------------------------------------------------ priors
+def term_scale(data: FieldData) -> float:
+    """A typical magnitude of one PDE term on the training data: RMS of ∂_t of the first channel for
+    time-dependent systems (u_t, h_t), |f| for Darcy (the yardstick of the ground-truth check)."""
+    if data.system == "darcy":
+        return abs(float(data.parameters.get("f", 1.0))) or 1.0
+    u = torch.from_numpy(data.fields[:64])
+    first = u[:, :, 0] if data.system == "shallow-water" else u
+    value = float(time_derivative(first, data.dt, dim=1).square().mean().sqrt())
+    return value if value > 0 else 1.0
+
+
+def build_field_priors(cfg: FieldExperimentConfig, arm: str, data: FieldData, layout: FieldLayout) -> list:
+    specs = field_arm_priors(cfg)
+    if arm not in specs:
+        raise ValueError(f"unknown arm {arm!r}; this experiment has {sorted(specs)}")
+    schedule = make_schedule(cfg.diffusion.schedule)
+    scale = term_scale(data)
+    x0 = layout.to_model(torch.from_numpy(data.fields[:32]))
+    ctx = (
+        {"cond": layout.cond_to_model(torch.from_numpy(data.coefficient[:32]))} if data.coefficient is not None else {}
+    )
+    for p in specs[arm]:
+        if getattr(p, "variant", "tweedie") != "tweedie":
+            raise ValueError(f"prior {p.name!r}: PDE-residual priors support variant 'tweedie' only, got {p.variant!r}")
+    priors = [
+        make_field_prior(
+            p.name,
+            data.system,
+            weight=p.weight,
+            time_weight=time_weight_fn(p.time_weight, schedule),
+            spacing=spacing_from_coords(data.coords),
+            parameters=dict(data.parameters),
+            to_physical=layout.to_physical,
+            coefficient_to_physical=layout.cond_to_physical if data.coefficient is not None else None,
+            term_scale=scale,
+        )
+        for p in specs[arm]
+    ]
+    g = torch.Generator().manual_seed(0)
+    for pr in priors:
+        pr.normaliser = noise_gain(pr, x0, generator=g, **ctx)
+        pr.check_ground_truth(x0, **ctx)  # refuse a sign, unit or grid-spacing bug before training
+    return priors
+
+
+def field_arm_priors(cfg: FieldExperimentConfig) -> dict[str, list[PriorConfig]]:
+    arms: dict[str, list[PriorConfig]] = {"no_prior": []}
+    for p in cfg.priors:
+        arms[f"prior:{p.name}"] = [p]
+    return arms
+
+
+# ---------------------------------------------------------------------------------------- pipeline
+def _training_task(cfg: FieldExperimentConfig) -> str:
+    return "prediction" if "prediction" in cfg.tasks else "generation"
+
+
+def train_field_arm(
+    cfg: FieldExperimentConfig,
+    arm: str,
+    seed: int,
+    run_dir: Path,
+    train_data: FieldData,
+    layout: FieldLayout,
+    device: torch.device,
+    resume: bool = False,
+    progress: bool = True,
+    dist_info: DistInfo = DistInfo(),
+):
+    """Train one arm with one seed; returns the denoiser with its EMA weights loaded."""
+    tensors = prepare_field_tensors(train_data, layout, _training_task(cfg))
+    priors = build_field_priors(cfg, arm, train_data, layout)  # checks each prior on the ground truth
+    extra = None
+    if priors:
+
+        def extra(loss_out, batch):
+            ctx = {"cond": batch["cond"]} if batch.get("cond") is not None else {}
+            return total_prior_loss(priors, loss_out, ctx)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "scaling.json").write_text(json.dumps(layout.scaling.to_dict()))
+    save_yaml(cfg, run_dir / "config.yaml")
+    torch.manual_seed(seed)
+    den = build_field_denoiser(cfg.model, cfg.diffusion, layout, tensors)
+    tcfg = TrainConfig(**{**to_dict(cfg.train), "seed": seed})
+    augment = condition_dropout(cfg.cond_drop) if cfg.cond_drop > 0 else None
+    if progress:
+        print(f"[{arm} | seed {seed}] training {tcfg.steps} steps on {train_data.n_samples} fields → {run_dir}")
+    train(
+        den,
+        tensors,
+        tcfg,
+        run_dir,
+        config_dict={**to_dict(cfg), "arm": arm},
+        extra_loss=extra,
+        augment=augment,
+        resume=resume,
+        device=device,
+        progress=progress,
+        dist_info=dist_info,
+    )
+    load_ema_weights(den, run_dir / "checkpoint.pt", device=device)
+    return den.eval()
+
+
+def physical_mask(data: FieldData, task: str) -> np.ndarray | None:
+    """Known entries of the task in the physical layout (the first frame for time-dependent prediction)."""
+    if task != "prediction" or data.system == "darcy":
+        return None
+    mask = np.zeros(data.fields.shape[:2] + (1,) * (data.fields.ndim - 2))
+    mask[:, 0] = 1.0
+    return mask
+
+
+def evaluate_field_arm(
+    den,
+    cfg: FieldExperimentConfig,
+    seed: int,
+    run_dir: Path,
+    test_data: FieldData,
+    test_idx: np.ndarray,
+    layout: FieldLayout,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Run every task on the evaluation split; write ``samples_<task>.h5``; per-sample metrics and samples."""
+    system = get_pde_system(test_data.system)
+    samples: dict[str, np.ndarray] = {}
+    for task in cfg.tasks:
+        tensors = prepare_field_tensors(test_data, layout, task)
+        x = sample_fields(den, tensors, cfg.sample, seed=seed, device=device, progress=progress)
+        fields = layout.to_physical(x.double()).numpy()
+        samples[task] = fields
+        write_field_samples(run_dir / f"samples_{task}.h5", fields, test_data, test_idx, task=task)
+    metrics: dict[str, np.ndarray] = {}
+    for key, task in METRIC_TASKS[test_data.system].items():
+        if task not in samples:
+            continue
+        if key == "rmse":
+            metrics[key] = rmse(samples[task], test_data.fields, physical_mask(test_data, task))
+        elif test_data.priors_available:
+            metrics[key] = system.residual_rmse(test_data, samples[task])
+    return metrics, samples
+
+
+def field_markdown_table(results: dict) -> str:
+    keys = [k for k in FIELD_TABLE_METRICS[results["experiment"]] if k in next(iter(results["arms"].values()))]
+    tasks = results.get("metric_tasks", {})
+    lines = [
+        f"### {results['experiment']} ({results['preset']} preset, seeds {results['seeds']}, {results['split']} split)",
+        "",
+        "| method | " + " | ".join(f"{k} ({tasks.get(k, '?')})" for k in keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
+    arms = results["arms"]
+    for arm, metrics in arms.items():
+        lines.append(
+            f"| {arm} | " + " | ".join(f"{metrics[k]['mean']:.4g} ± {metrics[k]['std']:.2g}" for k in keys) + " |"
+        )
+    floor = results.get("floor", {})
+    lines.append("| ground-truth floor | " + " | ".join(f"{floor[k]:.4g}" if k in floor else "—" for k in keys) + " |")
+    if "no_prior" in arms:
+        for arm in arms:
+            if arm == "no_prior":
+                continue
+            cells = []
+            for k in keys:
+                base = arms["no_prior"][k]["mean"]
+                cells.append(f"{arms[arm][k]['mean'] / base:.3f}" if base else "—")
+            lines.append(f"| ratio {arm} : no_prior | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "rmse: prediction RMSE vs ground truth on unknown entries (physical units); constraint_rmse: RMSE of the "
+        "PDE residual over the stencil's points; floor: the same residual on the ground truth. std over seeds.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def reproduce_fields(
+    experiment: str,
+    preset: str = "quick",
+    out: str | Path | None = None,
+    *,
+    overrides: list[str] = (),
+    seeds: list[int] | None = None,
+    arms: list[str] | None = None,
+    cache_dir: str | Path | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    split: str = "test",
+) -> dict[str, Any]:
+    """Run a PDE experiment's table: arms × seeds; returns the ``results.json`` content."""
+    cfg = apply_overrides(field_preset_config(experiment, preset), list(overrides))
+    if seeds is not None:
+        cfg.seeds = list(seeds)
+    if split not in ("val", "test"):
+        raise ValueError(f"evaluation split must be 'val' or 'test', got {split!r}")
+    out = Path(out or f"results/{experiment}-{preset}")
+    out.mkdir(parents=True, exist_ok=True)
+    save_yaml(cfg, out / "config.yaml")
+    dev = resolve_device(device)
+    data_path, data = load_field_dataset(cfg.data, Path(cache_dir or out / "data"), progress)
+    train_data = data.subset(data.splits["train"])
+    test_idx = data.splits[split][: cfg.sample.n_test]
+    if len(test_idx) == 0:
+        raise ValueError(f"{data_path}: the {split!r} split is empty")
+    test_data = data.subset(test_idx)
+    layout = FieldLayout(data.system, FieldScaling.fit(train_data), cfg.model.time_as_channels)
+
+    arm_specs = field_arm_priors(cfg)
+    if not data.priors_available:
+        print(f"note: {data_path.name} cannot evaluate the {experiment} residual; only the no_prior arm runs")
+        arm_specs = {"no_prior": []}
+    if arms:
+        unknown = sorted(set(arms) - set(arm_specs))
+        if unknown:
+            raise ValueError(f"unknown arm(s) {unknown}; this experiment has {sorted(arm_specs)}")
+        arm_specs = {a: arm_specs[a] for a in arms}
+
+    for arm in arm_specs:  # fail on a bad prior (name, system, variant, sign/scale) before anything is trained
+        build_field_priors(cfg, arm, train_data, layout)
+
+    per_arm: dict[str, dict[int, dict[str, np.ndarray]]] = {a: {} for a in arm_specs}
+    generated: dict[str, dict[str, np.ndarray]] = {}
+    t_start = time.time()
+    for arm in arm_specs:
+        for seed in cfg.seeds:
+            run_dir = out / "arms" / arm.replace(":", "_") / f"seed{seed}"
+            den = train_field_arm(cfg, arm, seed, run_dir, train_data, layout, dev, resume, progress)
+            metrics, samples = evaluate_field_arm(den, cfg, seed, run_dir, test_data, test_idx, layout, dev, progress)
+            per_arm[arm][seed] = metrics
+            generated.setdefault(arm, samples)
+    floor = {}
+    if data.priors_available:
+        floor["constraint_rmse"] = float(np.mean(get_pde_system(experiment).residual_rmse(test_data)))
+    results = {
+        "experiment": experiment,
+        "split": split,
+        "preset": preset,
+        "seeds": list(cfg.seeds),
+        "metric_tasks": {k: v for k, v in METRIC_TASKS[experiment].items() if v in cfg.tasks},
+        "arms": {a: _aggregate(per_arm[a]) for a in arm_specs},
+        "floor": floor,
+        "data": str(data_path),
+        "wall_time_s": round(time.time() - t_start, 1),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "table.md").write_text(field_markdown_table(results))
+    try:
+        from physdiff.evaluation.field_plots import plot_field_results
+
+        plot_field_results(out / "plots", test_data, generated)
+    except Exception as e:  # noqa: BLE001 - a plotting failure must not lose the results
+        print(f"warning: plotting failed: {e}")
+    return results
