@@ -80,3 +80,21 @@ def test_overrides_accept_new_solver_settings_but_not_unknown_fields():
     assert cfg.data.settings["nu"] == 0.05 and cfg.priors[0].weight == 0.5
     with pytest.raises(ConfigError, match="data.nope"):
         apply_overrides(field_preset_config("burgers"), ["data.nope=1"])
+
+
+def test_sweep_command_runs_the_grid_on_val_and_names_the_best(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", "burgers", "--out", str(out), "--seeds", "0", "--device", "cpu", "--grid", "priors.0.weight=0.1,1"]
+    argv += [*TINY, "data.settings.nx=16", "data.settings.nt=8", "data.settings.k_max=1"]
+    assert main(argv) == 0
+    res = json.loads((out / "sweep.json").read_text())
+    assert res["split"] == "val" and res["metrics"] == ["constraint_rmse"]
+    assert [p["overrides"] for p in res["points"]] == [["priors.0.weight=0.1"], ["priors.0.weight=1"]]
+    assert res["best"]["prior:residual"]["overrides"] in (["priors.0.weight=0.1"], ["priors.0.weight=1"])
+    for p in res["points"]:
+        r = p["arms"]["prior:residual"]
+        assert r["ratio"]["constraint_rmse"] == pytest.approx(
+            r["mean"]["constraint_rmse"] / res["baseline"]["constraint_rmse"]
+        )
+    assert "best prior:residual" in (out / "sweep.md").read_text()
+    capsys.readouterr()

@@ -1,4 +1,4 @@
-"""The ``physdiff`` command line: simulate | train | sample | evaluate | reproduce | plot."""
+"""The ``physdiff`` command line: simulate | train | sample | evaluate | reproduce | sweep | plot."""
 
 from __future__ import annotations
 
@@ -146,6 +146,28 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(a: argparse.Namespace) -> int:
+    from physdiff.experiments.sweep import parse_grid, run_sweep
+
+    out = Path(a.out or f"results/sweep-{a.experiment}-{a.preset}")
+    run_sweep(
+        a.experiment,
+        parse_grid(a.grid),
+        preset=a.preset,
+        out=out,
+        overrides=a.overrides,
+        seeds=[int(s) for s in a.seeds.split(",")] if a.seeds else None,
+        arms=a.arms.split(",") if a.arms else None,
+        split=a.split,
+        device=a.device,
+        cache_dir=a.cache_dir,
+    )
+    print()
+    print((out / "sweep.md").read_text())
+    print(f"sweep folder: {out.resolve()}")
+    return 0
+
+
 def _cmd_plot(a: argparse.Namespace) -> int:
     from physdiff.data.particles_h5 import load_particles
     from physdiff.evaluation.plots import plot_particle_results
@@ -248,6 +270,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common(r)
     r.set_defaults(fn=_cmd_reproduce)
+
+    sw = sub.add_parser("sweep", help="choose prior settings (λ, w(t), ...) on the validation split")
+    sw.add_argument("experiment", choices=PARTICLE + PDE)
+    sw.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        help="key=v1,v2,... (repeatable; the grid is the product), e.g. --grid priors.0.weight=0.1,1,10",
+    )
+    sw.add_argument("--preset", default="quick", choices=("quick", "paper"))
+    sw.add_argument("--out", default=None, help="sweep folder")
+    sw.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
+    sw.add_argument("--arms", default=None, help="with-prior arms to run at each point (default: all)")
+    sw.add_argument("--split", default="val", choices=("val", "test"), help="tune on val; test stays held out")
+    add_common(sw)
+    sw.set_defaults(fn=_cmd_sweep)
 
     pl = sub.add_parser("plot", help="(re)draw the plots of a results folder")
     pl.add_argument("results")

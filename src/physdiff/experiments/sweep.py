@@ -1,0 +1,125 @@
+"""``physdiff sweep``: choose a prior's λ and w(t) (or any setting) on the validation split.
+
+Runs the ``no_prior`` arm once and the with-prior arm(s) once per point of a grid of ``key=value``
+overrides (e.g. ``priors.0.weight=0.1,1,10`` × ``priors.0.time_weight=one,alpha2``), all on the same
+cached data and seeds, then writes ``sweep.json`` and ``sweep.md``: per point and arm the metric means and
+their ratios to ``no_prior``, and the best point — the smallest geometric mean of the ratios over the
+experiment's table metrics. Tuning reads the ``val`` split by default; the test split stays held out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = ["parse_grid", "run_sweep", "sweep_markdown"]
+
+
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """``["a.b=1,2", "c=x,y"]`` → ``{"a.b": ["1", "2"], "c": ["x", "y"]}`` (values stay strings; the
+    config parses them)."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"grid entry {item!r} is not of the form key=v1,v2,...")
+        key, raw = item.split("=", 1)
+        values = [v.strip() for v in raw.split(",") if v.strip()]
+        if not values:
+            raise ValueError(f"grid entry {item!r} has no values")
+        grid[key.strip()] = values
+    return grid
+
+
+def _runner(experiment: str):
+    from physdiff.experiments.reproduce import PARTICLE_EXPERIMENTS, TABLE_METRICS, reproduce_particles
+    from physdiff.experiments.reproduce_fields import FIELD_TABLE_METRICS, reproduce_fields
+
+    if experiment in PARTICLE_EXPERIMENTS:
+        return reproduce_particles, TABLE_METRICS[experiment]
+    if experiment in FIELD_TABLE_METRICS:
+        return reproduce_fields, FIELD_TABLE_METRICS[experiment]
+    raise ValueError(f"unknown experiment {experiment!r}")
+
+
+def run_sweep(
+    experiment: str,
+    grid: dict[str, list[str]],
+    *,
+    preset: str = "quick",
+    out: str | Path | None = None,
+    overrides: list[str] = (),
+    seeds: list[int] | None = None,
+    arms: list[str] | None = None,
+    split: str = "val",
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the grid; returns the ``sweep.json`` content."""
+    run, metrics = _runner(experiment)
+    if not grid:
+        raise ValueError("empty sweep grid: give at least one --grid key=v1,v2,...")
+    out = Path(out or f"results/sweep-{experiment}-{preset}")
+    cache = Path(cache_dir) if cache_dir else out / "data"
+    common = dict(preset=preset, seeds=seeds, cache_dir=cache, device=device, progress=progress, split=split)
+    base = run(experiment, out=out / "no_prior", overrides=list(overrides), arms=["no_prior"], **common)
+    baseline = {k: base["arms"]["no_prior"][k]["mean"] for k in metrics if k in base["arms"]["no_prior"]}
+    keys = list(grid)
+    points = []
+    for i, values in enumerate(itertools.product(*(grid[k] for k in keys))):
+        point = [f"{k}={v}" for k, v in zip(keys, values, strict=True)]
+        res = run(experiment, out=out / f"point{i:02d}", overrides=list(overrides) + point, arms=arms, **common)
+        entry: dict[str, Any] = {"overrides": point, "arms": {}}
+        for arm, m in res["arms"].items():
+            if arm == "no_prior":
+                continue
+            means = {k: m[k]["mean"] for k in baseline}
+            ratios = {k: means[k] / baseline[k] if baseline[k] else float("nan") for k in baseline}
+            score = math.exp(sum(math.log(r) for r in ratios.values()) / len(ratios))
+            entry["arms"][arm] = {"mean": means, "ratio": ratios, "score": score}
+        points.append(entry)
+    best: dict[str, Any] = {}
+    for entry in points:
+        for arm, r in entry["arms"].items():
+            if arm not in best or r["score"] < best[arm]["score"]:
+                best[arm] = {"overrides": entry["overrides"], "score": r["score"], "ratio": r["ratio"]}
+    result = {
+        "experiment": experiment,
+        "preset": preset,
+        "split": split,
+        "seeds": base["seeds"],
+        "grid": grid,
+        "fixed_overrides": list(overrides),
+        "metrics": list(baseline),
+        "baseline": baseline,
+        "points": points,
+        "best": best,
+    }
+    (out / "sweep.json").write_text(json.dumps(result, indent=2))
+    (out / "sweep.md").write_text(sweep_markdown(result))
+    return result
+
+
+def sweep_markdown(result: dict[str, Any]) -> str:
+    keys = result["metrics"]
+    lines = [
+        f"### sweep: {result['experiment']} ({result['preset']} preset, {result['split']} split, "
+        f"seeds {result['seeds']})",
+        "",
+        "| arm | setting | " + " | ".join(f"{k} (ratio)" for k in keys) + " | score |",
+        "|---|---|" + "---|" * (len(keys) + 1),
+        "| no_prior | — | " + " | ".join(f"{result['baseline'][k]:.4g}" for k in keys) + " | 1 |",
+    ]
+    for entry in result["points"]:
+        for arm, r in entry["arms"].items():
+            cells = [f"{r['mean'][k]:.4g} ({r['ratio'][k]:.3f})" for k in keys]
+            lines.append(f"| {arm} | {' '.join(entry['overrides'])} | " + " | ".join(cells) + f" | {r['score']:.3f} |")
+    lines.append("")
+    for arm, b in result["best"].items():
+        lines.append(f"best {arm}: `{' '.join(b['overrides'])}` (score {b['score']:.3f})")
+    lines.append("")
+    lines.append("score: geometric mean over the metrics of the ratio with/without prior (lower is better).")
+    return "\n".join(lines) + "\n"
