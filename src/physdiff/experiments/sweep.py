@@ -33,14 +33,18 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
     return grid
 
 
-def _runner(experiment: str):
-    from physdiff.experiments.reproduce import PARTICLE_EXPERIMENTS, TABLE_METRICS, reproduce_particles
-    from physdiff.experiments.reproduce_fields import FIELD_TABLE_METRICS, reproduce_fields
+def _runner(experiment: str, preset: str, overrides: list[str]):
+    """(reproduce function, table metrics, the with-prior arms of the configured experiment)."""
+    from physdiff.config import apply_overrides
+    from physdiff.experiments import reproduce as rp
+    from physdiff.experiments import reproduce_fields as rf
 
-    if experiment in PARTICLE_EXPERIMENTS:
-        return reproduce_particles, TABLE_METRICS[experiment]
-    if experiment in FIELD_TABLE_METRICS:
-        return reproduce_fields, FIELD_TABLE_METRICS[experiment]
+    if experiment in rp.PARTICLE_EXPERIMENTS:
+        cfg = apply_overrides(rp.preset_config(experiment, preset), overrides)
+        return rp.reproduce_particles, rp.TABLE_METRICS[experiment], list(rp.arm_priors(cfg))[1:]
+    if experiment in rf.FIELD_TABLE_METRICS:
+        cfg = apply_overrides(rf.field_preset_config(experiment, preset), overrides)
+        return rf.reproduce_fields, rf.FIELD_TABLE_METRICS[experiment], list(rf.field_arm_priors(cfg))[1:]
     raise ValueError(f"unknown experiment {experiment!r}")
 
 
@@ -58,13 +62,19 @@ def run_sweep(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the grid; returns the ``sweep.json`` content."""
-    run, metrics = _runner(experiment)
+    """Run the grid; returns the ``sweep.json`` content. Runs resume from their checkpoints, so running
+    the same sweep again continues where it stopped."""
+    run, metrics, prior_arms = _runner(experiment, preset, list(overrides))
+    arms = list(arms) if arms else prior_arms
+    if "no_prior" in arms:
+        raise ValueError("the no_prior arm runs once as the baseline; list with-prior arms only in --arms")
     if not grid:
         raise ValueError("empty sweep grid: give at least one --grid key=v1,v2,...")
     out = Path(out or f"results/sweep-{experiment}-{preset}")
     cache = Path(cache_dir) if cache_dir else out / "data"
-    common = dict(preset=preset, seeds=seeds, cache_dir=cache, device=device, progress=progress, split=split)
+    common = dict(
+        preset=preset, seeds=seeds, cache_dir=cache, device=device, progress=progress, split=split, resume=True
+    )
     base = run(experiment, out=out / "no_prior", overrides=list(overrides), arms=["no_prior"], **common)
     baseline = {k: base["arms"]["no_prior"][k]["mean"] for k in metrics if k in base["arms"]["no_prior"]}
     keys = list(grid)
