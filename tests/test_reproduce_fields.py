@@ -97,7 +97,8 @@ def test_sweep_command_runs_the_grid_on_val_and_names_the_best(tmp_path, capsys)
             r["mean"]["constraint_rmse"] / res["baseline"]["constraint_rmse"]
         )
     assert "best prior:residual" in (out / "sweep.md").read_text()
-    assert not (out / "point00" / "arms" / "no_prior").exists()  # the baseline runs once
+    assert (out / "priors.0.weight-0.1" / "arms" / "prior_residual").is_dir()
+    assert not (out / "priors.0.weight-0.1" / "arms" / "no_prior").exists()  # the baseline runs once
     # a second call resumes every run from its checkpoint and gives the same numbers
     assert main(argv) == 0
     assert json.loads((out / "sweep.json").read_text())["points"] == res["points"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,11 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
             raise ValueError(f"grid entry {item!r} has no values")
         grid[key.strip()] = values
     return grid
+
+
+def _point_dir(point: list[str]) -> str:
+    """A folder name per grid point, from its settings (so a resumed sweep reuses only identical runs)."""
+    return "__".join(re.sub(r"[^A-Za-z0-9._-]+", "-", p.replace("=", "-")) for p in point)
 
 
 def _runner(experiment: str, preset: str, overrides: list[str]):
@@ -79,9 +85,9 @@ def run_sweep(
     baseline = {k: base["arms"]["no_prior"][k]["mean"] for k in metrics if k in base["arms"]["no_prior"]}
     keys = list(grid)
     points = []
-    for i, values in enumerate(itertools.product(*(grid[k] for k in keys))):
+    for values in itertools.product(*(grid[k] for k in keys)):
         point = [f"{k}={v}" for k, v in zip(keys, values, strict=True)]
-        res = run(experiment, out=out / f"point{i:02d}", overrides=list(overrides) + point, arms=arms, **common)
+        res = run(experiment, out=out / _point_dir(point), overrides=list(overrides) + point, arms=arms, **common)
         entry: dict[str, Any] = {"overrides": point, "arms": {}}
         for arm, m in res["arms"].items():
             if arm == "no_prior":
