@@ -103,3 +103,17 @@ def test_sweep_command_runs_the_grid_on_val_and_names_the_best(tmp_path, capsys)
     assert main(argv) == 0
     assert json.loads((out / "sweep.json").read_text())["points"] == res["points"]
     capsys.readouterr()
+
+
+def test_train_and_sample_one_pde_arm_cli(tmp_path, capsys):
+    run = tmp_path / "run"
+    sizes = ["data.settings.nx=16", "data.settings.nt=8", "data.settings.k_max=1"]
+    argv = ["train", "advection", "--arm", "prior:residual", "--run-dir", str(run), "--device", "cpu", *TINY, *sizes]
+    assert main(argv) == 0
+    assert (run / "checkpoint.pt").is_file() and (run / "scaling.json").is_file()
+    assert main(["sample", str(run), "--steps", "3", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "rmse" in out and "constraint_rmse" in out
+    for task in ("prediction", "generation"):
+        with h5py.File(run / f"samples_{task}.h5") as f:
+            assert f["tensor"].shape == (4, 8, 16) and f.attrs["task"] == task

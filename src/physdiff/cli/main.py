@@ -36,37 +36,37 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
     return 0
 
 
-def _particle_cfg(a: argparse.Namespace):
+def _experiment_cfg(a: argparse.Namespace):
     from physdiff.config import apply_overrides, load_yaml
+    from physdiff.experiments.fields import FieldExperimentConfig
     from physdiff.experiments.particles import ParticleExperimentConfig
     from physdiff.experiments.reproduce import preset_config
+    from physdiff.experiments.reproduce_fields import field_preset_config
 
-    cfg = load_yaml(ParticleExperimentConfig, a.config) if a.config else preset_config(a.experiment, a.preset)
+    if a.experiment in PDE:
+        cfg = load_yaml(FieldExperimentConfig, a.config) if a.config else field_preset_config(a.experiment, a.preset)
+    else:
+        cfg = load_yaml(ParticleExperimentConfig, a.config) if a.config else preset_config(a.experiment, a.preset)
     return apply_overrides(cfg, a.overrides)
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from physdiff.experiments.reproduce import load_experiment, train_arm
+    from physdiff.experiments.reproduce_fields import load_field_experiment, train_field_arm
     from physdiff.training.distributed import cleanup, init_distributed, resolve_device
 
-    cfg = _particle_cfg(a)
+    cfg = _experiment_cfg(a)
     run = Path(a.run_dir)
     dev = resolve_device(a.device, int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(dev)
-    _, _, train_data, _, _, scaling = load_experiment(cfg, Path(a.cache_dir or run / "data"), info.is_main)
+    cache = Path(a.cache_dir or run / "data")
     try:
-        train_arm(
-            cfg,
-            a.arm,
-            a.seed,
-            run,
-            train_data,
-            scaling,
-            dev,
-            resume=a.resume,
-            progress=info.is_main,
-            dist_info=info,
-        )
+        if a.experiment in PDE:
+            _, _, train_data, _, _, layout = load_field_experiment(cfg, cache, info.is_main)
+            train_field_arm(cfg, a.arm, a.seed, run, train_data, layout, dev, a.resume, info.is_main, info)
+        else:
+            _, _, train_data, _, _, scaling = load_experiment(cfg, cache, info.is_main)
+            train_arm(cfg, a.arm, a.seed, run, train_data, scaling, dev, a.resume, info.is_main, info)
     finally:
         cleanup(info)
     if info.is_main:
@@ -75,26 +75,44 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_sample(a: argparse.Namespace) -> int:
+    import yaml
+
     from physdiff.config import apply_overrides, load_yaml
+    from physdiff.experiments.fields import FieldExperimentConfig, build_field_denoiser, prepare_field_tensors
     from physdiff.experiments.particles import ParticleExperimentConfig, ParticleScaling, build_denoiser
     from physdiff.experiments.reproduce import load_experiment, sample_and_evaluate
+    from physdiff.experiments.reproduce_fields import evaluate_field_arm, load_field_experiment
     from physdiff.training.distributed import resolve_device
     from physdiff.training.trainer import load_ema_weights
 
     run = Path(a.run_dir)
-    cfg = apply_overrides(load_yaml(ParticleExperimentConfig, run / "config.yaml"), a.overrides)
+    if not (run / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run / 'config.yaml'}: not a run folder of 'physdiff train' or 'reproduce'")
+    is_field = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("experiment") in PDE
+    cls = FieldExperimentConfig if is_field else ParticleExperimentConfig
+    cfg = apply_overrides(load_yaml(cls, run / "config.yaml"), a.overrides)
     if a.sampler:
         cfg.sample.sampler = a.sampler
     if a.steps:
         cfg.sample.steps = a.steps
     dev = resolve_device(a.device)
-    scaling = ParticleScaling(**json.loads((run / "scaling.json").read_text()))
-    _, data, _, test_data, test_idx, _ = load_experiment(cfg, Path(a.cache_dir or run / "data"))
-    den = build_denoiser(cfg.model, cfg.diffusion, data.positions.shape[-1])
-    load_ema_weights(den, run / "checkpoint.pt", device=dev)
-    den.to(dev).eval()
-    _, _, m = sample_and_evaluate(den, cfg, a.seed, run, test_data, test_idx, scaling, dev, progress=True)
-    print(f"wrote {run / 'samples.h5'}")
+    stored = json.loads((run / "scaling.json").read_text())
+    cache = Path(a.cache_dir or run / "data")
+    if is_field:
+        _, _, _, test_data, test_idx, layout = load_field_experiment(cfg, cache, scaling=stored)
+        example = prepare_field_tensors(test_data, layout, "generation")
+        den = build_field_denoiser(cfg.model, cfg.diffusion, layout, example)
+        load_ema_weights(den, run / "checkpoint.pt", device=dev)
+        m, _ = evaluate_field_arm(den.to(dev).eval(), cfg, a.seed, run, test_data, test_idx, layout, dev)
+        print(f"wrote {', '.join(str(run / f'samples_{t}.h5') for t in cfg.tasks)}")
+    else:
+        scaling = ParticleScaling(**stored)
+        _, data, _, test_data, test_idx, _ = load_experiment(cfg, cache)
+        den = build_denoiser(cfg.model, cfg.diffusion, data.positions.shape[-1])
+        load_ema_weights(den, run / "checkpoint.pt", device=dev)
+        den.to(dev).eval()
+        _, _, m = sample_and_evaluate(den, cfg, a.seed, run, test_data, test_idx, scaling, dev, progress=True)
+        print(f"wrote {run / 'samples.h5'}")
     for k, v in m.items():
         print(f"  {k}: {v.mean():.4g} ± {v.std():.2g}")
     return 0
@@ -223,11 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--cache-dir", default=None, help="where simulated data are cached")
         q.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. train.steps=2000)")
 
-    t = sub.add_parser("train", help="train one arm of a particle experiment (runs under torchrun too)")
-    t.add_argument("experiment", choices=PARTICLE)
+    t = sub.add_parser("train", help="train one arm of an experiment (runs under torchrun too)")
+    t.add_argument("experiment", choices=PARTICLE + PDE)
     t.add_argument("--preset", default="quick", choices=("quick", "paper"))
     t.add_argument("--config", default=None, help="a config.yaml instead of the preset")
-    t.add_argument("--arm", default="no_prior", help="no_prior or prior:<name>")
+    t.add_argument("--arm", default="no_prior", help="no_prior or prior:<name> (PDE: prior:residual)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--run-dir", required=True)
     t.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.pt")

@@ -59,6 +59,7 @@ __all__ = [
     "field_markdown_table",
     "train_field_arm",
     "evaluate_field_arm",
+    "load_field_experiment",
 ]
 
 #: metric → the task whose samples it is measured on
@@ -190,6 +191,23 @@ def field_arm_priors(cfg: FieldExperimentConfig) -> dict[str, list[PriorConfig]]
 
 
 # ---------------------------------------------------------------------------------------- pipeline
+def load_field_experiment(
+    cfg: FieldExperimentConfig, cache_dir: Path, progress: bool = True, split: str = "test", scaling: dict | None = None
+):
+    """Data file and set, train and evaluation splits, and the layout (scaling fit on the training split,
+    or the stored ``scaling`` of a run)."""
+    if split not in ("val", "test"):
+        raise ValueError(f"evaluation split must be 'val' or 'test', got {split!r}")
+    data_path, data = load_field_dataset(cfg.data, cache_dir, progress)
+    train_data = data.subset(data.splits["train"])
+    test_idx = data.splits[split][: cfg.sample.n_test]
+    if len(test_idx) == 0:
+        raise ValueError(f"{data_path}: the {split!r} split is empty")
+    fitted = FieldScaling(**scaling) if scaling else FieldScaling.fit(train_data)
+    layout = FieldLayout(data.system, fitted, cfg.model.time_as_channels)
+    return data_path, data, train_data, data.subset(test_idx), test_idx, layout
+
+
 def _training_task(cfg: FieldExperimentConfig) -> str:
     return "prediction" if "prediction" in cfg.tasks else "generation"
 
@@ -333,19 +351,13 @@ def reproduce_fields(
     cfg = apply_overrides(field_preset_config(experiment, preset), list(overrides))
     if seeds is not None:
         cfg.seeds = list(seeds)
-    if split not in ("val", "test"):
-        raise ValueError(f"evaluation split must be 'val' or 'test', got {split!r}")
     out = Path(out or f"results/{experiment}-{preset}")
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "config.yaml")
     dev = resolve_device(device)
-    data_path, data = load_field_dataset(cfg.data, Path(cache_dir or out / "data"), progress)
-    train_data = data.subset(data.splits["train"])
-    test_idx = data.splits[split][: cfg.sample.n_test]
-    if len(test_idx) == 0:
-        raise ValueError(f"{data_path}: the {split!r} split is empty")
-    test_data = data.subset(test_idx)
-    layout = FieldLayout(data.system, FieldScaling.fit(train_data), cfg.model.time_as_channels)
+    data_path, data, train_data, test_data, test_idx, layout = load_field_experiment(
+        cfg, Path(cache_dir or out / "data"), progress, split
+    )
 
     arm_specs = field_arm_priors(cfg)
     if not data.priors_available:
