@@ -58,6 +58,7 @@ __all__ = [
     "reproduce_fields",
     "field_markdown_table",
     "train_field_arm",
+    "build_field_priors",
     "evaluate_field_arm",
     "load_field_experiment",
 ]
@@ -158,6 +159,9 @@ def term_scale(data: FieldData) -> float:
 
 
 def build_field_priors(cfg: FieldExperimentConfig, arm: str, data: FieldData, layout: FieldLayout) -> list:
+    """The priors of one arm on model-space fields: λ and w(t) from the config, the residual divided by its
+    white-noise gain on the first training samples, and checked against the ground truth (refused with
+    a message naming the prior if the residual is not at its floor there)."""
     specs = field_arm_priors(cfg)
     if arm not in specs:
         raise ValueError(f"unknown arm {arm!r}; this experiment has {sorted(specs)}")
