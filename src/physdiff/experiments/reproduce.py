@@ -10,10 +10,8 @@ split given the first frame, evaluates, and writes a results folder:
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from physdiff.config import apply_overrides, save_yaml, to_dict
@@ -21,6 +19,7 @@ from physdiff.data.particles_h5 import load_particles
 from physdiff.diffusion import make_schedule
 from physdiff.evaluation.particle_metrics import floor_metrics, per_sample_metrics
 from physdiff.evaluation.plots import plot_particle_results
+from physdiff.experiments import tables
 from physdiff.experiments.particles import (
     DataConfig,
     ModelConfig,
@@ -119,55 +118,10 @@ def preset_config(experiment: str, preset: str = "quick") -> ParticleExperimentC
     )
 
 
-def _aggregate(per_seed: dict[int, dict[str, np.ndarray]]) -> dict[str, dict]:
-    """Per metric: mean and std over seeds of the per-seed means, plus the per-seed values."""
-    keys = next(iter(per_seed.values())).keys()
-    out = {}
-    for k in keys:
-        seeds = sorted(per_seed)
-        vals = [float(np.mean(per_seed[s][k])) for s in seeds]
-        # one seed: the spread over test samples stands in for the spread over seeds
-        std = np.std(vals) if len(vals) > 1 else np.std(per_seed[seeds[0]][k])
-        out[k] = {
-            "mean": float(np.mean(vals)),
-            "std": float(std),
-            "per_seed": vals,
-        }
-    return out
-
-
-def _fmt(m: dict) -> str:
-    return f"{m['mean']:.4g} ± {m['std']:.2g}"
-
-
 def markdown_table(results: dict) -> str:
-    keys = TABLE_METRICS[results["experiment"]]
-    lines = [
-        f"### {results['experiment']} ({results['preset']} preset, seeds {results['seeds']})",
-        "",
-        "| method | " + " | ".join(keys) + " |",
-        "|---|" + "---|" * len(keys),
-    ]
-    arms = results["arms"]
-    for arm, metrics in arms.items():
-        lines.append(f"| {arm} | " + " | ".join(_fmt(metrics[k]) for k in keys) + " |")
-    floor = results.get("floor", {})
-    lines.append("| ground-truth floor | " + " | ".join(f"{floor[k]:.3g}" if k in floor else "—" for k in keys) + " |")
-    if "no_prior" in arms:
-        for arm in arms:
-            if arm == "no_prior":
-                continue
-            ratios = [
-                arms[arm][k]["mean"] / arms["no_prior"][k]["mean"] if arms["no_prior"][k]["mean"] else float("nan")
-                for k in keys
-            ]
-            lines.append(f"| ratio {arm} : no_prior | " + " | ".join(f"{r:.3f}" for r in ratios) + " |")
-    lines.append("")
-    lines.append(
-        "std: over seeds when there are several, else over test samples. Floor: the metric of the "
-        "simulated ground truth against itself (conservation metrics)."
-    )
-    return "\n".join(lines) + "\n"
+    """The particle table of ``results`` (poster's columns, floor and ratio rows)."""
+    note = "Floor: the metric of the simulated ground truth against itself (conservation metrics)."
+    return tables.markdown_table(results, TABLE_METRICS[results["experiment"]], note=note)
 
 
 def load_experiment(cfg: ParticleExperimentConfig, cache_dir: Path, progress: bool = True, split: str = "test"):
@@ -232,10 +186,7 @@ def build_priors(cfg: ParticleExperimentConfig, arm: str, system: str, dim: int,
 
 
 def arm_priors(cfg: ParticleExperimentConfig) -> dict[str, list[PriorConfig]]:
-    arms: dict[str, list[PriorConfig]] = {"no_prior": []}
-    for p in cfg.priors:
-        arms[f"prior:{p.name}"] = [p]
-    return arms
+    return tables.arms_of(cfg.priors)
 
 
 def train_arm(
@@ -346,37 +297,27 @@ def reproduce_particles(
     data_path, data, train_data, test_data, test_idx, scaling = load_experiment(
         cfg, Path(cache_dir or out / "data"), progress, split
     )
-    arm_specs = arm_priors(cfg)
-    if arms:
-        unknown = sorted(set(arms) - set(arm_specs))
-        if unknown:
-            raise ValueError(f"unknown arm(s) {unknown}; this experiment has {sorted(arm_specs)}")
-        arm_specs = {a: arm_specs[a] for a in arms}
+    arm_specs = tables.select_arms(arm_priors(cfg), arms)
     for arm in arm_specs:  # fail on a bad prior (name, system, variant) before anything is trained
         build_priors(cfg, arm, train_data.system, train_data.positions.shape[-1], scaling)
 
-    per_arm: dict[str, dict[int, dict[str, np.ndarray]]] = {a: {} for a in arm_specs}
-    generated: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    t_start = time.time()
-    for arm in arm_specs:
-        for seed in cfg.seeds:
-            run_dir = out / "arms" / arm.replace(":", "_") / f"seed{seed}"
-            den = train_arm(cfg, arm, seed, run_dir, train_data, scaling, dev, resume, progress)
-            r, v, metrics = sample_and_evaluate(den, cfg, seed, run_dir, test_data, test_idx, scaling, dev, progress)
-            per_arm[arm][seed] = metrics
-            generated.setdefault(arm, (r, v))
+    def run_one(arm: str, seed: int, run_dir: Path):
+        den = train_arm(cfg, arm, seed, run_dir, train_data, scaling, dev, resume, progress)
+        r, v, metrics = sample_and_evaluate(den, cfg, seed, run_dir, test_data, test_idx, scaling, dev, progress)
+        return metrics, (r, v)
+
+    arm_metrics, generated, wall = tables.run_arms(arm_specs, cfg.seeds, out, run_one)
     results = {
         "experiment": experiment,
         "split": split,
         "preset": preset,
         "seeds": list(cfg.seeds),
-        "arms": {a: _aggregate(per_arm[a]) for a in arm_specs},
+        "arms": arm_metrics,
         "floor": floor_metrics(test_data),
         "data": str(data_path),
-        "wall_time_s": round(time.time() - t_start, 1),
+        "wall_time_s": wall,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "table.md").write_text(markdown_table(results))
+    tables.write_results(out, results, markdown_table(results))
     try:
         plot_particle_results(out / "plots", test_data, generated)
     except Exception as e:  # noqa: BLE001 - a plotting failure must not lose the results

@@ -16,7 +16,6 @@ stencil applies (generation samples; for Darcy, which has no generation task, th
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from physdiff.config import apply_overrides, save_yaml, to_dict
 from physdiff.data.pdebench import FieldData
 from physdiff.diffusion import make_schedule
 from physdiff.evaluation.field_metrics import rmse
+from physdiff.experiments import tables
 from physdiff.experiments.fields import (
     EXPERIMENT_TASKS,
     FIELD_EXPERIMENTS,
@@ -43,7 +43,7 @@ from physdiff.experiments.fields import (
     write_field_samples,
 )
 from physdiff.experiments.particles import DiffusionConfig, PriorConfig, SampleConfig
-from physdiff.experiments.reproduce import _aggregate, time_weight_fn
+from physdiff.experiments.reproduce import time_weight_fn
 from physdiff.physics.finite_difference import time_derivative
 from physdiff.priors import total_prior_loss
 from physdiff.priors.fields import make_field_prior, noise_gain
@@ -196,10 +196,7 @@ def build_field_priors(cfg: FieldExperimentConfig, arm: str, data: FieldData, la
 
 
 def field_arm_priors(cfg: FieldExperimentConfig) -> dict[str, list[PriorConfig]]:
-    arms: dict[str, list[PriorConfig]] = {"no_prior": []}
-    for p in cfg.priors:
-        arms[f"prior:{p.name}"] = [p]
-    return arms
+    return tables.arms_of(cfg.priors)
 
 
 # ---------------------------------------------------------------------------------------- pipeline
@@ -313,36 +310,14 @@ def evaluate_field_arm(
 
 
 def field_markdown_table(results: dict) -> str:
-    keys = [k for k in FIELD_TABLE_METRICS[results["experiment"]] if k in next(iter(results["arms"].values()))]
+    """The PDE table of ``results``: each metric labelled with the task it was measured on."""
     tasks = results.get("metric_tasks", {})
-    lines = [
-        f"### {results['experiment']} ({results['preset']} preset, seeds {results['seeds']}, {results['split']} split)",
-        "",
-        "| method | " + " | ".join(f"{k} ({tasks.get(k, '?')})" for k in keys) + " |",
-        "|---|" + "---|" * len(keys),
-    ]
-    arms = results["arms"]
-    for arm, metrics in arms.items():
-        lines.append(
-            f"| {arm} | " + " | ".join(f"{metrics[k]['mean']:.4g} ± {metrics[k]['std']:.2g}" for k in keys) + " |"
-        )
-    floor = results.get("floor", {})
-    lines.append("| ground-truth floor | " + " | ".join(f"{floor[k]:.4g}" if k in floor else "—" for k in keys) + " |")
-    if "no_prior" in arms:
-        for arm in arms:
-            if arm == "no_prior":
-                continue
-            cells = []
-            for k in keys:
-                base = arms["no_prior"][k]["mean"]
-                cells.append(f"{arms[arm][k]['mean'] / base:.3f}" if base else "—")
-            lines.append(f"| ratio {arm} : no_prior | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "rmse: prediction RMSE vs ground truth on unknown entries (physical units); constraint_rmse: RMSE of the "
-        "PDE residual over the stencil's points; floor: the same residual on the ground truth. std over seeds.",
-    ]
-    return "\n".join(lines) + "\n"
+    labels = {k: f"{k} ({t})" for k, t in tasks.items()}
+    note = (
+        "rmse: prediction RMSE vs ground truth on unknown entries (physical units); constraint_rmse: RMSE of "
+        "the PDE residual over the stencil's points; floor: the same residual on the ground truth."
+    )
+    return tables.markdown_table(results, FIELD_TABLE_METRICS[results["experiment"]], labels, note)
 
 
 def reproduce_fields(
@@ -375,25 +350,15 @@ def reproduce_fields(
     if not data.priors_available:
         print(f"note: {data_path.name} cannot evaluate the {experiment} residual; only the no_prior arm runs")
         arm_specs = {"no_prior": []}
-    if arms:
-        unknown = sorted(set(arms) - set(arm_specs))
-        if unknown:
-            raise ValueError(f"unknown arm(s) {unknown}; this experiment has {sorted(arm_specs)}")
-        arm_specs = {a: arm_specs[a] for a in arms}
-
+    arm_specs = tables.select_arms(arm_specs, arms)
     for arm in arm_specs:  # fail on a bad prior (name, system, variant, sign/scale) before anything is trained
         build_field_priors(cfg, arm, train_data, layout)
 
-    per_arm: dict[str, dict[int, dict[str, np.ndarray]]] = {a: {} for a in arm_specs}
-    generated: dict[str, dict[str, np.ndarray]] = {}
-    t_start = time.time()
-    for arm in arm_specs:
-        for seed in cfg.seeds:
-            run_dir = out / "arms" / arm.replace(":", "_") / f"seed{seed}"
-            den = train_field_arm(cfg, arm, seed, run_dir, train_data, layout, dev, resume, progress)
-            metrics, samples = evaluate_field_arm(den, cfg, seed, run_dir, test_data, test_idx, layout, dev, progress)
-            per_arm[arm][seed] = metrics
-            generated.setdefault(arm, samples)
+    def run_one(arm: str, seed: int, run_dir: Path):
+        den = train_field_arm(cfg, arm, seed, run_dir, train_data, layout, dev, resume, progress)
+        return evaluate_field_arm(den, cfg, seed, run_dir, test_data, test_idx, layout, dev, progress)
+
+    arm_metrics, generated, wall = tables.run_arms(arm_specs, cfg.seeds, out, run_one)
     floor = {}
     if data.priors_available:
         floor["constraint_rmse"] = float(np.mean(get_pde_system(experiment).residual_rmse(test_data)))
@@ -403,13 +368,12 @@ def reproduce_fields(
         "preset": preset,
         "seeds": list(cfg.seeds),
         "metric_tasks": {k: v for k, v in METRIC_TASKS[experiment].items() if v in cfg.tasks},
-        "arms": {a: _aggregate(per_arm[a]) for a in arm_specs},
+        "arms": arm_metrics,
         "floor": floor,
         "data": str(data_path),
-        "wall_time_s": round(time.time() - t_start, 1),
+        "wall_time_s": wall,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "table.md").write_text(field_markdown_table(results))
+    tables.write_results(out, results, field_markdown_table(results))
     try:
         from physdiff.evaluation.field_plots import plot_field_results
 
