@@ -262,9 +262,10 @@ def test_aux_head_variant_refused_for_linear_prior_and_unknown_variant():
         make_aux_head_prior(make_prior("energy", "three-body", kinetic_per_component=True), 16)
 
 
-def test_default_variant_is_tweedie_and_aux_variant_builds_a_head():
+def test_variant_from_config_builds_a_head_or_not():
     cfg = preset_config("three-body")
-    assert cfg.priors[0].variant == "tweedie"
+    assert PriorConfig().variant == "tweedie"  # the default of a user's prior config
+    cfg = apply_overrides(cfg, ["priors.0.variant=tweedie"])
     (plain,) = build_priors(cfg, "prior:energy", "three-body", 3, ParticleScaling(1.0, 1.0))
     assert not isinstance(plain, AuxHeadPrior)
     cfg = apply_overrides(cfg, ["priors.0.variant=aux_head"])
