@@ -126,10 +126,11 @@ def test_train_and_sample_one_pde_arm_cli(tmp_path, capsys):
 def test_sweep_best_point_skips_points_below_the_floor():
     from physdiff.experiments.sweep import best_points, parse_grid
 
-    def point(w, score, below=()):
-        return {"overrides": [f"w={w}"], "arms": {"prior:r": {"score": score, "ratio": {}, "below_floor": list(below)}}}
+    def point(w, score, below=(), worse=()):
+        r = {"score": score, "ratio": {}, "below_floor": list(below), "worse": list(worse)}
+        return {"overrides": [f"w={w}"], "arms": {"prior:r": r}}
 
-    pts = [point(1, 0.9), point(10, 0.5), point(100, 0.2, below=["constraint_rmse"])]
+    pts = [point(1, 0.9), point(10, 0.5), point(100, 0.2, below=["constraint_rmse"]), point(3, 0.4, worse=["rmse"])]
     assert best_points(pts)["prior:r"]["overrides"] == ["w=10"]
     assert parse_grid(["a.b=1, 2", "c=x"]) == {"a.b": ["1", "2"], "c": ["x"]}
     with pytest.raises(ValueError, match="key=v1"):

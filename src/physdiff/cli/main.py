@@ -179,6 +179,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
         split=a.split,
         device=a.device,
         cache_dir=a.cache_dir,
+        max_worse=a.max_worse,
     )
     print()
     print((out / "sweep.md").read_text())
@@ -302,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
     sw.add_argument("--arms", default=None, help="with-prior arms to run at each point (default: all)")
     sw.add_argument("--split", default="val", choices=("val", "test"), help="tune on val; test stays held out")
+    sw.add_argument(
+        "--max-worse",
+        type=float,
+        default=0.05,
+        help="a point that makes any metric worse than no_prior by more than this fraction is not eligible",
+    )
     add_common(sw)
     sw.set_defaults(fn=_cmd_sweep)
 

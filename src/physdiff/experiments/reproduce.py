@@ -60,7 +60,7 @@ TABLE_METRICS = {
 # only helps through the auxiliary head: h(x̂0) with 1/R_ij of a blurred estimate hurt at every λ and w(t).
 PAPER_PRIORS = {
     "three-body": [PriorConfig("energy", 0.1, "one", "aux_head")],
-    "five-spring": [PriorConfig("momentum", 1.0, "alpha2"), PriorConfig("energy", 0.01, "low_noise")],
+    "five-spring": [PriorConfig("momentum", 1.0, "one"), PriorConfig("energy", 0.01, "low_noise")],
 }
 
 

@@ -4,10 +4,10 @@ Runs the ``no_prior`` arm once and the with-prior arm(s) once per point of a gri
 overrides (e.g. ``priors.0.weight=0.1,1,10`` × ``priors.0.time_weight=one,alpha2``), all on the same
 cached data and seeds, then writes ``sweep.json`` and ``sweep.md``: per point and arm the metric means and
 their ratios to ``no_prior``, and the best point — the smallest geometric mean of the ratios over the
-experiment's table metrics, among the points that do not go below the ground truth's floor (a
-generated field with a smaller finite-difference residual than the simulator's own fields is smoother
-than the data, not more physical). Tuning reads the ``val`` split by default; the test split stays held
-out.
+experiment's table metrics, among the points that make no metric worse by more than ``max_worse`` (5 %)
+and do not go below the ground truth's floor (a generated field with a smaller finite-difference
+residual than the simulator's own fields is smoother than the data, not more physical). Tuning reads
+the ``val`` split by default; the test split stays held out.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def run_sweep(
     split: str = "val",
     device: str = "auto",
     cache_dir: str | Path | None = None,
+    max_worse: float = 0.05,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the grid; returns the ``sweep.json`` content. Runs resume from their checkpoints, so running
@@ -100,7 +101,8 @@ def run_sweep(
             ratios = {k: means[k] / baseline[k] if baseline[k] else float("nan") for k in baseline}
             score = math.exp(sum(math.log(r) for r in ratios.values()) / len(ratios))
             below = [k for k in means if k in floor and means[k] < floor[k]]
-            entry["arms"][arm] = {"mean": means, "ratio": ratios, "score": score, "below_floor": below}
+            worse = [k for k in ratios if ratios[k] > 1.0 + max_worse]
+            entry["arms"][arm] = {"mean": means, "ratio": ratios, "score": score, "below_floor": below, "worse": worse}
         points.append(entry)
     best = best_points(points)
     result = {
@@ -110,6 +112,7 @@ def run_sweep(
         "seeds": base["seeds"],
         "grid": grid,
         "fixed_overrides": list(overrides),
+        "max_worse": max_worse,
         "metrics": list(baseline),
         "baseline": baseline,
         "floor": floor,
@@ -126,7 +129,7 @@ def best_points(points: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     best: dict[str, dict[str, Any]] = {}
     for entry in points:
         for arm, r in entry["arms"].items():
-            if r.get("below_floor"):  # "more physical than the data": it fits the discrete residual instead
+            if r.get("below_floor") or r.get("worse"):  # below the data's floor, or a metric made worse
                 continue
             if arm not in best or r["score"] < best[arm]["score"]:
                 best[arm] = {"overrides": entry["overrides"], "score": r["score"], "ratio": r["ratio"]}
@@ -147,6 +150,7 @@ def sweep_markdown(result: dict[str, Any]) -> str:
         for arm, r in entry["arms"].items():
             cells = [f"{r['mean'][k]:.4g} ({r['ratio'][k]:.3f})" for k in keys]
             flag = " (below floor)" if r.get("below_floor") else ""
+            flag += f" ({', '.join(r['worse'])} worse)" if r.get("worse") else ""
             row = f"| {arm} | {' '.join(entry['overrides'])} | " + " | ".join(cells) + f" | {r['score']:.3f}{flag} |"
             lines.append(row)
     lines.append("")
@@ -154,8 +158,9 @@ def sweep_markdown(result: dict[str, Any]) -> str:
         lines.append(f"best {arm}: `{' '.join(b['overrides'])}` (score {b['score']:.3f})")
     lines.append("")
     lines.append(
-        "score: geometric mean over the metrics of the ratio with/without prior (lower is better). A point "
-        "whose mean falls below the ground truth's own floor is not eligible: it fits the discrete residual "
-        "better than the simulator's data do, i.e. it is smoother than the data, not more physical."
+        "score: geometric mean over the metrics of the ratio with/without prior (lower is better). Not eligible "
+        f"as best: a point that makes any metric worse by more than {100 * result.get('max_worse', 0.05):.0f} %, "
+        "or whose mean falls below the ground truth's own floor (it fits the discrete residual better than the "
+        "simulator's data do: smoother than the data, not more physical)."
     )
     return "\n".join(lines) + "\n"
