@@ -42,7 +42,7 @@ def test_reproduce_pde_table_both_arms(tmp_path, capsys, experiment, keys):
     assert res["floor"]["constraint_rmse"] >= 0
     table = (out / "table.md").read_text()
     assert "| no_prior |" in table and "| prior:residual |" in table and "ground-truth floor" in table
-    assert "ratio prior:residual : no_prior" in table
+    assert "ratio prior:residual : no_prior" in table and "seeds where prior:residual is better" in table
     tasks = ["prediction", "generation"] if experiment == "advection" else ["prediction"]
     run = out / "arms" / "prior_residual" / "seed1"
     for task in tasks:

@@ -103,6 +103,13 @@ def markdown_table(
             base = [arms["no_prior"][k]["mean"] for k in keys]
             cells = [f"{arms[arm][k]['mean'] / b:.3f}" if b else "—" for k, b in zip(keys, base, strict=True)]
             lines.append(f"| ratio {arm} : no_prior | " + " | ".join(cells) + " |")
+            if len(results["seeds"]) > 1:  # arms share data and seeds: compare them seed by seed
+                wins = [
+                    sum(p < q for p, q in zip(arms[arm][k]["per_seed"], arms["no_prior"][k]["per_seed"], strict=True))
+                    for k in keys
+                ]
+                n = len(results["seeds"])
+                lines.append(f"| seeds where {arm} is better | " + " | ".join(f"{w}/{n}" for w in wins) + " |")
     lines += ["", "std: over seeds when there are several, else over evaluation samples. " + note]
     return "\n".join(lines).rstrip() + "\n"
 
