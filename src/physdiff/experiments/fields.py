@@ -108,6 +108,7 @@ def ensure_field_dataset(cfg: FieldDataConfig, cache_dir: str | Path, progress: 
 
 
 def load_field_dataset(cfg: FieldDataConfig, cache_dir: str | Path, progress: bool = True) -> tuple[Path, FieldData]:
+    """The data file and its contents, down-sampled as configured; the loader's notes are printed."""
     path = ensure_field_dataset(cfg, cache_dir, progress)
     data = load_pde(path, cfg.system, cfg.downsample_x, cfg.downsample_t, cfg.max_samples)
     if progress:
