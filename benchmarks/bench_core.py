@@ -64,12 +64,8 @@ def main() -> None:
         dtype=torch.float64,
     )
     ref_cov = torch.cov(ref.T)
-    print(
-        f"\n## accuracy on N(μ, Σ) (n = {a.n}); DDPM-1000: max|Σ̂−Σ| = {float((ref_cov - cov).abs().max()):.4f}"
-    )
-    print(
-        "| sampler | steps | max abs(Σ̂ − Σ) | max abs(Σ̂ − Σ_DDPM1000) | max abs(μ̂ − μ) |\n|---|---|---|---|---|"
-    )
+    print(f"\n## accuracy on N(μ, Σ) (n = {a.n}); DDPM-1000: max|Σ̂−Σ| = {float((ref_cov - cov).abs().max()):.4f}")
+    print("| sampler | steps | max abs(Σ̂ − Σ) | max abs(Σ̂ − Σ_DDPM1000) | max abs(μ̂ − μ) |\n|---|---|---|---|---|")
     for sampler in ("ddim", "heun"):
         for steps in (10, 20, 50):
             x = sample(

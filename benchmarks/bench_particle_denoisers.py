@@ -168,9 +168,7 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(
-        f"device={args.device} dtype={args.dtype} threads={torch.get_num_threads()} torch={torch.__version__}"
-    )
+    print(f"device={args.device} dtype={args.dtype} threads={torch.get_num_threads()} torch={torch.__version__}")
     header = f"{'model':<12}{'size':<7}{'params':>10}{'train steps/s':>15}{'fwd traj/s':>12}{'peak MiB':>10}"
     print(header)
     for size in args.sizes:

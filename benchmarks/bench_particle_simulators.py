@@ -37,9 +37,7 @@ def bench(name: str, n: int, seed: int, progress: bool) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--system", choices=(*PARTICLE_SYSTEMS, "all"), default="all")
     parser.add_argument("--n-spring", type=int, default=10_000, help="five-spring trajectories")
     parser.add_argument("--n-three-body", type=int, default=2_000, help="three-body trajectories")

@@ -25,9 +25,7 @@ def bench(name: str, n: int, settings: dict[str, Any], seed: int = 0) -> tuple[f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--systems", nargs="+", default=list(PDE_SYSTEMS), choices=list(PDE_SYSTEMS))
     parser.add_argument("--n-quick", type=int, default=64, help="samples per call at the quick size")
     parser.add_argument("--n-large", type=int, default=8, help="samples per call at the large size")
@@ -42,9 +40,7 @@ def main() -> None:
         for label, n, settings in sizes:
             bench(name, min(n, 2), settings)  # warm-up
             secs, rate = bench(name, n, settings)
-            shown = {
-                k: v for k, v in (settings or system.defaults).items() if k in ("nx", "ny", "nt", "n_grid")
-            }
+            shown = {k: v for k, v in (settings or system.defaults).items() if k in ("nx", "ny", "nt", "n_grid")}
             print(f"{name:<14} {label:<6} {n:>5} {secs:>9.3f} {rate:>11.1f}  {shown}")
 
 

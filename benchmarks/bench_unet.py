@@ -57,11 +57,7 @@ def _peak_memory_mib(device: torch.device) -> float:
 def bench(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     dims, channels, cond_channels, shape, periodic = CONFIGS[name]
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
-    autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16)
-        if args.dtype == "bfloat16-autocast"
-        else nullcontext()
-    )
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bfloat16-autocast" else nullcontext()
     torch.manual_seed(0)
     net = UNet(
         dims,
@@ -119,9 +115,7 @@ def bench(name: str, args: argparse.Namespace, device: torch.device) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--iters", type=int, default=5)
@@ -150,10 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.configs:
         r = bench(name, args, device)
         mem = f"{r['fwd_peak_mib']:.0f} fwd / {r['train_peak_mib']:.0f} train"
-        print(
-            f"{name:<22}{r['params']:>10,}{r['fwd_samples_per_s']:>15.1f}"
-            f"{r['train_steps_per_s']:>15.2f}{mem:>26}"
-        )
+        print(f"{name:<22}{r['params']:>10,}{r['fwd_samples_per_s']:>15.1f}{r['train_steps_per_s']:>15.2f}{mem:>26}")
 
 
 if __name__ == "__main__":
