@@ -136,6 +136,16 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _seeds(a: argparse.Namespace) -> list[int] | None:
+    """``--seeds 0,1,2`` → ``[0, 1, 2]`` (``None``: the preset's)."""
+    return [int(s) for s in a.seeds.split(",")] if a.seeds else None
+
+
+def _arms(a: argparse.Namespace) -> list[str] | None:
+    """``--arms no_prior,prior:energy`` → a list (``None``: all arms)."""
+    return a.arms.split(",") if a.arms else None
+
+
 def _cmd_reproduce(a: argparse.Namespace) -> int:
     from physdiff.experiments.reproduce import reproduce_particles
     from physdiff.experiments.reproduce_fields import reproduce_fields
@@ -143,16 +153,14 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
     exps = list(PARTICLE + PDE) if a.experiment == "all" else [a.experiment]
     for exp in exps:
         out = Path(a.out) / exp if a.out and len(exps) > 1 else Path(a.out or f"results/{exp}-{a.preset}")
-        seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else None
-        arms = a.arms.split(",") if a.arms else None
         run = reproduce_fields if exp in PDE else reproduce_particles
         run(
             exp,
             a.preset,
             out,
             overrides=a.overrides,
-            seeds=seeds,
-            arms=arms,
+            seeds=_seeds(a),
+            arms=_arms(a),
             cache_dir=a.cache_dir,
             device=a.device,
             resume=a.resume,
@@ -174,8 +182,8 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
         preset=a.preset,
         out=out,
         overrides=a.overrides,
-        seeds=[int(s) for s in a.seeds.split(",")] if a.seeds else None,
-        arms=a.arms.split(",") if a.arms else None,
+        seeds=_seeds(a),
+        arms=_arms(a),
         split=a.split,
         device=a.device,
         cache_dir=a.cache_dir,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from physdiff.config import apply_overrides, save_yaml, to_dict
+from physdiff.config import save_yaml, to_dict
 from physdiff.data.particles_h5 import load_particles
 from physdiff.diffusion import make_schedule
 from physdiff.evaluation.particle_metrics import floor_metrics, per_sample_metrics
@@ -288,13 +288,8 @@ def reproduce_particles(
     split: str = "test",
 ) -> dict:
     """Run the experiment's table: arms × seeds; returns the ``results.json`` content."""
-    cfg = preset_config(experiment, preset)
-    cfg = apply_overrides(cfg, list(overrides))
-    if seeds is not None:
-        cfg.seeds = list(seeds)
     out = Path(out or f"results/{experiment}-{preset}")
-    out.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, out / "config.yaml")
+    cfg = tables.configure_run(preset_config(experiment, preset), overrides, seeds, out)
     dev = resolve_device(device)
     data_path, data, train_data, test_data, test_idx, scaling = load_experiment(
         cfg, Path(cache_dir or out / "data"), progress, split

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from physdiff.config import apply_overrides, save_yaml, to_dict
+from physdiff.config import save_yaml, to_dict
 from physdiff.data.pdebench import FieldData
 from physdiff.diffusion import make_schedule
 from physdiff.evaluation.field_metrics import rmse
@@ -336,12 +336,8 @@ def reproduce_fields(
     split: str = "test",
 ) -> dict[str, Any]:
     """Run a PDE experiment's table: arms × seeds; returns the ``results.json`` content."""
-    cfg = apply_overrides(field_preset_config(experiment, preset), list(overrides))
-    if seeds is not None:
-        cfg.seeds = list(seeds)
     out = Path(out or f"results/{experiment}-{preset}")
-    out.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, out / "config.yaml")
+    cfg = tables.configure_run(field_preset_config(experiment, preset), overrides, seeds, out)
     dev = resolve_device(device)
     data_path, data, train_data, test_data, test_idx, layout = load_field_experiment(
         cfg, Path(cache_dir or out / "data"), progress, split

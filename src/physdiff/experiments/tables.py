@@ -18,9 +18,22 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["arms_of", "select_arms", "aggregate", "run_arms", "markdown_table", "write_results"]
+__all__ = ["configure_run", "arms_of", "select_arms", "aggregate", "run_arms", "markdown_table", "write_results"]
 
 PerSample = dict[str, np.ndarray]
+
+
+def configure_run(cfg: Any, overrides: Sequence[str], seeds: Sequence[int] | None, out: Path) -> Any:
+    """Apply ``key=value`` overrides and a seed list to a preset config, create ``out`` and save the
+    effective config there as ``config.yaml``; returns the config."""
+    from physdiff.config import apply_overrides, save_yaml
+
+    cfg = apply_overrides(cfg, list(overrides))
+    if seeds is not None:
+        cfg.seeds = list(seeds)
+    out.mkdir(parents=True, exist_ok=True)
+    save_yaml(cfg, out / "config.yaml")
+    return cfg
 
 
 def arms_of(priors: Iterable[Any]) -> dict[str, list[Any]]:
