@@ -41,7 +41,7 @@ from physdiff.priors import (
     total_prior_loss,
     total_prior_loss_with_heads,
 )
-from physdiff.training.checkpoint import load_checkpoint
+from physdiff.training.checkpoint import CheckpointError, load_checkpoint
 from physdiff.training.trainer import TrainConfig, load_ema_weights
 
 F64 = torch.float64
@@ -245,6 +245,11 @@ def test_tiny_training_run_with_aux_head_energy_prior(tmp_path):
     assert not hasattr(fresh.net, "aux_heads")
     for k, v in fresh.net.state_dict().items():
         assert torch.equal(v, den.net.state_dict()[k]), k
+    # resuming that run with the Tweedie variant (no head) is refused with a message that says why
+    tweedie = _tiny_cfg(n_steps + 5)
+    tweedie.priors[0].variant = "tweedie"
+    with pytest.raises(CheckpointError, match="auxiliary prior heads"):
+        train_arm(tweedie, "prior:energy", 0, run, train_data, scaling, dev, resume=True, progress=False)
 
 
 # ------------------------------------------------------------------------------------------ (e) refusals

@@ -135,3 +135,16 @@ def test_sweep_best_point_skips_points_below_the_floor():
     assert parse_grid(["a.b=1, 2", "c=x"]) == {"a.b": ["1", "2"], "c": ["x"]}
     with pytest.raises(ValueError, match="key=v1"):
         parse_grid(["nonsense"])
+
+
+def test_plot_redraws_a_downsampled_run(tmp_path, capsys):
+    """`physdiff plot` reads the reference as the run did (down-sampling from the run's config.yaml)."""
+    out = tmp_path / "res"
+    sizes = ["data.settings.nx=32", "data.settings.nt=8", "data.settings.k_max=1", "data.downsample_x=2"]
+    argv = ["reproduce", "advection", "--out", str(out), "--seeds", "0", "--arms", "no_prior", *TINY, *sizes]
+    assert main(argv) == 0
+    for png in (out / "plots").glob("*.png"):
+        png.unlink()
+    assert main(["plot", str(out)]) == 0
+    assert (out / "plots" / "fields_prediction.png").is_file() and (out / "plots" / "fields_generation.png").is_file()
+    capsys.readouterr()

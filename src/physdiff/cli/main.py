@@ -214,7 +214,12 @@ def _cmd_plot(a: argparse.Namespace) -> int:
                 s = load_pde(f, info["experiment"])
                 fields.setdefault(arm, {})[f.stem.removeprefix("samples_")] = s.fields
                 idx = np.asarray(s.parameters["source_indices"], dtype=np.int64)
-        full = load_pde(info["data"], info["experiment"])
+        # the reference as the run read it (down-sampling and sample cap from its saved config)
+        from physdiff.config import load_yaml
+        from physdiff.experiments.fields import FieldExperimentConfig
+
+        dcfg = load_yaml(FieldExperimentConfig, res / "config.yaml").data
+        full = load_pde(info["data"], info["experiment"], dcfg.downsample_x, dcfg.downsample_t, dcfg.max_samples)
         for p in plot_field_results(res / "plots", full.subset(idx), fields):
             print(f"wrote {p}")
         return 0

@@ -56,14 +56,18 @@ def plot_field_results(
             im = axes[i, 0].imshow(img, vmin=vmin, vmax=vmax, cmap="viridis", **kw)
             axes[i, 0].set_title(f"{name}", fontsize=9)
             fig.colorbar(im, ax=axes[i, 0])
-            if task == "prediction":
-                im = axes[i, 1].imshow(np.abs(img - ref), cmap="magma", **kw)
-                axes[i, 1].set_title("|error|", fontsize=9)
+            if task == "prediction" and i == 0:  # the reference has no error: say so instead of a blank map
+                axes[i, 1].axis("off")
+                axes[i, 1].text(0.5, 0.5, "reference\n(|error| = 0)", ha="center", va="center", fontsize=9)
             else:
-                other = _image(fields[1 % len(fields)], system)
-                im = axes[i, 1].imshow(other, cmap="viridis", **kw)
-                axes[i, 1].set_title("another sample", fontsize=9)
-            fig.colorbar(im, ax=axes[i, 1])
+                if task == "prediction":
+                    im = axes[i, 1].imshow(np.abs(img - ref), cmap="magma", **kw)
+                    axes[i, 1].set_title("|error|", fontsize=9)
+                else:
+                    other = _image(fields[1 % len(fields)], system)
+                    im = axes[i, 1].imshow(other, cmap="viridis", **kw)
+                    axes[i, 1].set_title("another sample", fontsize=9)
+                fig.colorbar(im, ax=axes[i, 1])
             if show_residual:
                 im = axes[i, 2].imshow(_residual_map(system, test, fields), cmap="magma", **kw)
                 axes[i, 2].set_title("|PDE residual|", fontsize=9)

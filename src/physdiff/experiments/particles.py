@@ -24,6 +24,8 @@ from physdiff.diffusion import Denoiser, make_schedule, sample
 from physdiff.models.egnn import SpaceTimeEGNN
 from physdiff.models.transformer import ParticleTransformer
 from physdiff.priors.aux_head import ignore_aux_head_weights
+from physdiff.priors.base import Prior
+from physdiff.priors.sampling import constraint_hook
 from physdiff.training.trainer import TrainConfig
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "ModelConfig",
     "DiffusionConfig",
     "SampleConfig",
+    "ConstraintConfig",
     "ParticleExperimentConfig",
     "ParticleScaling",
     "prepare_particle_tensors",
@@ -67,12 +70,30 @@ class DiffusionConfig:
 
 
 @dataclass
+class ConstraintConfig:
+    """A sampling-time constraint (beyond the paper; :mod:`physdiff.priors.sampling`), reported in its own
+    rows: every trained arm is sampled once more with it."""
+
+    priors: list[str] = field(default_factory=lambda: ["momentum"])  # built-in prior names (with a residual)
+    mode: str = "projection"  # projection | guidance
+    t_start: float = 1.0  # act at diffusion times t <= t_start
+    iterations: int = 1  # guidance steps; for a projection the most Gauss–Newton steps (exact in 1 if linear)
+    scale: float = 0.1  # guidance step size
+    tol: float = 1e-6  # a projection stops once max |R| <= tol (physical units)
+
+    @property
+    def label(self) -> str:
+        return f"{self.mode}:{'+'.join(self.priors)}"
+
+
+@dataclass
 class SampleConfig:
     sampler: str = "ddim"
     steps: int = 50
     eta: float = 0.0
     n_test: int = 100
     batch_size: int = 100
+    constraints: list[ConstraintConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -219,8 +240,12 @@ def sample_particles(
     seed: int,
     device: torch.device = torch.device("cpu"),
     progress: bool = False,
+    constraint: tuple[ConstraintConfig, list[Prior]] | None = None,
 ) -> Tensor:
-    """Generate every trajectory of ``tensors`` given its first frame; batched, seeded."""
+    """Generate every trajectory of ``tensors`` given its first frame; batched, seeded.
+
+    ``constraint``: a sampling-time constraint and its prior objects (beyond the paper), applied to x̂0.
+    """
     x0 = tensors["x0"]
     g = torch.Generator(device=device).manual_seed(seed)
     out = []
@@ -228,6 +253,20 @@ def sample_particles(
         sl = slice(i, i + cfg.batch_size)
         ctx = {k: tensors[k][sl].to(device) for k in ("masses", "edges") if k in tensors}
         known = x0[sl].to(device)
+        mask = tensors["mask"][sl].to(device)
+        hook = None
+        if constraint is not None:
+            c, priors = constraint
+            hook = constraint_hook(
+                priors,
+                mode=c.mode,
+                mask=mask,
+                context=ctx,
+                t_start=c.t_start,
+                iterations=c.iterations,
+                scale=c.scale,
+                tol=c.tol,
+            )
         out.append(
             sample(
                 denoiser,
@@ -237,7 +276,8 @@ def sample_particles(
                 eta=cfg.eta,
                 generator=g,
                 known=known,
-                mask=tensors["mask"][sl].to(device),
+                mask=mask,
+                x0_hook=hook,
                 progress=progress,
                 dtype=known.dtype,
                 device=device,

@@ -9,6 +9,7 @@ split given the first frame, evaluates, and writes a results folder:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from physdiff.evaluation.particle_metrics import floor_metrics, per_sample_metri
 from physdiff.evaluation.plots import plot_particle_results
 from physdiff.experiments import tables
 from physdiff.experiments.particles import (
+    ConstraintConfig,
     DataConfig,
     DiffusionConfig,
     ModelConfig,
@@ -45,6 +47,8 @@ from physdiff.priors import (
     total_prior_loss,
     total_prior_loss_with_heads,
 )
+from physdiff.priors.sampling import CONSTRAINT_MODES, constraint_hook
+from physdiff.systems.registry import get_system
 from physdiff.training.distributed import DistInfo, resolve_device
 from physdiff.training.trainer import TrainConfig, load_ema_weights, train
 
@@ -62,12 +66,19 @@ PAPER_PRIORS = {
     "three-body": [PriorConfig("energy", 0.1, "one", "aux_head")],
     "five-spring": [PriorConfig("momentum", 1.0, "one"), PriorConfig("energy", 0.01, "low_noise")],
 }
+# beyond the paper, reported in their own rows: every trained model is sampled again with these
+# sampling-time projections on x̂0 (physdiff.priors.sampling; val-split figures in docs/results.md)
+SAMPLING_CONSTRAINTS = {
+    "three-body": [ConstraintConfig(["momentum", "energy"], iterations=10)],
+    "five-spring": [ConstraintConfig(["momentum"]), ConstraintConfig(["momentum", "energy"], iterations=10)],
+}
 
 
 def preset_config(experiment: str, preset: str = "quick") -> ParticleExperimentConfig:
     """The ``quick`` (CPU, minutes) and ``paper`` (GPU scale) presets."""
     if experiment not in PARTICLE_EXPERIMENTS:
         raise ValueError(f"unknown particle experiment {experiment!r}; choose one of {PARTICLE_EXPERIMENTS}")
+    constraints = [dataclasses.replace(c, priors=list(c.priors)) for c in SAMPLING_CONSTRAINTS[experiment]]
     if preset == "quick":
         data = DataConfig(
             system=experiment,
@@ -86,7 +97,7 @@ def preset_config(experiment: str, preset: str = "quick") -> ParticleExperimentC
             checkpoint_every=200,
             objective="x0",
         )
-        smp = SampleConfig(sampler="ddim", steps=25, n_test=50, batch_size=50)
+        smp = SampleConfig(sampler="ddim", steps=25, n_test=50, batch_size=50, constraints=constraints)
         seeds = [0, 1, 2]
     elif preset == "paper":
         data = DataConfig(system=experiment, n=10_000, seed=0)
@@ -101,7 +112,7 @@ def preset_config(experiment: str, preset: str = "quick") -> ParticleExperimentC
             checkpoint_every=5000,
             objective="x0",
         )
-        smp = SampleConfig(sampler="ddpm", steps=1000, eta=1.0, n_test=1000, batch_size=250)
+        smp = SampleConfig(sampler="ddpm", steps=1000, eta=1.0, n_test=1000, batch_size=250, constraints=constraints)
         seeds = [0, 1, 2]
     else:
         raise ValueError(f"unknown preset {preset!r}; choose 'quick' or 'paper'")
@@ -254,6 +265,29 @@ def train_arm(
     return den.eval()
 
 
+def build_constraints(cfg: ParticleExperimentConfig, system: str, dim: int, scaling: ParticleScaling):
+    """The sampling-time constraints of ``cfg.sample.constraints`` with their prior objects (model units).
+
+    Raises:
+        ValueError: an unknown prior or mode, a prior without a residual, or a duplicate row label.
+    """
+    out, labels = [], set()
+    for c in cfg.sample.constraints:
+        if c.mode not in CONSTRAINT_MODES:
+            raise ValueError(
+                f"sample.constraints: unknown mode {c.mode!r} ({c.label}); choose one of {CONSTRAINT_MODES}"
+            )
+        if not c.priors:
+            raise ValueError("sample.constraints: a constraint names no prior (priors=[...])")
+        if c.label in labels:
+            raise ValueError(f"sample.constraints: {c.label!r} is listed twice")
+        labels.add(c.label)
+        priors = [make_prior(n, system, dim=dim, scale=(scaling.positions, scaling.velocities)) for n in c.priors]
+        constraint_hook(priors, mode=c.mode, t_start=c.t_start, iterations=c.iterations, scale=c.scale)  # validate
+        out.append((c, priors))
+    return out
+
+
 def sample_and_evaluate(
     den,
     cfg: ParticleExperimentConfig,
@@ -264,12 +298,18 @@ def sample_and_evaluate(
     scaling,
     device: torch.device,
     progress: bool = True,
+    constraint=None,
 ):
-    """Generate the test trajectories from their first frames, write samples.h5, return per-sample metrics."""
+    """Generate the test trajectories from their first frames, write the samples, return per-sample metrics.
+
+    Without ``constraint`` the samples go to ``samples.h5``; with a sampling-time constraint
+    (``(ConstraintConfig, priors)``, beyond the paper) to ``samples_<mode>_<priors>.h5``.
+    """
     test_t = prepare_particle_tensors(test_data, scaling)
-    x = sample_particles(den, test_t, cfg.sample, seed=seed, device=device, progress=progress)
+    x = sample_particles(den, test_t, cfg.sample, seed=seed, device=device, progress=progress, constraint=constraint)
     r, v = restore_particles(x, test_data, scaling)
-    write_samples(run_dir / "samples.h5", r, v, test_data, test_idx)
+    name = "samples.h5" if constraint is None else f"samples_{constraint[0].label.replace(':', '_')}.h5"
+    write_samples(run_dir / name, r, v, test_data, test_idx)
     return r, v, per_sample_metrics(r, v, test_data)
 
 
@@ -290,17 +330,24 @@ def reproduce_particles(
     """Run the experiment's table: arms × seeds; returns the ``results.json`` content."""
     out = Path(out or f"results/{experiment}-{preset}")
     cfg = tables.configure_run(preset_config(experiment, preset), overrides, seeds, out)
+    build_constraints(cfg, cfg.data.system, get_system(cfg.data.system).n_dims, ParticleScaling(1.0, 1.0))  # fail early
     dev = resolve_device(device)
     data_path, data, train_data, test_data, test_idx, scaling = load_experiment(
         cfg, Path(cache_dir or out / "data"), progress, split
     )
     arm_specs = tables.select_arms(arm_priors(cfg), arms)
+    dim = train_data.positions.shape[-1]
     for arm in arm_specs:  # fail on a bad prior (name, system, variant) before anything is trained
-        build_priors(cfg, arm, train_data.system, train_data.positions.shape[-1], scaling)
+        build_priors(cfg, arm, train_data.system, dim, scaling)
+    constraints = build_constraints(cfg, train_data.system, dim, scaling)
+    constrained: dict[str, dict[int, dict]] = {}  # "<arm> + <mode>:<priors>" → seed → per-sample metrics
 
     def run_one(arm: str, seed: int, run_dir: Path):
         den = train_arm(cfg, arm, seed, run_dir, train_data, scaling, dev, resume, progress)
         r, v, metrics = sample_and_evaluate(den, cfg, seed, run_dir, test_data, test_idx, scaling, dev, progress)
+        for c in constraints:  # beyond the paper: the same model, sampled with a sampling-time constraint
+            *_, m_c = sample_and_evaluate(den, cfg, seed, run_dir, test_data, test_idx, scaling, dev, progress, c)
+            constrained.setdefault(f"{arm} + {c[0].label}", {})[seed] = m_c
         return metrics, (r, v)
 
     arm_metrics, generated, wall = tables.run_arms(arm_specs, cfg.seeds, out, run_one)
@@ -311,6 +358,8 @@ def reproduce_particles(
         "seeds": list(cfg.seeds),
         "arms": arm_metrics,
         "floor": floor_metrics(test_data),
+        # beyond the paper, kept apart from the paper's arms: each arm's model sampled with a constraint
+        "sampling_constraints": {row: tables.aggregate(m) for row, m in constrained.items()},
         "data": str(data_path),
         "wall_time_s": wall,
     }

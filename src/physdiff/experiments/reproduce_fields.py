@@ -338,6 +338,11 @@ def reproduce_fields(
     """Run a PDE experiment's table: arms × seeds; returns the ``results.json`` content."""
     out = Path(out or f"results/{experiment}-{preset}")
     cfg = tables.configure_run(field_preset_config(experiment, preset), overrides, seeds, out)
+    if cfg.sample.constraints:
+        raise ValueError(
+            "sample.constraints (sampling-time constraints) are implemented for the particle experiments only; "
+            f"{experiment} samples without them"
+        )
     dev = resolve_device(device)
     data_path, data, train_data, test_data, test_idx, layout = load_field_experiment(
         cfg, Path(cache_dir or out / "data"), progress, split

@@ -11,6 +11,9 @@ Frame 0 is the conditioned first frame.
 * :class:`GravityEnergyPrior` (nonlinear, multilinear reduction): match 1/R_ij (i<j) and |V_{l,k}|².
 * :class:`SpringEnergyPrior` (nonlinear): match e_ij R_ij² (i<j) and |V_{l,k}|².
 
+The energy priors train on features (the reduction); their :meth:`residual` E_l − E_0 (the conservation
+law itself) is what sampling-time constraints (:mod:`physdiff.priors.sampling`) act on.
+
 The kinetic features are per-particle squared speeds |V_{l,k}|² = Σ_d V²_{l,k,d} by default, which keeps
 the penalty rotation invariant; ``kinetic_per_component=True`` gives the poster's per-component V²_{l,k,d}
 (invariant only under axis permutations and reflections).
@@ -18,6 +21,7 @@ the penalty rotation invariant; ``kinetic_per_component=True`` gives the poster'
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -184,7 +188,15 @@ class GravityEnergyPrior(ParticlePrior):
     potential_weight: float = 1.0
     kinetic_weight: float = 1.0
     kinetic_per_component: bool = False
+    G: float = 1.0
     system: ClassVar[tuple[str, ...]] = ("three-body",)
+
+    def residual(self, x: Tensor, **context: Any) -> Tensor:
+        """E_l − E_0 for l ≥ 1, ``[B, L−1]``: E = ½ Σ m|V|² − Σ_{i<j} G m_i m_j / r_ij."""
+        R, V = self.split(x)
+        m = self.masses(x, context)
+        E = phys.kinetic_energy(V, m) + phys.gravity_potential(R, m, self.G)
+        return E[:, 1:] - E[:, :1]
 
     def features(self, x: Tensor, **context: Any) -> dict[str, Tensor]:
         R, V = self.split(x)
@@ -205,8 +217,16 @@ class SpringEnergyPrior(ParticlePrior):
     potential_weight: float = 1.0
     kinetic_weight: float = 1.0
     kinetic_per_component: bool = False
+    kappa: float = 0.1
     system: ClassVar[tuple[str, ...]] = ("five-spring",)
     needs_edges: ClassVar[bool] = True
+
+    def residual(self, x: Tensor, **context: Any) -> Tensor:
+        """E_l − E_0 for l ≥ 1, ``[B, L−1]``: E = ½ Σ m|V|² + ½κ Σ_{i<j} e_ij r_ij²."""
+        R, V = self.split(x)
+        U = phys.spring_potential(R, self.edges(x, context), self.kappa)
+        E = phys.kinetic_energy(V, self.masses(x, context)) + U
+        return E[:, 1:] - E[:, :1]
 
     def features(self, x: Tensor, **context: Any) -> dict[str, Tensor]:
         R, V = self.split(x)
@@ -266,5 +286,7 @@ def make_prior(name: str, system_name: str, **kw: Any) -> ParticlePrior:
     kw.setdefault("dim", sys.n_dims)
     if cls is NewtonSpringPrior:
         kw.setdefault("dt", sys.dt)
-        kw.setdefault("kappa", sys.constants["kappa"])
+    for const in ("kappa", "G"):  # the physical constants a prior uses, from the system
+        if any(f.name == const for f in dataclasses.fields(cls)):
+            kw.setdefault(const, sys.constants[const])
     return cls(**kw)

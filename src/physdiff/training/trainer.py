@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from physdiff.diffusion.objective import LossOutput, diffusion_loss, sample_time
 from physdiff.diffusion.parametrisation import Denoiser
-from physdiff.training.checkpoint import load_checkpoint, save_checkpoint
+from physdiff.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from physdiff.training.distributed import DistInfo
 from physdiff.training.ema import EMA
 
@@ -113,9 +113,23 @@ def train(
             from physdiff.training.checkpoint import check_config_matches
 
             check_config_matches(ckpt_path, state["config"], config_dict, ("model", "data", "diffusion"))
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            saved = sorted({k.split(".")[1] for k in state["model"] if k.startswith("aux_heads.")})
+            have = sorted({k.split(".")[1] for k in model.state_dict() if k.startswith("aux_heads.")})
+            hint = (
+                f"the checkpoint has auxiliary prior heads {saved or 'none'}, this run {have or 'none'} "
+                "(priors.N.variant differs: aux_head vs tweedie)"
+                if saved != have
+                else "its parameters differ from this model's"
+            )
+            raise CheckpointError(
+                f"cannot resume from {ckpt_path}: {hint}; resume with the checkpoint's settings or use a new run "
+                f"directory ({type(e).__name__}: {str(e).splitlines()[0]})"
+            ) from None
         start = int(state["step"])
     net = model
     if dist_info.enabled:

@@ -1,0 +1,129 @@
+"""Cost of sampling-time constraints (beyond the paper): sampling throughput with and without them.
+
+Not a test. Examples:
+
+    python benchmarks/bench_sampling_constraints.py --threads 1
+    python benchmarks/bench_sampling_constraints.py --device cuda --batch 250 --steps 50
+
+Setting: the quick preset's network (SpaceTimeEGNN hidden 48, 2 layers), untrained or, with
+``--checkpoint SYSTEM=PATH``, a trained ``checkpoint.pt`` of ``physdiff reproduce`` (an untrained network's
+x̂0 is far from feasible, so the Newton iterations of the energy projection need more steps to converge),
+DDIM with ``--steps`` steps, trajectories given their first frame, on simulated test data. For each
+system it samples one batch plainly and with each of the preset's constraints (the projections of
+``physdiff.experiments.reproduce.SAMPLING_CONSTRAINTS``), and prints samples/s, ms per sampler step, the
+slowdown against plain sampling, and the largest residual of the enforced laws in the output (physical
+units; float32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from physdiff.data.particles_h5 import ParticleData
+from physdiff.diffusion import sample
+from physdiff.experiments.particles import (
+    ConstraintConfig,
+    DiffusionConfig,
+    ModelConfig,
+    ParticleScaling,
+    build_denoiser,
+    prepare_particle_tensors,
+)
+from physdiff.experiments.reproduce import SAMPLING_CONSTRAINTS
+from physdiff.priors import make_prior
+from physdiff.priors.sampling import constraint_hook
+from physdiff.systems.registry import get_system
+from physdiff.training.trainer import load_ema_weights
+
+FRAMES = {"three-body": 20, "five-spring": 25}
+
+
+def run(system: str, batch: int, steps: int, device: torch.device, repeats: int, ckpt: str | None) -> None:
+    sys_obj = get_system(system, n_frames=FRAMES[system])
+    arrays = sys_obj.simulate(batch, 0)
+    data = ParticleData(
+        positions=arrays["positions"],
+        velocities=arrays["velocities"],
+        masses=arrays["masses"],
+        edges=arrays.get("edges"),
+        system=system,
+        constants=dict(sys_obj.constants),
+    )
+    scaling = ParticleScaling.fit(data)
+    t = prepare_particle_tensors(data, scaling)
+    torch.manual_seed(0)
+    den = build_denoiser(
+        ModelConfig(hidden=48, layers=2, vector_channels=6, heads=4), DiffusionConfig("linear", "x0"), sys_obj.n_dims
+    )
+    if ckpt:
+        load_ema_weights(den, ckpt, device=device)
+    den = den.to(device).eval()
+    known, mask = t["x0"].to(device), t["mask"].to(device)
+    ctx = {k: t[k].to(device) for k in ("masses", "edges") if k in t}
+    dim = sys_obj.n_dims
+
+    def timed(c: ConstraintConfig | None) -> tuple[float, torch.Tensor]:
+        hook = None
+        if c is not None:
+            priors = [make_prior(n, system, dim=dim, scale=(scaling.positions, scaling.velocities)) for n in c.priors]
+            hook = constraint_hook(
+                priors, mode=c.mode, mask=mask, context=ctx, t_start=c.t_start, iterations=c.iterations
+            )
+        best, out = float("inf"), None
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            out = sample(
+                den,
+                known.shape,
+                sampler="ddim",
+                steps=steps,
+                eta=0.0,
+                known=known,
+                mask=mask,
+                generator=torch.Generator(device=device).manual_seed(0),
+                x0_hook=hook,
+                device=device,
+                **ctx,
+            )
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t0)
+        return best, out
+
+    base, _ = timed(None)
+    print(f"\n{system}: batch {batch}, DDIM {steps} steps, device {device}, network {ckpt or 'untrained'}")
+    print(f"{'constraint':<34}{'samples/s':>10}{'ms/step':>10}{'slowdown':>10}   max |residual| of the output")
+    print(f"{'none':<34}{batch / base:>10.1f}{1e3 * base / (steps + 1):>10.1f}{1.0:>10.2f}")
+    for c in SAMPLING_CONSTRAINTS[system]:
+        sec, out = timed(c)
+        res = []
+        for n in c.priors:
+            p = make_prior(n, system, dim=dim, scale=(scaling.positions, scaling.velocities))
+            res.append(f"{n} {float(p.residual(out, **ctx).abs().max()):.1e}")
+        label = f"{c.label} (×{c.iterations})"
+        print(f"{label:<34}{batch / sec:>10.1f}{1e3 * sec / (steps + 1):>10.1f}{sec / base:>10.2f}   " + ", ".join(res))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--checkpoint", action="append", default=[], metavar="SYSTEM=PATH")
+    args = ap.parse_args()
+    ckpts = dict(item.split("=", 1) for item in args.checkpoint)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for system in FRAMES:
+        run(system, args.batch, args.steps, torch.device(args.device), args.repeats, ckpts.get(system))
+
+
+if __name__ == "__main__":
+    main()
