@@ -74,6 +74,16 @@ def test_momentum_projection_is_the_closed_form_and_keeps_the_known_frame():
     assert torch.allclose(z, y, atol=1e-12)
 
 
+def test_redundant_constraints_give_the_same_projection():
+    """Listing a law twice makes J M Jᵀ singular; the least-norm solution is still the projection."""
+    x = _state()
+    mask = _first_frame_mask(x)
+    momentum = make_prior("momentum", "three-body")
+    once = constraint_hook([momentum], mask=mask)(x, torch.full((B,), 0.5))
+    twice = constraint_hook([momentum, momentum], mask=mask)(x, torch.full((B,), 0.5))
+    assert torch.allclose(once, twice, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", ["momentum", "newton"])
 def test_linear_spring_projections_are_exact_in_one_step(name):
     x = _state(k=5, d=2)

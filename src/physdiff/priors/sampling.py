@@ -67,6 +67,17 @@ def batched_cg(A: Callable[[Tensor], Tensor], b: Tensor, max_iter: int = 50, rto
     return y
 
 
+def _solve_psd(gram: Tensor, rhs: Tensor) -> Tensor:
+    """Solve gram · y = rhs per sample: Cholesky where gram is positive definite, the pseudo-inverse
+    (least-norm solution) for the samples whose constraints are redundant."""
+    chol, info = torch.linalg.cholesky_ex(gram)
+    y = torch.cholesky_solve(rhs, chol)
+    bad = (info != 0) | ~torch.isfinite(y).flatten(1).all(1)
+    if bool(bad.any()):
+        y[bad] = torch.linalg.pinv(gram[bad], hermitian=True) @ rhs[bad]
+    return y
+
+
 def gauss_newton_projection(
     residual: Residual,
     x: Tensor,
@@ -80,8 +91,8 @@ def gauss_newton_projection(
     stopping early once max |R(x)| ≤ ``tol`` for every sample.
 
     With at most ``dense_max`` residual entries per sample, J is formed row by row (one vectorised
-    vector-Jacobian product) and J M Jᵀ is pseudo-inverted in float64 (exact, and safe when constraints
-    are redundant); larger residuals (PDE fields) are solved matrix-free by conjugate gradients.
+    vector-Jacobian product) and J M Jᵀ y = R is solved in float64 (Cholesky; the pseudo-inverse where
+    constraints are redundant); larger residuals (PDE fields) are solved matrix-free by conjugate gradients.
     """
     for i in range(iterations):
         if tol > 0 and i > 0:
@@ -103,7 +114,7 @@ def _gauss_newton_step(residual: Residual, x: Tensor, free: Tensor, cg_iters: in
             jac = jac.detach().flatten(2).transpose(0, 1).double()  # [B, n, N]
             mj = jac * free.flatten(1)[:, None, :].double()
             gram = mj @ jac.transpose(1, 2)  # J M Jᵀ, [B, n, n]
-            y = torch.linalg.pinv(gram, hermitian=True) @ r.double()[..., None]
+            y = _solve_psd(gram, r.double()[..., None])
             step = (mj.transpose(1, 2) @ y)[..., 0].reshape(x.shape).to(x.dtype)
             return (x - step).detach()
 
