@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from physdiff.data.particles_h5 import ParticleData
+from bench_prior_overhead import simulate
 from physdiff.diffusion import sample
 from physdiff.experiments.particles import (
     ConstraintConfig,
@@ -43,15 +43,7 @@ FRAMES = {"three-body": 20, "five-spring": 25}
 
 def run(system: str, batch: int, steps: int, device: torch.device, repeats: int, ckpt: str | None) -> None:
     sys_obj = get_system(system, n_frames=FRAMES[system])
-    arrays = sys_obj.simulate(batch, 0)
-    data = ParticleData(
-        positions=arrays["positions"],
-        velocities=arrays["velocities"],
-        masses=arrays["masses"],
-        edges=arrays.get("edges"),
-        system=system,
-        constants=dict(sys_obj.constants),
-    )
+    data = simulate(system, batch, FRAMES[system], seed=0)
     scaling = ParticleScaling.fit(data)
     t = prepare_particle_tensors(data, scaling)
     torch.manual_seed(0)

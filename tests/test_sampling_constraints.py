@@ -11,20 +11,9 @@ from physdiff.diffusion import sample
 from physdiff.experiments.particles import DiffusionConfig, ModelConfig, build_denoiser
 from physdiff.priors import Prior, make_prior
 from physdiff.priors.sampling import batched_cg, constraint_hook, gauss_newton_projection
+from test_reproduce_particles import TINY
 
 B, L, K = 4, 6, 3
-TINY = [  # as in test_reproduce_particles
-    "data.n=60",
-    "data.n_frames=8",
-    "model.hidden=16",
-    "model.layers=1",
-    "model.vector_channels=4",
-    "train.steps=30",
-    "train.batch_size=8",
-    "sample.steps=5",
-    "sample.n_test=6",
-    "sample.batch_size=6",
-]
 
 
 def _state(k: int = K, d: int = 3, seed: int = 0) -> torch.Tensor:
