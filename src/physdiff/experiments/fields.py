@@ -26,8 +26,9 @@ from torch import Tensor
 
 from physdiff.data.pdebench import FieldData, load_pde, simulate_to_file, write_pde
 from physdiff.diffusion import Denoiser, make_schedule, sample
-from physdiff.experiments.particles import DiffusionConfig, PriorConfig, SampleConfig
+from physdiff.experiments.particles import ConstraintConfig, DiffusionConfig, PriorConfig, SampleConfig
 from physdiff.models.unet import UNet
+from physdiff.priors.base import Prior
 from physdiff.training.trainer import TrainConfig
 
 __all__ = [
@@ -262,8 +263,12 @@ def sample_fields(
     seed: int,
     device: torch.device = torch.device("cpu"),
     progress: bool = False,
+    constraint: tuple[ConstraintConfig, list[Prior]] | None = None,
 ) -> Tensor:
-    """Samples shaped like ``tensors['x0']``: known entries (``mask``) and ``cond`` as conditions; batched, seeded."""
+    """Samples shaped like ``tensors['x0']``: known entries (``mask``) and ``cond`` as conditions; batched, seeded.
+
+    ``constraint``: a sampling-time constraint and its priors (beyond the paper), applied to x̂0.
+    """
     x0 = tensors["x0"]
     g = torch.Generator(device=device).manual_seed(seed)
     conditional = bool(tensors["mask"].any())
@@ -273,6 +278,10 @@ def sample_fields(
         ctx = {"cond": tensors["cond"][sl].to(device)} if "cond" in tensors else {}
         known = x0[sl].to(device)
         cond_kw = {"known": known, "mask": tensors["mask"][sl].to(device)} if conditional else {}
+        hook = None
+        if constraint is not None:
+            c, priors = constraint
+            hook = c.hook(priors, cond_kw.get("mask"), ctx)
         out.append(
             sample(
                 denoiser,
@@ -284,6 +293,7 @@ def sample_fields(
                 progress=progress,
                 dtype=known.dtype,
                 device=device,
+                x0_hook=hook,
                 **cond_kw,
                 **ctx,
             ).cpu()

@@ -80,6 +80,21 @@ class ConstraintConfig:
     iterations: int = 1  # guidance steps; for a projection the most Gauss–Newton steps (exact in 1 if linear)
     scale: float = 0.1  # guidance step size
     tol: float = 1e-6  # a projection stops once max |R| <= tol (physical units)
+    cg_iters: int = 50  # conjugate-gradient iterations per projection step (large residuals: PDE fields)
+
+    def hook(self, priors: list[Prior], mask: Tensor | None, context: dict[str, Tensor]):
+        """The sampler's ``x0_hook`` enforcing ``priors`` (:func:`physdiff.priors.sampling.constraint_hook`)."""
+        return constraint_hook(
+            priors,
+            mode=self.mode,
+            mask=mask,
+            context=context,
+            t_start=self.t_start,
+            iterations=self.iterations,
+            scale=self.scale,
+            tol=self.tol,
+            cg_iters=self.cg_iters,
+        )
 
     @property
     def label(self) -> str:
@@ -257,16 +272,7 @@ def sample_particles(
         hook = None
         if constraint is not None:
             c, priors = constraint
-            hook = constraint_hook(
-                priors,
-                mode=c.mode,
-                mask=mask,
-                context=ctx,
-                t_start=c.t_start,
-                iterations=c.iterations,
-                scale=c.scale,
-                tol=c.tol,
-            )
+            hook = c.hook(priors, mask, ctx)
         out.append(
             sample(
                 denoiser,

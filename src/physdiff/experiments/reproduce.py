@@ -47,7 +47,6 @@ from physdiff.priors import (
     total_prior_loss,
     total_prior_loss_with_heads,
 )
-from physdiff.priors.sampling import CONSTRAINT_MODES, constraint_hook
 from physdiff.systems.registry import get_system
 from physdiff.training.distributed import DistInfo, resolve_device
 from physdiff.training.trainer import TrainConfig, load_ema_weights, train
@@ -271,19 +270,11 @@ def build_constraints(cfg: ParticleExperimentConfig, system: str, dim: int, scal
     Raises:
         ValueError: an unknown prior or mode, a prior without a residual, or a duplicate row label.
     """
-    out, labels = [], set()
+    tables.check_constraints(cfg.sample.constraints)
+    out = []
     for c in cfg.sample.constraints:
-        if c.mode not in CONSTRAINT_MODES:
-            raise ValueError(
-                f"sample.constraints: unknown mode {c.mode!r} ({c.label}); choose one of {CONSTRAINT_MODES}"
-            )
-        if not c.priors:
-            raise ValueError("sample.constraints: a constraint names no prior (priors=[...])")
-        if c.label in labels:
-            raise ValueError(f"sample.constraints: {c.label!r} is listed twice")
-        labels.add(c.label)
         priors = [make_prior(n, system, dim=dim, scale=(scaling.positions, scaling.velocities)) for n in c.priors]
-        constraint_hook(priors, mode=c.mode, t_start=c.t_start, iterations=c.iterations, scale=c.scale)  # validate
+        c.hook(priors, None, {})  # validates the settings
         out.append((c, priors))
     return out
 

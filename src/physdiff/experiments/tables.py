@@ -21,7 +21,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["configure_run", "arms_of", "select_arms", "aggregate", "run_arms", "markdown_table", "write_results"]
+__all__ = [
+    "configure_run",
+    "arms_of",
+    "select_arms",
+    "check_constraints",
+    "aggregate",
+    "run_arms",
+    "markdown_table",
+    "write_results",
+]
 
 PerSample = dict[str, np.ndarray]
 
@@ -55,6 +64,23 @@ def select_arms(specs: Mapping[str, list[Any]], arms: Sequence[str] | None) -> d
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown}; this experiment has {sorted(specs)}")
     return {a: specs[a] for a in arms}
+
+
+def check_constraints(constraints: Sequence[Any]) -> None:
+    """Refuse ``sample.constraints`` entries with an unknown mode, no prior, or a label listed twice."""
+    from physdiff.priors.sampling import CONSTRAINT_MODES
+
+    labels = set()
+    for c in constraints:
+        if c.mode not in CONSTRAINT_MODES:
+            raise ValueError(
+                f"sample.constraints: unknown mode {c.mode!r} ({c.label}); choose one of {CONSTRAINT_MODES}"
+            )
+        if not c.priors:
+            raise ValueError("sample.constraints: a constraint names no prior (priors=[...])")
+        if c.label in labels:
+            raise ValueError(f"sample.constraints: {c.label!r} is listed twice")
+        labels.add(c.label)
 
 
 def aggregate(per_seed: Mapping[int, PerSample]) -> dict[str, dict[str, Any]]:

@@ -149,6 +149,7 @@ def constraint_hook(
     iterations: int = 1,
     scale: float = 0.1,
     tol: float = 1e-6,
+    cg_iters: int = 50,
 ) -> Callable[[Tensor, Tensor], Tensor]:
     """An ``x0_hook(x̂0, t)`` for :func:`physdiff.diffusion.samplers.sample` that enforces ``priors``.
 
@@ -162,6 +163,7 @@ def constraint_hook(
             where x̂0 is sharp enough for a nonlinear residual to be meaningful).
         iterations: guidance steps per sampler step; for a projection, the most Gauss–Newton steps.
         tol: a projection stops once max |R| ≤ tol (the residual's units) in every sample.
+        cg_iters: conjugate-gradient iterations per projection step for large residuals (PDE fields).
         scale: the guidance step size.
 
     Raises:
@@ -173,6 +175,8 @@ def constraint_hook(
         raise ValueError("a sampling-time constraint needs at least one prior")
     if not iterations >= 1:
         raise ValueError(f"sampling-time constraint: iterations must be >= 1, got {iterations}")
+    if not cg_iters >= 1:
+        raise ValueError(f"sampling-time constraint: cg_iters must be >= 1, got {cg_iters}")
     if mode == "guidance" and not scale > 0:
         raise ValueError(f"sampling-time guidance: scale must be > 0, got {scale}")
     for p in priors:
@@ -191,7 +195,7 @@ def constraint_hook(
             return x0
         free = torch.ones_like(x0) if mask is None else 1.0 - mask.to(x0)
         if mode == "projection":
-            return gauss_newton_projection(residual, x0, free, iterations, tol=tol)
+            return gauss_newton_projection(residual, x0, free, iterations, cg_iters=cg_iters, tol=tol)
         return gradient_guidance(residual, x0, free, scale, iterations)
 
     return hook
