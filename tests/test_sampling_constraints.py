@@ -198,3 +198,20 @@ def test_pde_projection_rows_for_a_linear_residual(tmp_path):
         from physdiff.experiments.reproduce_fields import reproduce_fields
 
         reproduce_fields("advection", out=tmp_path / "bad", overrides=["sample.constraints=[{priors: [energy]}]"])
+
+
+def test_a_constraint_that_the_ground_truth_breaks_is_refused(tmp_path):
+    """A residual that is not ≈ 0 on clean data (here: velocities off by a factor 2, as with wrong
+    constants or units) would pull every sample off the data's physics: refused, naming the prior."""
+    from physdiff.experiments.particles import prepare_particle_tensors
+    from physdiff.experiments.reproduce import build_constraints, load_experiment, preset_config
+
+    cfg = preset_config("five-spring")
+    cfg.data.n, cfg.data.n_frames = 40, 8
+    cfg.sample.constraints = cfg.sample.constraints[1:2]  # momentum + energy
+    _, _, train, _, _, scaling = load_experiment(cfg, tmp_path, progress=False)
+    gt = prepare_particle_tensors(train, scaling)
+    assert len(build_constraints(cfg, "five-spring", 2, scaling, gt)) == 1
+    bad = {**gt, "x0": torch.cat([gt["x0"][..., :2], 2 * gt["x0"][..., 2:]], dim=-1)}
+    with pytest.raises(ValueError, match="'energy' is not ≈ 0 on the ground truth"):
+        build_constraints(cfg, "five-spring", 2, scaling, bad)

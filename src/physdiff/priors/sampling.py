@@ -84,7 +84,7 @@ def gauss_newton_projection(
     free: Tensor,
     iterations: int = 1,
     cg_iters: int = 50,
-    dense_max: int = 256,
+    dense_max: int = 512,
     tol: float = 0.0,
 ) -> Tensor:
     """Up to ``iterations`` steps of x ← x − M Jᵀ (J M Jᵀ)⁻¹ R(x) (exact for affine R in one step),
