@@ -117,3 +117,13 @@ def test_prior_time_weight_and_weight_reach_the_priors():
     assert prior.weight == 0.25
     w = prior.w(torch.tensor([1e-3, 0.5, 1.0]))
     assert w[0] > 0.99 and w[2] < 1e-3 and torch.all(w[:-1] > w[1:])
+
+
+def test_cli_reports_a_corrupt_checkpoint_without_a_traceback(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    argv = ["train", "five-spring", "--run-dir", str(run), "--resume", "--device", "cpu", *TINY]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint" in err and "corrupt" in err and "Traceback" not in err

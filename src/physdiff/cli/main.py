@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from physdiff.config import ConfigError
+from physdiff.training.errors import CheckpointError
 
 PARTICLE = ("three-body", "five-spring")
 PDE = ("advection", "burgers", "darcy", "shallow-water")
@@ -343,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     try:
         return args.fn(args)
-    except (ConfigError, ValueError, FileNotFoundError, KeyError) as e:
+    except (ConfigError, CheckpointError, ValueError, FileNotFoundError, KeyError) as e:
         print(f"physdiff {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -9,13 +9,11 @@ from typing import Any
 
 import torch
 
+from physdiff.training.errors import CheckpointError
+
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "check_config_matches"]
 
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupt or belongs to another configuration."""
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
