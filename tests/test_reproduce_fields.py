@@ -137,8 +137,8 @@ def test_sweep_best_point_skips_points_below_the_floor():
         parse_grid(["nonsense"])
 
 
-def test_plot_redraws_a_downsampled_run(tmp_path, capsys):
-    """`physdiff plot` reads the reference as the run did (down-sampling from the run's config.yaml)."""
+def test_plot_and_evaluate_a_downsampled_run(tmp_path, capsys):
+    """`physdiff plot` and `evaluate` read the reference as the run did (down-sampled)."""
     out = tmp_path / "res"
     sizes = ["data.settings.nx=32", "data.settings.nt=8", "data.settings.k_max=1", "data.downsample_x=2"]
     argv = ["reproduce", "advection", "--out", str(out), "--seeds", "0", "--arms", "no_prior", *TINY, *sizes]
@@ -147,4 +147,11 @@ def test_plot_redraws_a_downsampled_run(tmp_path, capsys):
         png.unlink()
     assert main(["plot", str(out)]) == 0
     assert (out / "plots" / "fields_prediction.png").is_file() and (out / "plots" / "fields_generation.png").is_file()
+    # `physdiff evaluate` reads the full-resolution reference as the run did (the samples record it)
+    res = json.loads((out / "results.json").read_text())
+    js = tmp_path / "eval.json"
+    samples = out / "arms" / "no_prior" / "seed0" / "samples_prediction.h5"
+    assert main(["evaluate", str(samples), "--reference", res["data"], "--json", str(js)]) == 0
+    ev = json.loads(js.read_text())
+    assert ev["metrics"]["rmse"]["mean"] == pytest.approx(res["arms"]["no_prior"]["rmse"]["mean"])
     capsys.readouterr()

@@ -92,7 +92,8 @@ def evaluate_field_files(
     """Metrics of a file of generated fields against the reference data set.
 
     The samples file (as written by ``physdiff reproduce``/``sample``) carries ``source_indices`` into
-    the reference and its ``task``. ``constraint_rmse`` (the system's residual) is always computed, on the
+    the reference, its ``task`` and the ``downsample_x``/``downsample_t`` the reference is read with.
+    ``constraint_rmse`` (the system's residual) is always computed, on the
     samples and on the matching reference samples (the floor); ``rmse`` only for ``prediction`` samples,
     over the entries that were not given (all but the first frame of time-dependent systems).
 
@@ -104,7 +105,9 @@ def evaluate_field_files(
     from physdiff.systems.pde_registry import get_pde_system
 
     gen = load_pde(samples, system)
-    ref = load_pde(reference, system or gen.system)
+    # read the reference as the run did: samples written by physdiff record its down-sampling
+    ds_x, ds_t = (int(gen.parameters.get(k, 1)) for k in ("downsample_x", "downsample_t"))
+    ref = load_pde(reference, system or gen.system, ds_x, ds_t)
     if gen.system != ref.system:
         raise ValueError(f"{samples} holds {gen.system!r} fields but {reference} holds {ref.system!r}")
     idx = gen.parameters.get("source_indices")

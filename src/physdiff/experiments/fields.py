@@ -302,13 +302,20 @@ def sample_fields(
 
 
 def write_field_samples(
-    path: Path, fields: np.ndarray, ref: FieldData, indices: np.ndarray, task: str = "generation"
+    path: Path,
+    fields: np.ndarray,
+    ref: FieldData,
+    indices: np.ndarray,
+    task: str = "generation",
+    downsample: tuple[int, int] = (1, 1),
 ) -> Path:
-    """Generated fields in the data's PDEBench layout, with ``source_indices`` into the reference file and
-    the ``task`` (``prediction`` samples are compared entry by entry with the reference)."""
+    """Generated fields in the data's PDEBench layout, with ``source_indices`` into the reference file, the
+    ``task`` (``prediction`` samples are compared entry by entry with the reference) and the
+    ``downsample_x``/``downsample_t`` with which the reference was read (so evaluators read it alike)."""
     arrays = {"u": fields}
     if ref.coefficient is not None:
         arrays["a"] = ref.coefficient
     attrs = {**ref.parameters, "generated": True, "task": task, "source_indices": np.asarray(indices, dtype=np.int64)}
+    attrs.update(downsample_x=int(downsample[0]), downsample_t=int(downsample[1]))
     n = fields.shape[0]
     return write_pde(path, ref.system, arrays, ref.coords, attrs, splits={"train": [], "val": [], "test": np.arange(n)})

@@ -341,7 +341,8 @@ def evaluate_field_arm(
         x = sample_fields(den, tensors, cfg.sample, seed=seed, device=device, progress=progress, constraint=constraint)
         fields = layout.to_physical(x.double()).numpy()
         samples[task] = fields
-        write_field_samples(run_dir / f"{prefix}_{task}.h5", fields, test_data, test_idx, task=task)
+        ds = (cfg.data.downsample_x, cfg.data.downsample_t)
+        write_field_samples(run_dir / f"{prefix}_{task}.h5", fields, test_data, test_idx, task=task, downsample=ds)
     metrics: dict[str, np.ndarray] = {}
     for key, task in METRIC_TASKS[test_data.system].items():
         if task not in samples:
