@@ -63,7 +63,7 @@ TABLE_METRICS = {
 # `physdiff sweep` on the val split with data matching (docs/results.md). The three-body energy prior
 # only helps through the auxiliary head: h(x̂0) with 1/R_ij of a blurred estimate hurt at every λ and w(t).
 PAPER_PRIORS = {
-    "three-body": [PriorConfig("energy", 0.1, "one", "aux_head")],
+    "three-body": [PriorConfig("energy", 0.3, "one", "aux_head")],
     "five-spring": [PriorConfig("momentum", 1.0, "one"), PriorConfig("energy", 0.01, "low_noise")],
 }
 # beyond the paper, reported in their own rows: every trained model is sampled again with these
