@@ -94,19 +94,22 @@ def gauss_newton_projection(
     vector-Jacobian product) and J M Jᵀ y = R is solved in float64 (Cholesky; the pseudo-inverse where
     constraints are redundant); larger residuals (PDE fields) are solved matrix-free by conjugate gradients.
     """
-    for i in range(iterations):
-        if tol > 0 and i > 0:
-            with torch.no_grad():
-                if float(residual(x).abs().max()) <= tol:
-                    break
-        x = _gauss_newton_step(residual, x, free, cg_iters, dense_max)
+    for _ in range(iterations):
+        x, converged = _gauss_newton_step(residual, x, free, cg_iters, dense_max, tol)
+        if converged:
+            break
     return x
 
 
-def _gauss_newton_step(residual: Residual, x: Tensor, free: Tensor, cg_iters: int, dense_max: int) -> Tensor:
+def _gauss_newton_step(
+    residual: Residual, x: Tensor, free: Tensor, cg_iters: int, dense_max: int, tol: float
+) -> tuple[Tensor, bool]:
+    """One step from x, or x itself and ``True`` when max |R(x)| ≤ tol already (R is evaluated once)."""
     with torch.enable_grad():
         r, vjp_fn = torch.func.vjp(residual, x)
         r = r.detach()
+        if tol > 0 and float(r.abs().max()) <= tol:
+            return x, True
         n = r.shape[1]
         if n <= dense_max:  # J [n, B, ...]: row i is vjp(e_i)
             basis = torch.eye(n, dtype=r.dtype, device=r.device)[:, None, :].expand(n, r.shape[0], n)
@@ -116,7 +119,7 @@ def _gauss_newton_step(residual: Residual, x: Tensor, free: Tensor, cg_iters: in
             gram = mj @ jac.transpose(1, 2)  # J M Jᵀ, [B, n, n]
             y = _solve_psd(gram, r.double()[..., None])
             step = (mj.transpose(1, 2) @ y)[..., 0].reshape(x.shape).to(x.dtype)
-            return (x - step).detach()
+            return (x - step).detach(), False
 
         def jt(y: Tensor) -> Tensor:  # M Jᵀ y
             return vjp_fn(y)[0] * free
@@ -125,7 +128,7 @@ def _gauss_newton_step(residual: Residual, x: Tensor, free: Tensor, cg_iters: in
             return torch.func.jvp(residual, (x,), (jt(y),))[1]
 
         y = batched_cg(jmjt, r, cg_iters)
-        return (x - jt(y)).detach()
+        return (x - jt(y)).detach(), False
 
 
 def gradient_guidance(residual: Residual, x: Tensor, free: Tensor, scale: float, iterations: int = 1) -> Tensor:
