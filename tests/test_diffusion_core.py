@@ -74,19 +74,21 @@ def _gaussian_denoiser(schedule="linear"):
     return Denoiser(GaussianDenoiserNet(MU, COV, s), s, prediction="x0")
 
 
-# (sampler, steps, eta, tolerance on Σ beyond sampling error). DDIM is Euler on the probability-flow
-# ODE (first order): at 50 steps Σ shrinks by ~6 % (η = 0) and ~11 % (η = 0.5), see
-# docs/benchmarks.md; Heun is second order and DDPM-1000 is the reference, both within sampling error.
+# (sampler, steps, eta). Every case must match N(μ, Σ) within the Monte-Carlo error of n samples: DDPM
+# and DDIM(η) at 1000 steps (DDIM's first-order bias is O(1/steps), ~0.3 % of Σ here, far below the
+# 4-standard-error band of ~6 %) and Heun (second order) at 50 steps. Few-step DDIM bias is measured
+# against steps in test_ode_samplers_converge_at_their_order, not hidden in a tolerance.
 SAMPLER_CASES = [
-    ("ddpm", 1000, 1.0, 0.0),
-    ("ddim", 50, 0.0, 0.07),
-    ("ddim", 50, 0.5, 0.13),
-    ("heun", 50, 0.0, 0.0),
+    ("ddpm", 1000, 1.0),
+    ("ddim", 1000, 0.0),
+    ("ddim", 1000, 0.5),
+    ("ddim", 1000, 1.0),
+    ("heun", 50, 0.0),
 ]
 
 
-@pytest.mark.parametrize("sampler,steps,eta,bias", SAMPLER_CASES)
-def test_samplers_reproduce_gaussian_moments(sampler, steps, eta, bias):
+@pytest.mark.parametrize("sampler,steps,eta", SAMPLER_CASES)
+def test_samplers_reproduce_gaussian_moments(sampler, steps, eta):
     n = 8000
     x = sample(
         _gaussian_denoiser(),
@@ -102,7 +104,24 @@ def test_samplers_reproduce_gaussian_moments(sampler, steps, eta, bias):
     se_mean = torch.sqrt(torch.diag(COV) / n)
     se_cov = torch.sqrt((torch.outer(torch.diag(COV), torch.diag(COV)) + COV**2) / n)
     assert ((mean - MU).abs() <= 4 * se_mean).all(), mean
-    assert ((cov - COV).abs() <= 4 * se_cov + bias * COV.abs()).all(), cov
+    assert ((cov - COV).abs() <= 4 * se_cov).all(), cov
+
+
+@pytest.mark.parametrize("t,s", [(0.1, 0.08), (0.5, 0.45), (0.95, 0.9), (0.01, 0.005)])
+def test_ddim_with_eta_one_is_the_ddpm_step(t, s):
+    """DDIM(η = 1) is the ancestral step: same mean and the posterior's standard deviation, so the same
+    noise gives the same x_s (to float64 round-off)."""
+    from physdiff.diffusion.samplers import ddim_step, ddpm_step
+
+    sched = make_schedule("linear")
+    g = torch.Generator().manual_seed(0)
+    x_t, x0, z = (torch.randn(64, 3, generator=g) for _ in range(3))
+    tt, ss = torch.tensor(t), torch.tensor(s)
+    a_t, s_t, a_s, s_s = sched.alpha(tt), sched.sigma(tt), sched.alpha(ss), sched.sigma(ss)
+    eps = eps_from_x0(x_t, x0, a_t, s_t)
+    got = ddim_step(x_t, x0, eps, a_t, s_t, a_s, s_s, 1.0, z)
+    want = ddpm_step(x_t, x0, a_t, s_t, a_s, s_s, z)
+    assert torch.allclose(got, want, atol=1e-6, rtol=0), (got - want).abs().max()
 
 
 @pytest.mark.parametrize("sampler,order", [("ddim", 1), ("heun", 2)])

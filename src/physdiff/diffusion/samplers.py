@@ -73,13 +73,15 @@ def sampling_times(schedule: VPSchedule, steps: int, spacing: str = "edm", rho: 
 def ddim_step(x_t: Tensor, x0: Tensor, eps: Tensor, a_t, s_t, a_s, s_s, eta: float, noise: Tensor) -> Tensor:
     """DDIM update t → s < t (Song et al. 2021, eq. 12), written with VP coefficients:
 
-    x_s = α_s x̂0 + sqrt(σ_s² − c²) ε̂ + c z,  c = η σ_s/σ_t · sqrt(1 − α_t²σ_s²/(α_s²σ_t²)).
+    x_s = α_s x̂0 + sqrt(σ_s² − c²) ε̂ + c z,  c = η σ_s · sqrt(1 − α_t²σ_s²/(α_s²σ_t²))
+                                                    = η (σ_s/σ_t) · sqrt(1 − α_t²/α_s²).
 
-    η = 1 is the ancestral DDPM step (the exact Gaussian posterior q(x_s | x_t, x̂0)); η = 0 is the
-    deterministic probability-flow discretisation.
+    c² at η = 1 is the variance σ²_{t|s} σ_s²/σ_t² of the Gaussian posterior q(x_s | x_t, x̂0), so η = 1
+    is the ancestral DDPM step (:func:`ddpm_step`, same mean and noise); η = 0 is the deterministic
+    probability-flow discretisation.
     """
     ratio = (a_t * s_s) / (a_s * s_t)
-    c = eta * (s_s / s_t) * torch.sqrt(torch.clamp(1.0 - ratio**2, min=0.0))
+    c = eta * s_s * torch.sqrt(torch.clamp(1.0 - ratio**2, min=0.0))
     return a_s * x0 + torch.sqrt(torch.clamp(s_s**2 - c**2, min=0.0)) * eps + c * noise
 
 
