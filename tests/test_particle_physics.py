@@ -145,3 +145,27 @@ def test_newton_residual_batched_and_needs_three_frames() -> None:
     assert res.abs().max() < 1e-4
     with pytest.raises(ValueError, match="at least 3 frames"):
         P.newton_residual(R[:, :2], m, 0.01, lambda X: P.gravity_forces(X, m))
+
+
+def test_zero_com_projection_is_the_orthogonal_projection_onto_the_mass_weighted_subspace() -> None:
+    g = torch.Generator().manual_seed(0)
+    m = torch.tensor([1.0, 2.0, 0.5])
+    x, y = torch.randn(2, 4, 3, 3, generator=g)  # [..., K, D]
+    px, py = P.zero_com_projection(x, m), P.zero_com_projection(y, m)
+    # range: Σ_k m_k (Px)_k = 0; idempotent; symmetric ⟨Px, y⟩ = ⟨x, Py⟩ (orthogonal)
+    assert torch.allclose((m[:, None] * px).sum(-2), torch.zeros(4, 3), atol=1e-12)
+    assert torch.allclose(P.zero_com_projection(px, m), px, atol=1e-12)
+    assert torch.allclose((px * y).sum(), (x * py).sum(), atol=1e-12)
+    # data centred with the mass-weighted centre of mass are fixed points
+    centred = x - P.centre_of_mass(x, m)
+    assert torch.allclose(P.zero_com_projection(centred, m), centred, atol=1e-12)
+    # the plain-mean projection is wrong for unequal masses (the defect this replaces)
+    assert not torch.allclose((m[:, None] * (x - x.mean(-2, keepdim=True))).sum(-2), torch.zeros(4, 3), atol=1e-3)
+    # equal masses: subtract the mean; rotations and permutations commute with it
+    assert torch.allclose(P.zero_com_projection(x, 2.0), x - x.mean(-2, keepdim=True), atol=1e-12)
+    q = torch.linalg.qr(torch.randn(3, 3, generator=g))[0]
+    assert torch.allclose(P.zero_com_projection(x @ q.T, m), px @ q.T, atol=1e-12)
+    perm = torch.tensor([2, 0, 1])
+    assert torch.allclose(P.zero_com_projection(x[..., perm, :], m[perm]), px[..., perm, :], atol=1e-12)
+    # numpy in, numpy out
+    assert np.allclose(P.zero_com_projection(x.numpy(), m.numpy()), px.numpy())

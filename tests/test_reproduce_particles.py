@@ -127,3 +127,53 @@ def test_cli_reports_a_corrupt_checkpoint_without_a_traceback(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "checkpoint" in err and "corrupt" in err and "Traceback" not in err
+
+
+def test_unequal_masses_keep_noise_outputs_and_restored_centre_of_mass_consistent():
+    """Masses (1, 2, 0.5): noise draws and denoiser outputs live in Σ_k m_k R_k = 0, where the data are
+    centred, and restored trajectories have the exact centre of mass CoM(0) + l·dt·P(0)/M."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from physdiff.data.particles_h5 import ParticleData
+    from physdiff.experiments.particles import (
+        DiffusionConfig,
+        ModelConfig,
+        ParticleScaling,
+        SampleConfig,
+        build_denoiser,
+        prepare_particle_tensors,
+        restore_particles,
+        sample_particles,
+    )
+
+    rng = np.random.default_rng(0)
+    n, L, K, D = 6, 5, 3, 3
+    masses = np.tile([1.0, 2.0, 0.5], (n, 1))
+    data = ParticleData(
+        positions=rng.normal(size=(n, L, K, D)),
+        velocities=rng.normal(size=(n, L, K, D)),
+        masses=masses,
+        edges=None,
+        system="three-body",
+        constants={"G": 1.0, "dt": 0.1},
+    )
+    scaling = ParticleScaling.fit(data)
+    tensors = prepare_particle_tensors(data, scaling, dtype=torch.float64)
+    m = tensors["masses"]
+    assert torch.allclose(torch.einsum("bk,blkd->bld", m, tensors["x0"][..., :D]), torch.zeros(n, L, D, dtype=torch.float64), atol=1e-12)
+    torch.manual_seed(0)
+    den = build_denoiser(ModelConfig(hidden=16, layers=1, vector_channels=2, heads=2), DiffusionConfig(), D).double()
+    eps = den.noise_like(tensors["x0"], torch.Generator().manual_seed(1), masses=m)
+    assert torch.allclose(torch.einsum("bk,blkd->bld", m, eps[..., :D]), torch.zeros(n, L, D, dtype=torch.float64), atol=1e-12)
+    out = den(tensors["x0"], torch.full((n,), 0.5), masses=m)
+    assert torch.allclose(torch.einsum("bk,blkd->bld", m, out.x0[..., :D]), torch.zeros(n, L, D, dtype=torch.float64), atol=1e-10)
+    x = sample_particles(den, tensors, dataclasses.replace(SampleConfig(), steps=3, batch_size=4), seed=0)
+    r, v = restore_particles(x, data, scaling)
+    com = (masses[:, None, :, None] * r).sum(2) / masses.sum(1)[:, None, None]  # [n, L, D]
+    p0 = (masses[:, :, None] * data.velocities[:, 0]).sum(1) / masses.sum(1)[:, None]
+    c0 = (masses[:, :, None] * data.positions[:, 0]).sum(1) / masses.sum(1)[:, None]
+    want = c0[:, None] + np.arange(L)[None, :, None] * 0.1 * p0[:, None]
+    assert np.allclose(com, want, atol=1e-9)

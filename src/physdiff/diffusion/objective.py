@@ -99,7 +99,7 @@ def diffusion_loss(
     if mask is not None and known is None:
         known = x0 * mask
     if eps is None:
-        eps = denoiser.noise_like(x0, generator)
+        eps = denoiser.noise_like(x0, generator, **context)
     alpha, sigma = sched.coefficients(t, x0.ndim)
     x_t = alpha * x0 + sigma * eps
     pred = denoiser(x_t, t, known, mask, return_hidden=return_hidden, **context)

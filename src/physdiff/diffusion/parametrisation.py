@@ -99,8 +99,9 @@ class Denoiser(nn.Module):
         net: a network with signature ``net(x_t, t, known, mask, **context)`` (docs/architecture.md).
         schedule: the VP schedule.
         prediction: what the raw output means: ``"eps"``, ``"x0"`` or ``"v"``.
-        project: an optional linear orthogonal projection onto the data subspace (e.g. zero centre of
-            mass for particle positions), applied to the raw output and to every noise draw.
+        project: an optional linear orthogonal projection ``project(x, **context)`` onto the data subspace
+            (e.g. zero mass-weighted centre of mass for particle positions, which needs the ``masses`` of
+            the context), applied to the raw output and to every noise draw.
     """
 
     def __init__(
@@ -108,7 +109,7 @@ class Denoiser(nn.Module):
         net: nn.Module,
         schedule: VPSchedule,
         prediction: str = "eps",
-        project: Callable[[Tensor], Tensor] | None = None,
+        project: Callable[..., Tensor] | None = None,
     ) -> None:
         super().__init__()
         if prediction not in PREDICTIONS:
@@ -118,14 +119,14 @@ class Denoiser(nn.Module):
         self.prediction = prediction
         self._project = project
 
-    def project(self, x: Tensor) -> Tensor:
-        """Project onto the data subspace (identity when no projection is set)."""
-        return x if self._project is None else self._project(x)
+    def project(self, x: Tensor, **context: Tensor) -> Tensor:
+        """Project onto the data subspace (identity when no projection is set); ``context`` as in forward."""
+        return x if self._project is None else self._project(x, **context)
 
-    def noise_like(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def noise_like(self, x: Tensor, generator: torch.Generator | None = None, **context: Tensor) -> Tensor:
         """A draw of ε ~ N(0, I) restricted to the data subspace."""
         eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        return self.project(eps)
+        return self.project(eps, **context)
 
     def forward(
         self,
@@ -149,7 +150,7 @@ class Denoiser(nn.Module):
             raw, hidden = self.net(x_t, t, known, mask, return_hidden=True, **context)
         else:
             raw, hidden = self.net(x_t, t, known, mask, **context), None
-        raw = self.project(raw)
+        raw = self.project(raw, **context)
         if self.prediction == "eps":
             eps = raw
             x0 = x0_from_eps(x_t, eps, alpha, sigma)

@@ -147,7 +147,7 @@ def sample(
     kw = dict(dtype=dtype, device=device)
 
     def randn() -> Tensor:
-        return denoiser.project(torch.randn(tuple(shape), generator=generator, **kw))
+        return denoiser.project(torch.randn(tuple(shape), generator=generator, **kw), **context)
 
     def denoise(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         tb = t.reshape(1).expand(b).to(**kw)

@@ -22,6 +22,7 @@ from physdiff.data.augment import random_orthogonal, rotate_particle_state
 from physdiff.data.particles_h5 import ParticleData, simulate_to_file, write_particles
 from physdiff.diffusion import Denoiser, make_schedule, sample
 from physdiff.models.egnn import SpaceTimeEGNN
+from physdiff.physics import particles as phys
 from physdiff.models.transformer import ParticleTransformer
 from physdiff.priors.aux_head import ignore_aux_head_weights
 from physdiff.priors.base import Prior
@@ -154,8 +155,7 @@ def ensure_dataset(cfg: DataConfig, cache_dir: str | Path, progress: bool = True
 
 def _com(r: np.ndarray, m: np.ndarray) -> np.ndarray:
     """Centre of mass per frame: r [N, L, K, D], m [N, K] → [N, L, 1, D]."""
-    w = m[:, None, :, None]
-    return (w * r).sum(-2, keepdims=True) / w.sum(-2, keepdims=True)
+    return phys.centre_of_mass(r, m[:, None, :])
 
 
 @dataclass
@@ -201,12 +201,14 @@ def restore_particles(x: Tensor, ref: ParticleData, scaling: ParticleScaling) ->
 
 
 # ----------------------------------------------------------------------------------------- model
-def zero_com_projection(dim: int) -> Callable[[Tensor], Tensor]:
-    """Orthogonal projection of the position channels onto zero mean over particles (per frame)."""
+def zero_com_projection(dim: int) -> Callable[..., Tensor]:
+    """``project(x, masses=None)``: the position channels of a state ``[B, L, K, 2D]`` projected orthogonally
+    onto Σ_k m_k R_k = 0 per frame (:func:`physdiff.physics.particles.zero_com_projection`), where the
+    mass-centred data live; velocities untouched. ``masses`` ``[B, K]`` (unit masses when absent)."""
 
-    def project(x: Tensor) -> Tensor:
-        r = x[..., :dim]
-        return torch.cat([r - r.mean(dim=-2, keepdim=True), x[..., dim:]], dim=-1)
+    def project(x: Tensor, masses: Tensor | None = None, **_: Tensor) -> Tensor:
+        m = None if masses is None else masses.to(x)[:, None, :]
+        return torch.cat([phys.zero_com_projection(x[..., :dim], m), x[..., dim:]], dim=-1)
 
     return project
 

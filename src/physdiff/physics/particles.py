@@ -20,9 +20,14 @@ Equations (r_ij = |R_i − R_j|):
 * gravity forces        F_i = −∂U_G/∂R_i = −Σ_{j≠i} G m_i m_j (R_i − R_j) / r_ij³
 * spring potential      U_S = ¼ κ Σ_{i≠j} e_ij r_ij²  (= ½ κ Σ_{i<j} e_ij r_ij², rest length 0)
 * spring forces         F_i = −∂U_S/∂R_i = −κ Σ_j e_ij (R_i − R_j)
+* Coulomb potential     U_C = Σ_{i<j} k q_i q_j / r_ij                 (charges ``q`` laid out like masses)
+* Coulomb forces        F_i = −∂U_C/∂R_i = Σ_{j≠i} k q_i q_j (R_i − R_j) / r_ij³   (like charges repel)
 * linear momentum       P = Σ_k m_k V_k
 * angular momentum      L = Σ_k m_k R_k × V_k   (D = 2: the z-component x v_y − y v_x)
 * Newton residual       m_k a_{l,k} − F_k(R_l),  a_l = (R_{l+1} − 2R_l + R_{l−1}) / Δt²  on interior frames.
+* centre of mass        C = Σ_k m_k R_k / Σ_k m_k
+* zero-CoM projection   P R = R_k − m_k (Σ_j m_j R_j) / Σ_j m_j²: the orthogonal projection onto the
+                        subspace Σ_k m_k R_k = 0 where centred positions live (method.md §2)
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ from torch import Tensor
 
 __all__ = [
     "angular_momentum",
+    "coulomb_forces",
+    "coulomb_potential",
+    "centre_of_mass",
+    "zero_com_projection",
     "gravity_forces",
     "gravity_potential",
     "inverse_distances",
@@ -212,3 +221,58 @@ def newton_residual(R: Tensor, m: Tensor | float, dt: float, forces_fn: Callable
     accel = (R[..., 2:, :, :] - 2.0 * R[..., 1:-1, :, :] + R[..., :-2, :, :]) / (dt * dt)
     mm = m if m.dim() == 0 else m.unsqueeze(-1)
     return mm * accel - forces_fn(R[..., 1:-1, :, :])
+
+
+def _masses_like(m: Tensor | float | None, R: Tensor) -> Tensor:
+    """Masses ``[..., K, 1]`` broadcasting against ``R`` ``[..., K, D]`` (unit masses for ``None``)."""
+    if m is None:
+        return R.new_ones(R.shape[:-1]).unsqueeze(-1)
+    m = _as_tensor(m, R)
+    if m.dim() == 0:
+        return m.expand(R.shape[:-1]).unsqueeze(-1)
+    return m.unsqueeze(-1)
+
+
+@_numpy_compatible
+def centre_of_mass(R: Tensor, m: Tensor | float | None = None) -> Tensor:
+    """C = Σ_k m_k R_k / Σ_k m_k, shape ``[..., 1, D]`` (keeps the particle axis, to subtract from ``R``)."""
+    w = _masses_like(m, R)
+    return (w * R).sum(-2, keepdim=True) / w.sum(-2, keepdim=True)
+
+
+@_numpy_compatible
+def zero_com_projection(R: Tensor, m: Tensor | float | None = None) -> Tensor:
+    """Orthogonal projection of ``R`` ``[..., K, D]`` onto the subspace Σ_k m_k R_k = 0 (per leading index):
+
+        P R = R_k − m_k c,   c = Σ_j m_j R_j / Σ_j m_j².
+
+    Centred positions (R − centre of mass) live in this subspace, so this is the projection a VP diffusion
+    of centred positions needs for its noise and its outputs (translations are not homogeneous, method.md
+    §2). It is symmetric and idempotent, commutes with rotations acting on D and with permutations of the
+    particles (masses permuted alike), and reduces to subtracting the plain mean for equal masses. Unlike
+    ``R − centre_of_mass(R, m)`` (an oblique projection onto the same subspace) it maps isotropic noise to
+    isotropic noise within the subspace.
+    """
+    w = _masses_like(m, R)
+    c = (w * R).sum(-2, keepdim=True) / w.square().sum(-2, keepdim=True)
+    return R - w * c
+
+
+# ------------------------------------------------------------------------------------------- Coulomb
+@_numpy_compatible
+def coulomb_potential(R: Tensor, q: Tensor | float, k: float = 1.0) -> Tensor:
+    """U_C = Σ_{i<j} k q_i q_j / r_ij (each pair counted once; like charges give U > 0), shape ``[...]``.
+
+    Charges ``q`` are laid out like masses: ``[..., K]`` broadcast right-aligned against ``R.shape[:-1]``
+    (``q[:, None, :]`` for ``R`` of shape ``[N, L, K, D]``), or a Python float.
+    """
+    pair = _mass_products(q, R) * inverse_distances(R)
+    return 0.5 * k * pair.sum((-1, -2))
+
+
+@_numpy_compatible
+def coulomb_forces(R: Tensor, q: Tensor | float, k: float = 1.0) -> Tensor:
+    """F_i = Σ_{j≠i} k q_i q_j (R_i − R_j) / r_ij³ = −∇_{R_i} U_C (like charges repel), shape ``[..., K, D]``."""
+    inv_r = inverse_distances(R)
+    coeff = k * _mass_products(q, R) * inv_r * inv_r * inv_r  # [..., K, K], zero diagonal
+    return (coeff.unsqueeze(-1) * pairwise_differences(R)).sum(-2)

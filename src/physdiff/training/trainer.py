@@ -186,7 +186,8 @@ def train(
             sched = denoiser.schedule
             x0_all = batch["x0"]
             t_all = sample_time(cfg.batch_size, sched.t_eps, sched.t_max, generator=g, dtype=x0_all.dtype)
-            eps_all = denoiser.project(torch.randn(x0_all.shape, generator=g, dtype=x0_all.dtype))
+            ctx_all = {k: v for k, v in batch.items() if k not in ("x0", "mask", "known")}
+            eps_all = denoiser.project(torch.randn(x0_all.shape, generator=g, dtype=x0_all.dtype), **ctx_all)
             local_batch = {k: v[lo:hi].to(device) for k, v in batch.items()}
             x0 = local_batch.pop("x0")
             mask = local_batch.pop("mask", None)
