@@ -163,13 +163,17 @@ def test_unequal_masses_keep_noise_outputs_and_restored_centre_of_mass_consisten
     scaling = ParticleScaling.fit(data)
     tensors = prepare_particle_tensors(data, scaling, dtype=torch.float64)
     m = tensors["masses"]
-    assert torch.allclose(torch.einsum("bk,blkd->bld", m, tensors["x0"][..., :D]), torch.zeros(n, L, D, dtype=torch.float64), atol=1e-12)
+
+    def mass_weighted_sum(x):
+        return torch.einsum("bk,blkd->bld", m, x[..., :D]).abs().max()
+
+    assert mass_weighted_sum(tensors["x0"]) < 1e-12
     torch.manual_seed(0)
     den = build_denoiser(ModelConfig(hidden=16, layers=1, vector_channels=2, heads=2), DiffusionConfig(), D).double()
     eps = den.noise_like(tensors["x0"], torch.Generator().manual_seed(1), masses=m)
-    assert torch.allclose(torch.einsum("bk,blkd->bld", m, eps[..., :D]), torch.zeros(n, L, D, dtype=torch.float64), atol=1e-12)
+    assert mass_weighted_sum(eps) < 1e-12
     out = den(tensors["x0"], torch.full((n,), 0.5), masses=m)
-    assert torch.allclose(torch.einsum("bk,blkd->bld", m, out.x0[..., :D]), torch.zeros(n, L, D, dtype=torch.float64), atol=1e-10)
+    assert mass_weighted_sum(out.x0) < 1e-10
     x = sample_particles(den, tensors, dataclasses.replace(SampleConfig(), steps=3, batch_size=4), seed=0)
     r, v = restore_particles(x, data, scaling)
     com = (masses[:, None, :, None] * r).sum(2) / masses.sum(1)[:, None, None]  # [n, L, D]

@@ -22,8 +22,8 @@ from physdiff.data.augment import random_orthogonal, rotate_particle_state
 from physdiff.data.particles_h5 import ParticleData, simulate_to_file, write_particles
 from physdiff.diffusion import Denoiser, make_schedule, sample
 from physdiff.models.egnn import SpaceTimeEGNN
-from physdiff.physics import particles as phys
 from physdiff.models.transformer import ParticleTransformer
+from physdiff.physics import particles as phys
 from physdiff.priors.aux_head import ignore_aux_head_weights
 from physdiff.priors.base import Prior
 from physdiff.priors.sampling import constraint_hook
