@@ -94,13 +94,20 @@ def test_three_body_metrics_and_tuple_reference() -> None:
 
 def test_summarize() -> None:
     out = summarize({"traj_error": np.array([1.0, 3.0]), "vel_error": np.array([2.0, 2.0])})
-    assert out == {"traj_error": {"mean": 2.0, "std": 1.0}, "vel_error": {"mean": 2.0, "std": 0.0}}
+    # sample std (ddof = 1): sqrt(((1-2)² + (3-2)²) / 1) = sqrt(2)
+    assert out["traj_error"] == {"mean": 2.0, "std": pytest.approx(2**0.5), "n": 2, "nonfinite": 0}
+    assert out["vel_error"] == {"mean": 2.0, "std": 0.0, "n": 2, "nonfinite": 0}
 
 
 def test_evaluate_files(springs, tmp_path) -> None:
     path, ref = springs
     result = evaluate_files(path, path)
-    assert result["metrics"]["traj_error"] == {"mean": 0.0, "std": 0.0}
+    assert result["metrics"]["traj_error"] == {
+        "mean": 0.0,
+        "std": 0.0,
+        "n": result["metrics"]["traj_error"]["n"],
+        "nonfinite": 0,
+    }
     for key in CONSERVATION_KEYS:
         assert result["floor"][key] == pytest.approx(ref.attrs[f"floor_{key}"])
         assert result["metrics"][key]["mean"] == pytest.approx(result["floor"][key])

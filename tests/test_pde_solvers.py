@@ -233,6 +233,10 @@ def test_field_metrics() -> None:
     res = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
     np.testing.assert_allclose(constraint_rmse(res), [np.sqrt(12.5), 0.0])
     s = summarize({"rmse": [1.0, 2.0], "c": np.array([3.0])})
-    assert s == {"rmse": {"mean": 1.5, "std": 0.5}, "c": {"mean": 3.0, "std": 0.0}}
+    assert s["rmse"] == {"mean": 1.5, "std": pytest.approx(0.5**0.5), "n": 2, "nonfinite": 0}
+    assert s["c"] == {"mean": 3.0, "std": 0.0, "n": 1, "nonfinite": 0}
+    # a diverged sample counts: the mean is NaN and the count says how many, never a better number
+    s = summarize({"rmse": [1.0, float("nan"), float("inf")]})
+    assert np.isnan(s["rmse"]["mean"]) and s["rmse"]["nonfinite"] == 2
     with pytest.raises(ValueError, match="shapes differ"):
         rmse(np.zeros((2, 3)), np.zeros((2, 4)))

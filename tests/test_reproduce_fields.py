@@ -40,9 +40,12 @@ def test_reproduce_pde_table_both_arms(tmp_path, capsys, experiment, keys):
         for k in keys:
             assert np.isfinite(arm[k]["mean"]) and arm[k]["std"] >= 0 and len(arm[k]["per_seed"]) == 2
     assert res["floor"]["constraint_rmse"] >= 0
+    for k in keys:  # paired comparison over the two seeds
+        p = res["paired"]["prior:residual"][k]
+        assert p["n"] == 2 and len(p["ci95"]) == 2 and p["ci95"][0] <= p["mean_diff"] <= p["ci95"][1]
     table = (out / "table.md").read_text()
     assert "| no_prior |" in table and "| prior:residual |" in table and "ground-truth floor" in table
-    assert "ratio prior:residual : no_prior" in table and "seeds where prior:residual is better" in table
+    assert "ratio prior:residual : no_prior" in table and "paired Δ prior:residual − no_prior [95 % CI]" in table
     tasks = ["prediction", "generation"] if experiment == "advection" else ["prediction"]
     run = out / "arms" / "prior_residual" / "seed1"
     for task in tasks:

@@ -5,7 +5,7 @@
 * :func:`constraint_rmse` -- RMSE of a finite-difference residual over all points where its stencil
   applies (the residual functions of :mod:`physdiff.physics.pde_residuals` return exactly those
   points). Reported next to the same quantity on ground truth (the floor).
-* :func:`summarize` -- mean and standard deviation over samples.
+* :func:`summarize` -- mean, sample standard deviation and the count of non-finite values over samples.
 
 All functions accept numpy arrays or torch tensors with the sample axis first and return float64
 numpy arrays of shape ``[N]``.
@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from physdiff.evaluation.statistics import summarize_samples
 
 __all__ = ["rmse", "constraint_rmse", "summarize", "is_field_file", "evaluate_field_files"]
 
@@ -61,18 +63,11 @@ def constraint_rmse(residual: ArrayLike) -> np.ndarray:
     return np.sqrt((r**2).reshape(r.shape[0], -1).mean(axis=1))
 
 
-def summarize(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    """``{key: {"mean", "std"}}`` over the per-sample values of each metric (NaNs ignored;
-    population std, ``ddof = 0``)."""
-    out: dict[str, dict[str, float]] = {}
-    for key, val in metrics.items():
-        v = _np(val).ravel()
-        v = v[np.isfinite(v)]
-        out[key] = {
-            "mean": float(v.mean()) if v.size else float("nan"),
-            "std": float(v.std()) if v.size else float("nan"),
-        }
-    return out
+def summarize(metrics: Mapping[str, Any]) -> dict[str, dict[str, float | int]]:
+    """``{key: {"mean", "std", "n", "nonfinite"}}`` over the per-sample values of each metric: sample std
+    (ddof = 1); a NaN/inf value (a diverged sample) is counted in ``nonfinite`` and makes the mean NaN,
+    never a silently better number (:func:`physdiff.evaluation.statistics.summarize_samples`)."""
+    return summarize_samples({k: _np(v) for k, v in metrics.items()})
 
 
 def is_field_file(path: str | os.PathLike[str]) -> bool:

@@ -12,8 +12,8 @@ the generated frames l ≥ 1 (frame 0 is the given initial condition):
                        a_l = (R̂_{l+1} − 2R̂_l + R̂_{l−1})/Δt², over the interior frames l = 1 … L−2
 
 Masses, spring graph and constants (``G``/``kappa``, ``dt``) are the reference's. Summaries are the
-mean and the population standard deviation (ddof = 0) over samples. The *floor* is the same
-conservation metrics (energy, momentum, dynamic) of the reference against itself.
+mean and the sample standard deviation (ddof = 1) over samples, with the count of non-finite values.
+The *floor* is the same conservation metrics (energy, momentum, dynamic) of the reference against itself.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from physdiff.evaluation.statistics import summarize_samples
 from physdiff.systems.particle_system import ParticleSystem
 from physdiff.systems.registry import get_system
 
@@ -125,9 +126,10 @@ def _chunk_metrics(
     }
 
 
-def summarize(per_sample: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """``{key: {"mean": …, "std": …}}`` over samples (population std, ddof = 0)."""
-    return {k: {"mean": float(np.mean(v)), "std": float(np.std(v))} for k, v in per_sample.items()}
+def summarize(per_sample: Mapping[str, np.ndarray]) -> dict[str, dict[str, float | int]]:
+    """``{key: {"mean", "std", "n", "nonfinite"}}`` over samples: sample std (ddof = 1); a NaN/inf value is
+    counted in ``nonfinite`` and makes the mean NaN (:func:`physdiff.evaluation.statistics.summarize_samples`)."""
+    return summarize_samples(per_sample)
 
 
 def floor_metrics(ref: Any, system: ParticleSystem | str | None = None) -> dict[str, float]:

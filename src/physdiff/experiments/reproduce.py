@@ -369,15 +369,18 @@ def reproduce_particles(
         return metrics, (r, v)
 
     arm_metrics, generated, wall = tables.run_arms(arm_specs, cfg.seeds, out, run_one)
+    rows = {row: tables.aggregate(m) for row, m in constrained.items()}
     results = {
         "experiment": experiment,
         "split": split,
         "preset": preset,
         "seeds": list(cfg.seeds),
         "arms": arm_metrics,
+        "paired": tables.paired(arm_metrics),
         "floor": floor_metrics(test_data),
         # beyond the paper, kept apart from the paper's arms: each arm's model sampled with a constraint
-        "sampling_constraints": {row: tables.aggregate(m) for row, m in constrained.items()},
+        "sampling_constraints": rows,
+        "sampling_constraints_paired": tables.paired_constraints(rows, arm_metrics),
         "data": str(data_path),
         "wall_time_s": wall,
     }

@@ -407,6 +407,7 @@ def reproduce_fields(
         return result
 
     arm_metrics, generated, wall = tables.run_arms(arm_specs, cfg.seeds, out, run_one)
+    rows = {row: tables.aggregate(m) for row, m in constrained.items()}
     floor = {}
     if data.priors_available:
         floor["constraint_rmse"] = float(np.mean(get_pde_system(experiment).residual_rmse(test_data)))
@@ -417,9 +418,11 @@ def reproduce_fields(
         "seeds": list(cfg.seeds),
         "metric_tasks": {k: v for k, v in METRIC_TASKS[experiment].items() if v in cfg.tasks},
         "arms": arm_metrics,
+        "paired": tables.paired(arm_metrics),
         "floor": floor,
         # beyond the paper, kept apart from the paper's arms: each arm's model sampled with a constraint
-        "sampling_constraints": {row: tables.aggregate(m) for row, m in constrained.items()},
+        "sampling_constraints": rows,
+        "sampling_constraints_paired": tables.paired_constraints(rows, arm_metrics),
         "data": str(data_path),
         "wall_time_s": wall,
     }

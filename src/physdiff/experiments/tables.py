@@ -4,11 +4,17 @@ seeds, the ``results.json`` schema and the markdown table in the poster's form.
 ``results.json``::
 
     {"experiment", "split", "preset", "seeds",
-     "arms": {arm: {metric: {"mean", "std", "per_seed"}}},   # arms "no_prior", "prior:<name>"
+     "arms": {arm: {metric: {"mean", "std", "per_seed", "nonfinite"}}},   # "no_prior", "prior:<name>"
+     "paired": {arm: {metric: {"mean_diff", "ci95": [lo, hi], "better_seeds", "n"}}},  # vs no_prior
      "floor": {metric: value}, "data", "wall_time_s", ...}     # + experiment-specific entries
 
-Particle tables add ``"sampling_constraints": {"<arm> + <mode>:<priors>": {metric: {...}}}``: the arms'
-models sampled with a sampling-time constraint (beyond the paper), kept out of ``"arms"``.
+``std`` is the sample standard deviation over seeds (ddof = 1); ``paired`` compares each with-prior arm
+with ``no_prior`` seed by seed (mean difference, its 95 % Student-t interval, seeds where the prior arm is
+better; lower is better for every metric).
+
+Tables add ``"sampling_constraints": {"<arm> + <mode>:<priors>": {metric: {...}}}``: the arms' models
+sampled with a sampling-time constraint (beyond the paper), kept out of ``"arms"``, and
+``"sampling_constraints_paired"``: each such row against the same model sampled without the constraint.
 """
 
 from __future__ import annotations
@@ -21,12 +27,16 @@ from typing import Any
 
 import numpy as np
 
+from physdiff.evaluation.statistics import aggregate_seeds, paired_difference
+
 __all__ = [
     "configure_run",
     "arms_of",
     "select_arms",
     "check_constraints",
     "aggregate",
+    "paired",
+    "paired_constraints",
     "run_arms",
     "markdown_table",
     "write_results",
@@ -84,14 +94,43 @@ def check_constraints(constraints: Sequence[Any]) -> None:
 
 
 def aggregate(per_seed: Mapping[int, PerSample]) -> dict[str, dict[str, Any]]:
-    """Per metric: mean and std over seeds of the per-seed means, plus the per-seed values. With one seed
-    the spread over evaluation samples stands in for the spread over seeds."""
-    seeds = sorted(per_seed)
-    out = {}
-    for k in per_seed[seeds[0]]:
-        vals = [float(np.mean(per_seed[s][k])) for s in seeds]
-        std = np.std(vals) if len(vals) > 1 else np.std(per_seed[seeds[0]][k])
-        out[k] = {"mean": float(np.mean(vals)), "std": float(std), "per_seed": vals}
+    """Per metric: mean and sample std (ddof = 1) over seeds of the per-seed means, the per-seed values and
+    the count of non-finite per-sample values (:func:`physdiff.evaluation.statistics.aggregate_seeds`)."""
+    return aggregate_seeds(per_seed)
+
+
+def paired(arms: Mapping[str, Mapping[str, Any]], base: str = "no_prior") -> dict[str, dict[str, Any]]:
+    """``{arm: {metric: {"mean_diff", "ci95", "better_seeds", "n"}}}``: every arm but ``base`` against
+    ``base``, seed by seed (the arms share data and seeds; :func:`physdiff.evaluation.statistics.paired_difference`)."""
+    if base not in arms:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for arm, metrics in arms.items():
+        if arm == base:
+            continue
+        out[arm] = {
+            k: paired_difference(m["per_seed"], arms[base][k]["per_seed"])
+            for k, m in metrics.items()
+            if k in arms[base]
+        }
+    return out
+
+
+def paired_constraints(
+    rows: Mapping[str, Mapping[str, Any]], arms: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Each sampling-constraint row ``"<arm> + <mode>:<priors>"`` against the same arm's model sampled
+    without the constraint: what the constraint adds, seed by seed (``"against"`` names that arm)."""
+    out: dict[str, dict[str, Any]] = {}
+    for row, metrics in rows.items():
+        arm = row.split(" + ", 1)[0]
+        if arm not in arms:
+            continue
+        out[row] = {
+            k: {**paired_difference(m["per_seed"], arms[arm][k]["per_seed"]), "against": arm}
+            for k, m in metrics.items()
+            if k in arms[arm]
+        }
     return out
 
 
@@ -115,29 +154,40 @@ def run_arms(
     return {a: aggregate(m) for a, m in per_arm.items()}, generated, round(time.time() - t_start, 1)
 
 
-def _cell(m: Mapping[str, float]) -> str:
-    return f"{m['mean']:.4g} ± {m['std']:.2g}"
+def _cell(m: Mapping[str, Any]) -> str:
+    cell = f"{m['mean']:.4g} ± {m['std']:.2g}"
+    return cell + (f" ({m['nonfinite']} non-finite)" if m.get("nonfinite") else "")
+
+
+def _paired_cell(p: Mapping[str, Any] | None) -> str:
+    """``Δ [lo, hi] (k/n)``: mean paired difference, its 95 % interval, seeds where the arm is better."""
+    if p is None:
+        return "—"
+    ci = p.get("ci95")
+    interval = f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""
+    return f"{p['mean_diff']:+.3g}{interval} ({p['better_seeds']}/{p['n']})"
 
 
 def markdown_table(
     results: Mapping[str, Any], keys: Sequence[str], labels: Mapping[str, str] | None = None, note: str = ""
 ) -> str:
-    """The poster's table: one row per arm (mean ± std), the ground-truth floor, and the ratio of each
-    with-prior arm to ``no_prior`` per metric."""
+    """The poster's table: one row per arm (mean ± std over seeds), the ground-truth floor, the ratio of
+    each with-prior arm to ``no_prior`` and its paired difference with the 95 % interval over seeds."""
     arms = results["arms"]
     keys = [k for k in keys if all(k in m for m in arms.values())]
     labels = labels or {}
+    header = ["| method | " + " | ".join(labels.get(k, k) for k in keys) + " |", "|---|" + "---|" * len(keys)]
     lines = [
         f"### {results['experiment']} ({results['preset']} preset, seeds {results['seeds']}, "
         f"{results.get('split', 'test')} split)",
         "",
-        "| method | " + " | ".join(labels.get(k, k) for k in keys) + " |",
-        "|---|" + "---|" * len(keys),
+        *header,
     ]
     for arm, metrics in arms.items():
         lines.append(f"| {arm} | " + " | ".join(_cell(metrics[k]) for k in keys) + " |")
     floor = results.get("floor", {})
     lines.append("| ground-truth floor | " + " | ".join(f"{floor[k]:.4g}" if k in floor else "—" for k in keys) + " |")
+    pairs = results.get("paired") or paired(arms)
     if "no_prior" in arms:
         for arm in arms:
             if arm == "no_prior":
@@ -145,31 +195,37 @@ def markdown_table(
             base = [arms["no_prior"][k]["mean"] for k in keys]
             cells = [f"{arms[arm][k]['mean'] / b:.3f}" if b else "—" for k, b in zip(keys, base, strict=True)]
             lines.append(f"| ratio {arm} : no_prior | " + " | ".join(cells) + " |")
-            if len(results["seeds"]) > 1:  # arms share data and seeds: compare them seed by seed
-                wins = [
-                    sum(p < q for p, q in zip(arms[arm][k]["per_seed"], arms["no_prior"][k]["per_seed"], strict=True))
-                    for k in keys
-                ]
-                n = len(results["seeds"])
-                lines.append(f"| seeds where {arm} is better | " + " | ".join(f"{w}/{n}" for w in wins) + " |")
-    lines += ["", "std: over seeds when there are several, else over evaluation samples. " + note]
+            cells = [_paired_cell(pairs.get(arm, {}).get(k)) for k in keys]
+            lines.append(f"| paired Δ {arm} − no_prior [95 % CI] (better seeds) | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "std: sample std (ddof = 1) over seeds when there are several, else over evaluation samples. Paired Δ: "
+        "mean over seeds of the per-seed difference, its 95 % Student-t interval and the seeds in which the "
+        "arm is better (lower); a gain is beyond the seed spread only when the interval excludes 0. " + note,
+    ]
     extra = results.get("sampling_constraints") or {}
-    if extra and "no_prior" in arms:
+    if extra:
+        extra_pairs = results.get("sampling_constraints_paired") or paired_constraints(extra, arms)
         lines += [
             "",
             "Beyond the paper: each model sampled again with a sampling-time constraint on x̂0 "
             "(`sample.constraints`; not the poster's method, whose priors act on training only). A projection "
-            "zeroes the metric of the law it enforces by construction; read it for the other metrics.",
+            "zeroes the metric of the law it enforces by construction; read it for the other metrics, and "
+            "credit it only with the paired Δ against the same model sampled without it.",
             "",
-            "| method | " + " | ".join(labels.get(k, k) for k in keys) + " |",
-            "|---|" + "---|" * len(keys),
+            *header,
         ]
-        base = [arms["no_prior"][k]["mean"] for k in keys]
         for row, metrics in extra.items():
             lines.append(f"| {row} | " + " | ".join(_cell(metrics[k]) for k in keys) + " |")
         for row, metrics in extra.items():
+            arm = row.split(" + ", 1)[0]
+            if arm not in arms:
+                continue
+            base = [arms[arm][k]["mean"] for k in keys]
             cells = [f"{metrics[k]['mean'] / b:.3g}" if b else "—" for k, b in zip(keys, base, strict=True)]
-            lines.append(f"| ratio {row} : no_prior | " + " | ".join(cells) + " |")
+            lines.append(f"| ratio {row} : {arm} | " + " | ".join(cells) + " |")
+            cells = [_paired_cell(extra_pairs.get(row, {}).get(k)) for k in keys]
+            lines.append(f"| paired Δ {row} − {arm} [95 % CI] | " + " | ".join(cells) + " |")
     return "\n".join(lines).rstrip() + "\n"
 
 
