@@ -65,6 +65,15 @@ def test_reproduce_pde_table_both_arms(tmp_path, capsys, experiment, keys):
     ev = json.loads(js.read_text())
     assert ev["metrics"]["rmse"]["mean"] == pytest.approx(res["arms"]["prior:residual"]["rmse"]["per_seed"][1])
     capsys.readouterr()
+    # a reference with other samples (another seed) is refused, naming both files
+    other = tmp_path / "other.h5"
+    settings = [s.removeprefix("data.settings.") for s in SIZES[experiment]]
+    from physdiff.data.pdebench import simulate_to_file
+
+    simulate_to_file(experiment, other, 40, 7, **{k: int(v) for k, v in (x.split("=") for x in settings)})
+    assert main(["evaluate", str(run / "samples_prediction.h5"), "--reference", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "was not generated from" in err and str(other) in err
 
 
 def test_reproduce_rejects_unknown_prior_and_variant(tmp_path, capsys):

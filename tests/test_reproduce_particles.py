@@ -67,6 +67,17 @@ def test_reproduce_both_arms_and_evaluate_cli(tmp_path, capsys):
     with h5py.File(samples) as f, h5py.File(res["data"]) as d:
         idx = f["source_indices"][:]
         assert np.allclose(f["positions"][:, 0], d["positions"][:][idx, 0], atol=1e-5)
+        # floor_* holds the true floor (the reference rows'), not the samples' own metrics
+        assert f.attrs["floor_momentum_error"] < 1e-10 and f.attrs["reference_split"] == "test"
+        assert f.attrs["reference_path"] == str((out / "data").resolve() / res["data"].split("/")[-1])
+
+    # a reference that is not the samples' reference is refused, naming both files
+    other = tmp_path / "other.h5"
+    assert main(["simulate", "five-spring", "--n", "60", "--seed", "5", "--frames", "8", "--out", str(other)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(samples), "--reference", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "was not generated from" in err and str(samples) in err and str(other) in err
 
 
 def test_untrained_is_worse_than_trained(tmp_path):

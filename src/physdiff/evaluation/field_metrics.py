@@ -96,6 +96,7 @@ def evaluate_field_files(
         ``{"metrics": {key: {"mean", "std"}}, "floor": {"constraint_rmse": float}, "per_sample": {...}}``.
     """
     from physdiff.data.pdebench import load_pde
+    from physdiff.data.provenance import check_reference, fingerprint
     from physdiff.experiments.reproduce_fields import physical_mask
     from physdiff.systems.pde_registry import get_pde_system
 
@@ -119,10 +120,18 @@ def evaluate_field_files(
     if gen.fields.shape != ref.fields.shape:
         raise ValueError(f"{samples}: fields {gen.fields.shape} do not match the reference {ref.fields.shape}")
     task = task or str(gen.parameters.get("task", "generation"))
+    conditioned = {}
+    if ref.coefficient is not None and gen.coefficient is not None:
+        conditioned["a (coefficient)"] = (gen.coefficient, ref.coefficient)
+    mask = physical_mask(ref, task)
+    if mask is not None:  # time-dependent prediction: the given first frame
+        conditioned["u(t=0)"] = (gen.fields[:, 0], ref.fields[:, 0])
+    recorded = gen.parameters.get("reference_sha256")
+    check_reference(str(samples), str(reference), conditioned, recorded, fingerprint(ref.fields, ref.coefficient))
     per_sample: dict[str, np.ndarray] = {}
     floor: dict[str, float] = {}
     if task == "prediction":
-        per_sample["rmse"] = rmse(gen.fields, ref.fields, physical_mask(ref, task))
+        per_sample["rmse"] = rmse(gen.fields, ref.fields, mask)
     if ref.priors_available:
         sys_ = get_pde_system(ref.system)
         per_sample["constraint_rmse"] = sys_.residual_rmse(ref, gen.fields)

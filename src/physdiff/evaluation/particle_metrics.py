@@ -148,13 +148,16 @@ def evaluate_files(
     """Evaluate a samples file against a reference data file.
 
     Samples are matched to reference rows by the samples file's ``source_indices`` dataset if present,
-    otherwise row by row (then N must match). Masses, edges and constants are the reference's.
+    otherwise row by row (then N must match). Masses, edges and constants are the reference's. The reference
+    must be the samples' own: their first frames, masses and graph must equal the reference rows', and a
+    recorded ``reference_sha256`` must match (:func:`physdiff.data.provenance.check_reference`).
 
     Returns:
         ``{"metrics": {key: {"mean", "std"}}, "floor": {key: value}}``, the floor computed on the
         matched reference rows.
     """
     from physdiff.data.particles_h5 import load_particles
+    from physdiff.data.provenance import check_reference, fingerprint
 
     ref = load_particles(reference_path, system)
     samples = load_particles(samples_path, ref.system)
@@ -176,6 +179,20 @@ def evaluate_files(
             f"{samples_path}: samples [N, L, K, D] = {list(samples.shape)} do not match the reference "
             f"{reference_path} {list(ref.shape)} in L, K or D"
         )
+    conditioned = {  # the task generates a trajectory given its first frame and its masses (and graph)
+        "positions[:, 0]": (samples.positions[:, 0], ref.positions[:, 0]),
+        "velocities[:, 0]": (samples.velocities[:, 0], ref.velocities[:, 0]),
+        "masses": (samples.masses, ref.masses),
+    }
+    if ref.edges is not None and samples.edges is not None:
+        conditioned["edges"] = (samples.edges, ref.edges)
+    check_reference(
+        str(samples_path),
+        str(reference_path),
+        conditioned,
+        samples.attrs.get("reference_sha256"),
+        fingerprint(ref.positions, ref.velocities, ref.masses, ref.edges),
+    )
     sys_obj = ref.get_system()
     per = per_sample_metrics(samples.positions, samples.velocities, ref, sys_obj)
     return {"metrics": summarize(per), "floor": floor_metrics(ref, sys_obj)}

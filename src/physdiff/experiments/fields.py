@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from physdiff.data.pdebench import FieldData, load_pde, simulate_to_file, write_pde
+from physdiff.data.provenance import fingerprint
 from physdiff.diffusion import Denoiser, make_schedule, sample
 from physdiff.experiments.particles import ConstraintConfig, DiffusionConfig, PriorConfig, SampleConfig
 from physdiff.models.unet import UNet
@@ -308,14 +309,21 @@ def write_field_samples(
     indices: np.ndarray,
     task: str = "generation",
     downsample: tuple[int, int] = (1, 1),
+    split: str = "test",
 ) -> Path:
     """Generated fields in the data's PDEBench layout, with ``source_indices`` into the reference file, the
-    ``task`` (``prediction`` samples are compared entry by entry with the reference) and the
-    ``downsample_x``/``downsample_t`` with which the reference was read (so evaluators read it alike)."""
+    ``task`` (``prediction`` samples are compared entry by entry with the reference), the
+    ``downsample_x``/``downsample_t`` with which the reference was read (so evaluators read it alike) and the
+    reference's provenance (:mod:`physdiff.data.provenance`)."""
     arrays = {"u": fields}
     if ref.coefficient is not None:
         arrays["a"] = ref.coefficient
     attrs = {**ref.parameters, "generated": True, "task": task, "source_indices": np.asarray(indices, dtype=np.int64)}
     attrs.update(downsample_x=int(downsample[0]), downsample_t=int(downsample[1]))
+    attrs.update(
+        reference_path=str(Path(ref.source).resolve()) if ref.source else "",
+        reference_split=split,
+        reference_sha256=fingerprint(ref.fields, ref.coefficient),
+    )
     n = fields.shape[0]
     return write_pde(path, ref.system, arrays, ref.coords, attrs, splits={"train": [], "val": [], "test": np.arange(n)})

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from physdiff.data.augment import random_orthogonal, rotate_particle_state
 from physdiff.data.particles_h5 import ParticleData, simulate_to_file, write_particles
+from physdiff.data.provenance import fingerprint
 from physdiff.diffusion import Denoiser, make_schedule, sample
 from physdiff.models.egnn import SpaceTimeEGNN
 from physdiff.models.transformer import ParticleTransformer
@@ -295,10 +296,22 @@ def sample_particles(
     return torch.cat(out)
 
 
-def write_samples(path: Path, r: np.ndarray, v: np.ndarray, ref: ParticleData, indices: np.ndarray) -> None:
-    """Generated trajectories in the data layout, with ``source_indices`` into the reference file."""
+def write_samples(
+    path: Path, r: np.ndarray, v: np.ndarray, ref: ParticleData, indices: np.ndarray, split: str = "test"
+) -> None:
+    """Generated trajectories in the data layout, with ``source_indices`` into the reference file, the
+    reference's provenance (:mod:`physdiff.data.provenance`) and, as ``floor_*``, the true floor: the
+    conservation metrics of the reference rows themselves (not of the samples)."""
+    from physdiff.evaluation.particle_metrics import floor_metrics
+
     arrays = {"positions": r, "velocities": v, "masses": ref.masses, "source_indices": indices}
     if ref.edges is not None:
         arrays["edges"] = ref.edges
     attrs = {"system": ref.system, **ref.constants, "generated": True}
-    write_particles(path, arrays, attrs, splits=None)
+    attrs |= {f"floor_{k}": v for k, v in floor_metrics(ref).items()}
+    attrs |= {
+        "reference_path": str(Path(ref.path).resolve()) if ref.path else "",
+        "reference_split": split,
+        "reference_sha256": fingerprint(ref.positions, ref.velocities, ref.masses, ref.edges),
+    }
+    write_particles(path, arrays, attrs, splits=None, floor=False)

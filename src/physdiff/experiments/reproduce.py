@@ -317,6 +317,7 @@ def sample_and_evaluate(
     device: torch.device,
     progress: bool = True,
     constraint=None,
+    split: str = "test",
 ):
     """Generate the test trajectories from their first frames, write the samples, return per-sample metrics.
 
@@ -327,7 +328,7 @@ def sample_and_evaluate(
     x = sample_particles(den, test_t, cfg.sample, seed=seed, device=device, progress=progress, constraint=constraint)
     r, v = restore_particles(x, test_data, scaling)
     name = "samples.h5" if constraint is None else f"samples_{constraint[0].label.replace(':', '_')}.h5"
-    write_samples(run_dir / name, r, v, test_data, test_idx)
+    write_samples(run_dir / name, r, v, test_data, test_idx, split)
     return r, v, per_sample_metrics(r, v, test_data)
 
 
@@ -362,9 +363,13 @@ def reproduce_particles(
 
     def run_one(arm: str, seed: int, run_dir: Path):
         den = train_arm(cfg, arm, seed, run_dir, train_data, scaling, dev, resume, progress)
-        r, v, metrics = sample_and_evaluate(den, cfg, seed, run_dir, test_data, test_idx, scaling, dev, progress)
+        r, v, metrics = sample_and_evaluate(
+            den, cfg, seed, run_dir, test_data, test_idx, scaling, dev, progress, split=split
+        )
         for c in constraints:  # beyond the paper: the same model, sampled with a sampling-time constraint
-            *_, m_c = sample_and_evaluate(den, cfg, seed, run_dir, test_data, test_idx, scaling, dev, progress, c)
+            *_, m_c = sample_and_evaluate(
+                den, cfg, seed, run_dir, test_data, test_idx, scaling, dev, progress, c, split=split
+            )
             constrained.setdefault(f"{arm} + {c[0].label}", {})[seed] = m_c
         return metrics, (r, v)
 

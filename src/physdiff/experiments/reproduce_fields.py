@@ -329,6 +329,7 @@ def evaluate_field_arm(
     device: torch.device,
     progress: bool = True,
     constraint=None,
+    split: str = "test",
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Run every task on the evaluation split; write ``samples_<task>.h5`` (with a sampling-time
     ``constraint`` (``(ConstraintConfig, priors)``, beyond the paper): ``constrained_<mode>_<priors>_<task>.h5``);
@@ -342,7 +343,9 @@ def evaluate_field_arm(
         fields = layout.to_physical(x.double()).numpy()
         samples[task] = fields
         ds = (cfg.data.downsample_x, cfg.data.downsample_t)
-        write_field_samples(run_dir / f"{prefix}_{task}.h5", fields, test_data, test_idx, task=task, downsample=ds)
+        write_field_samples(
+            run_dir / f"{prefix}_{task}.h5", fields, test_data, test_idx, task=task, downsample=ds, split=split
+        )
     metrics: dict[str, np.ndarray] = {}
     for key, task in METRIC_TASKS[test_data.system].items():
         if task not in samples:
@@ -400,9 +403,11 @@ def reproduce_fields(
 
     def run_one(arm: str, seed: int, run_dir: Path):
         den = train_field_arm(cfg, arm, seed, run_dir, train_data, layout, dev, resume, progress)
-        result = evaluate_field_arm(den, cfg, seed, run_dir, test_data, test_idx, layout, dev, progress)
+        result = evaluate_field_arm(den, cfg, seed, run_dir, test_data, test_idx, layout, dev, progress, split=split)
         for c in constraints:  # beyond the paper: the same model, sampled with a sampling-time constraint
-            m_c, _ = evaluate_field_arm(den, cfg, seed, run_dir, test_data, test_idx, layout, dev, progress, c)
+            m_c, _ = evaluate_field_arm(
+                den, cfg, seed, run_dir, test_data, test_idx, layout, dev, progress, c, split=split
+            )
             constrained.setdefault(f"{arm} + {c[0].label}", {})[seed] = m_c
         return result
 
