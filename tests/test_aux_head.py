@@ -139,7 +139,7 @@ def test_aux_penalty_is_invariant_for_the_energy_prior():
     """penalty(g·x) = penalty(x): targets |V|², 1/R_ij and the head's predictions are invariant."""
     net = _small_egnn()
     torch.manual_seed(2)
-    prior = make_aux_head_prior(make_prior("energy", "three-body"), 16)
+    prior = make_aux_head_prior(make_prior("energy", "three-body", kinetic_per_component=False), 16)
     prior.head.to(F64)
     inp = _inputs(b=2, k=3)
     inp2, _ = _transform(inp)
@@ -158,7 +158,7 @@ def test_aux_penalty_gradients_reach_the_head_and_the_shared_trunk():
     torch.manual_seed(0)
     net = SpaceTimeEGNN(3, hidden=16, layers=1, vector_channels=4)
     den = Denoiser(net, make_schedule("linear"), project=zero_com_projection(3))
-    prior = make_aux_head_prior(make_prior("energy", "three-body"), 16)
+    prior = make_aux_head_prior(make_prior("energy", "three-body", kinetic_per_component=False), 16)
     heads = attach_aux_heads(den, [prior])
     assert den.net.aux_heads is heads and heads["energy"] is prior.head
     assert any(k.startswith("aux_heads.energy.") for k in den.net.state_dict())
@@ -195,7 +195,7 @@ def _tiny_cfg(steps: int) -> ParticleExperimentConfig:
             steps=steps, batch_size=16, lr=1e-2, warmup=1, ema_decay=0.0, log_every=5, checkpoint_every=1000
         ),
         sample=SampleConfig(n_test=4, batch_size=4, steps=3),
-        priors=[PriorConfig("energy", 1.0, "one", "aux_head")],
+        priors=[PriorConfig("energy", 1.0, "one", "aux_head", {"kinetic_per_component": False})],
     )
 
 
@@ -263,8 +263,11 @@ def test_aux_head_variant_refused_for_linear_prior_and_unknown_variant():
     bad = apply_overrides(preset_config("three-body"), ["priors.0.variant=head"])
     with pytest.raises(ValueError, match="unknown variant 'head'"):
         build_priors(bad, "prior:energy", "three-body", 3, ParticleScaling(1.0, 1.0))
-    with pytest.raises(ValueError, match="rotation-invariant"):
-        make_aux_head_prior(make_prior("energy", "three-body", kinetic_per_component=True), 16)
+    with pytest.raises(ValueError, match="rotation-invariant"):  # the poster's per-component default
+        make_aux_head_prior(make_prior("energy", "three-body"), 16)
+    default = apply_overrides(preset_config("three-body"), ["priors.0.options={}"])
+    with pytest.raises(ValueError, match="kinetic_per_component=False"):
+        build_priors(default, "prior:energy", "three-body", 3, ParticleScaling(1.0, 1.0))
 
 
 def test_variant_from_config_builds_a_head_or_not():

@@ -154,19 +154,25 @@ def test_linear_prior_has_no_jensen_gap_nonlinear_features_do(data):
 
     nonlin = GravityEnergyPrior(dim=3, scale=(PS, VS))
     xs = posterior_samples(0.3)  # independent posterior: still a gap
+    gaps, stderrs = {}, {}
     for key in ("potential", "kinetic"):
         h = nonlin.features(xs)[key]
         h_of_mean = nonlin.features(xs.mean(0, keepdim=True))[key][0]
-        gap = h.mean(0) - h_of_mean
-        stderr = h.std(0) / S**0.5
-        assert (gap.abs() > 10 * stderr).all(), key  # clearly positive gap: E[h(x0)] ≠ h(E[x0])
+        gaps[key] = (h.mean(0) - h_of_mean)[1:]  # frame 0 is conditioned (no posterior spread, no gap)
+        stderrs[key] = (h.std(0) / S**0.5)[1:]
+    # 1/r: a clearly nonzero gap, E[h(x0)] ≠ h(E[x0])
+    assert (gaps["potential"].abs() > 10 * stderrs["potential"]).all()
+    # V²_{l,k,d} (the poster's per-component form): the gap is the posterior variance (c · VS)², exactly
+    assert ((gaps["kinetic"] - (0.3 * VS) ** 2).abs() < 4 * stderrs["kinetic"]).all()
 
 
 # -------------------------------------------------------------------------------------- symmetries
 @pytest.mark.parametrize(("system", "name"), APPLICABLE)
 def test_priors_invariant_under_rotation_reflection_and_permutation(data, system, name):
+    """Every prior's penalty is invariant, the energy priors with per-particle kinetic features |V|² (the
+    poster's per-component V²_d is invariant under axis permutations and reflections only: next test)."""
     x, ctx = data[system]
-    prior = prior_for(system, name)
+    prior = prior_for(system, name, **({"kinetic_per_component": False} if name == "energy" else {}))
     g = torch.Generator().manual_seed(2)
     x_hat = x + 0.05 * torch.randn(x.shape, generator=g, dtype=x.dtype)
     ref = prior.penalty(x_hat, x, **ctx)
@@ -270,3 +276,24 @@ def test_check_ground_truth_detects_sign_and_scale_bugs(data):
     bad3[0, 0, 0, :3] = bad3[0, 0, 1, :3]
     with pytest.raises(ValueError, match="not finite"):
         prior_for("three-body", "energy").check_ground_truth(bad3, **ctx3)
+
+
+@pytest.mark.parametrize("system", ["three-body", "five-spring"])
+def test_per_component_kinetic_features_are_the_posters_and_invariant_under_signed_axis_permutations(data, system):
+    """J_KE = Σ_{k,l,d} ((V̂)²_{l,k,d} − V²_{l,k,d})²: invariant under permutations and reflections of the axes
+    (and of the particles), but not under a generic rotation, which mixes components."""
+    x, ctx = data[system]
+    prior = prior_for(system, "energy", potential_weight=0.0)  # the kinetic group alone
+    assert prior.kinetic_per_component
+    D = x.shape[-1] // 2
+    _, V = prior.split(x)
+    assert torch.allclose(prior.features(x, **ctx)["kinetic"], V.square())  # [B, L, K, D]
+    g = torch.Generator().manual_seed(5)
+    x_hat = x + 0.05 * torch.randn(x.shape, generator=g, dtype=x.dtype)
+    ref = prior.penalty(x_hat, x, **ctx)
+    signed = torch.eye(D, dtype=x.dtype)[torch.randperm(D, generator=g)] * torch.tensor([-1.0] + [1.0] * (D - 1))
+    q = signed.expand(x.shape[0], D, D)
+    torch.testing.assert_close(prior.penalty(rotate_particle_state(x_hat, q), rotate_particle_state(x, q), **ctx), ref)
+    q = random_orthogonal(x.shape[0], D, g, dtype=x.dtype)
+    rotated = prior.penalty(rotate_particle_state(x_hat, q), rotate_particle_state(x, q), **ctx)
+    assert not torch.allclose(rotated, ref, rtol=1e-3)

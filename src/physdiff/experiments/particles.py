@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -123,6 +124,9 @@ class PriorConfig:
     # h̃_θ of a nonlinear prior (method.md §3.3): "tweedie" matches h(x̂0) to h(x0); "aux_head" trains an
     # extra head on the denoiser's hidden node states to predict h(x0) (physdiff.priors.aux_head)
     variant: str = "tweedie"
+    # further keyword settings of the prior object, e.g. {kinetic_per_component: false} for the energy
+    # priors' per-particle kinetic features (the auxiliary-head variant needs them)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

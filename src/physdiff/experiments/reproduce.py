@@ -63,7 +63,7 @@ TABLE_METRICS = {
 # `physdiff sweep` on the val split with data matching (docs/results.md). The three-body energy prior
 # only helps through the auxiliary head: h(x̂0) with 1/R_ij of a blurred estimate hurt at every λ and w(t).
 PAPER_PRIORS = {
-    "three-body": [PriorConfig("energy", 0.3, "one", "aux_head")],
+    "three-body": [PriorConfig("energy", 0.3, "one", "aux_head", {"kinetic_per_component": False})],
     "five-spring": [PriorConfig("momentum", 1.0, "one"), PriorConfig("energy", 0.01, "low_noise")],
 }
 # beyond the paper, reported in their own rows: every trained model is sampled again with these
@@ -190,6 +190,7 @@ def build_priors(cfg: ParticleExperimentConfig, arm: str, system: str, dim: int,
             dim=dim,
             scale=(scaling.positions, scaling.velocities),
             time_weight=time_weight_fn(p.time_weight, schedule),
+            **p.options,
         )
         if p.variant == "aux_head":
             if prior.case != "nonlinear":

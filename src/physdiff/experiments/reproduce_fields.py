@@ -202,6 +202,7 @@ def build_field_priors(cfg: FieldExperimentConfig, arm: str, data: FieldData, la
             to_physical=layout.to_physical,
             coefficient_to_physical=layout.cond_to_physical if data.coefficient is not None else None,
             term_scale=scale,
+            **p.options,
         )
         for p in specs[arm]
     ]

@@ -137,7 +137,8 @@ def feature_layout(prior: Prior, layout: Mapping[str, str] | None = None) -> dic
         if prior.kinetic_per_component:
             raise ValueError(
                 f"prior {prior.name!r}: the auxiliary head predicts rotation-invariant features only; "
-                "per-component kinetic terms V²_{l,k,d} are not (use kinetic_per_component=False)"
+                "per-component kinetic terms V²_{l,k,d} (the default) are not: set the prior's option "
+                "kinetic_per_component=False (per-particle |V|², e.g. priors.0.options={kinetic_per_component: false})"
             )
         layout = {"potential": "pair", "kinetic": "node"}
     if layout is None:

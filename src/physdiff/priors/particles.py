@@ -8,15 +8,16 @@ Frame 0 is the conditioned first frame.
 * :class:`MomentumPrior` (linear): R_l = Σ_k m_k V_{l,k} − Σ_k m_k V_{0,k}, l ≥ 1.
 * :class:`AngularMomentumPrior` (multilinear): R_l = L_l − L_0, L_l = Σ_k m_k R_{l,k} × V_{l,k}.
 * :class:`NewtonSpringPrior` (linear in positions given the graph): m a_l − F_spring(R_l) on interior frames.
-* :class:`GravityEnergyPrior` (nonlinear, multilinear reduction): match 1/R_ij (i<j) and |V_{l,k}|².
-* :class:`SpringEnergyPrior` (nonlinear): match e_ij R_ij² (i<j) and |V_{l,k}|².
+* :class:`GravityEnergyPrior` (nonlinear, multilinear reduction): match 1/R_ij (i<j) and V²_{l,k,d}.
+* :class:`SpringEnergyPrior` (nonlinear): match e_ij R_ij² (i<j) and V²_{l,k,d}.
 
 The energy priors train on features (the reduction); their :meth:`residual` E_l − E_0 (the conservation
 law itself) is what sampling-time constraints (:mod:`physdiff.priors.sampling`) act on.
 
-The kinetic features are per-particle squared speeds |V_{l,k}|² = Σ_d V²_{l,k,d} by default, which keeps
-the penalty rotation invariant; ``kinetic_per_component=True`` gives the poster's per-component V²_{l,k,d}
-(invariant only under axis permutations and reflections).
+The kinetic features are the poster's per-component squares V²_{l,k,d} by default (J_KE of method.md §3.3:
+each component enters the energy through its own square). ``kinetic_per_component=False`` matches the
+per-particle squared speeds |V_{l,k}|² = Σ_d V²_{l,k,d} instead: a coarser feature whose penalty is rotation
+invariant, which the auxiliary-head variant needs (its head reads invariant hidden states).
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ class GravityEnergyPrior(ParticlePrior):
     case: str = "nonlinear"
     potential_weight: float = 1.0
     kinetic_weight: float = 1.0
-    kinetic_per_component: bool = False
+    kinetic_per_component: bool = True
     G: float = 1.0
     system: ClassVar[tuple[str, ...]] = ("three-body",)
 
@@ -216,7 +217,7 @@ class SpringEnergyPrior(ParticlePrior):
     case: str = "nonlinear"
     potential_weight: float = 1.0
     kinetic_weight: float = 1.0
-    kinetic_per_component: bool = False
+    kinetic_per_component: bool = True
     kappa: float = 0.1
     system: ClassVar[tuple[str, ...]] = ("five-spring",)
     needs_edges: ClassVar[bool] = True
