@@ -187,6 +187,53 @@ def test_residual_shapes_and_momentum() -> None:
         R.shallow_water_mass_residual(q[:, :, :1], data.dt, data.dx, data.dy)
 
 
+def _second_difference_along_coordinates(fn, q: torch.Tensor, n: int, seed: int) -> float:
+    """max over ``n`` random single coordinates k of |R(q + 2δe_k) − 2R(q + δe_k) + R(q)|: zero iff R is
+    affine in each coordinate separately (multilinear), whatever δ."""
+    g = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    base = fn(q)
+    for k in torch.randint(q.numel(), (n,), generator=g).tolist():
+        e = torch.zeros(q.numel(), dtype=q.dtype)
+        e[k] = 0.7
+        e = e.reshape(q.shape)
+        worst = max(worst, float((fn(q + 2 * e) - 2 * fn(q + e) + base).abs().max()))
+    return worst
+
+
+def test_shallow_water_momentum_residual_is_multilinear() -> None:
+    g = torch.Generator().manual_seed(0)
+    q = torch.rand(1, 5, 3, 6, 6, dtype=torch.float64, generator=g) + torch.tensor([1.0, 0.0, 0.0]).view(1, 1, 3, 1, 1)
+    mult = lambda v: R.shallow_water_momentum_residual(v, 0.1, 0.2, 0.3, g=1.5)
+    flux = lambda v: R.shallow_water_momentum_flux_residual(v, 0.1, 0.2, 0.3, g=1.5)
+    assert _second_difference_along_coordinates(mult, q, 60, 1) < 1e-10
+    assert _second_difference_along_coordinates(flux, q, 60, 1) > 1e-3  # the flux form is not
+
+
+def test_shallow_water_momentum_residual_is_h2_times_the_flux_form_to_second_order() -> None:
+    """On smooth fields both discretisations approximate h² × (the continuous residual) to O(Δ²): their
+    difference falls 4× when the grid (and Δt) is halved, and both vanish for a lake at rest."""
+    errs = []
+    for n in (16, 32, 64):
+        s = torch.linspace(0, 1, n, dtype=torch.float64)
+        t, x, y = torch.meshgrid(s, s, s, indexing="ij")
+        h = 1.5 + 0.3 * torch.sin(2 * torch.pi * x) * torch.cos(torch.pi * y) * torch.cos(t)
+        m = 0.2 * torch.cos(torch.pi * x + t) * torch.sin(torch.pi * y)
+        w = 0.1 * torch.sin(torch.pi * x * y + 0.5 * t)
+        q = torch.stack([h, m, w], dim=1)[None]  # [1, T, 3, X, Y]
+        d = 1.0 / (n - 1)
+        h_c = h[None, 1:-1, 1:-1, 1:-1][:, :, None]
+        diff = R.shallow_water_momentum_residual(q, d, d, d) - h_c.square() * R.shallow_water_momentum_flux_residual(
+            q, d, d, d
+        )
+        errs.append(float(diff.abs().max()))
+    rates = [math.log2(errs[i] / errs[i + 1]) for i in range(2)]
+    assert min(rates) > 1.8, (errs, rates)
+    rest = torch.zeros(1, 4, 3, 5, 5, dtype=torch.float64)
+    rest[:, :, 0] = 2.0
+    assert float(R.shallow_water_momentum_residual(rest, 0.1, 0.1, 0.1).abs().max()) == 0.0
+
+
 def test_residual_structure_linear_and_multilinear() -> None:
     g = torch.Generator().manual_seed(0)
     u = torch.randn(2, 5, 7, dtype=torch.float64, generator=g)

@@ -164,14 +164,20 @@ def field_preset_config(experiment: str, preset: str = "quick") -> FieldExperime
 
 
 # ------------------------------------------------------------------------------------------ priors
-def term_scale(data: FieldData) -> float:
-    """A typical magnitude of one PDE term on the training data: RMS of ∂_t of the first channel for
-    time-dependent systems (u_t, h_t), |f| for Darcy (the yardstick of the ground-truth check)."""
+def term_scale(data: FieldData, residual: str = "residual") -> float:
+    """A typical magnitude of one term of the residual ``residual`` on the training data, the yardstick of
+    the ground-truth check: |f| for Darcy; for time-dependent systems the RMS of its time-derivative term,
+    ∂_t of the first channel (u_t, h_t), or h² ∂_t(hu) for the shallow-water momentum residual (which is
+    multiplied through by h²)."""
     if data.system == "darcy":
         return abs(float(data.parameters.get("f", 1.0))) or 1.0
     u = torch.from_numpy(data.fields[:64])
-    first = u[:, :, 0] if data.system == "shallow-water" else u
-    value = float(time_derivative(first, data.dt, dim=1).square().mean().sqrt())
+    if data.system == "shallow-water" and residual == "momentum":
+        term = u[:, 1:-1, 0].square() * time_derivative(u[:, :, 1], data.dt, dim=1)
+    else:
+        first = u[:, :, 0] if data.system == "shallow-water" else u
+        term = time_derivative(first, data.dt, dim=1)
+    value = float(term.square().mean().sqrt())
     return value if value > 0 else 1.0
 
 
@@ -183,7 +189,6 @@ def build_field_priors(cfg: FieldExperimentConfig, arm: str, data: FieldData, la
     if arm not in specs:
         raise ValueError(f"unknown arm {arm!r}; this experiment has {sorted(specs)}")
     schedule = make_schedule(cfg.diffusion.schedule)
-    scale = term_scale(data)
     x0 = layout.to_model(torch.from_numpy(data.fields[:32]))
     ctx = (
         {"cond": layout.cond_to_model(torch.from_numpy(data.coefficient[:32]))} if data.coefficient is not None else {}
@@ -201,7 +206,7 @@ def build_field_priors(cfg: FieldExperimentConfig, arm: str, data: FieldData, la
             parameters=dict(data.parameters),
             to_physical=layout.to_physical,
             coefficient_to_physical=layout.cond_to_physical if data.coefficient is not None else None,
-            term_scale=scale,
+            term_scale=term_scale(data, p.name),
             **p.options,
         )
         for p in specs[arm]

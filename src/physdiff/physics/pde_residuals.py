@@ -10,7 +10,8 @@ is stated in its docstring:
 * Burgers ``u_t + u u_x - (nu/pi) u_xx`` -- multilinear (every product multiplies distinct grid points);
 * Darcy ``-div(a grad u) - f`` -- linear in ``u`` given ``a``;
 * shallow-water mass ``h_t + (hu)_x + (hv)_y`` -- linear in the conservative variables;
-* shallow-water momentum -- general nonlinear (divides by ``h``).
+* shallow-water momentum -- multilinear when multiplied through by ``h²`` (the prior's form); the flux
+  form (dividing by ``h``) is general nonlinear.
 
 All derivatives come from :mod:`physdiff.physics.finite_difference`.
 """
@@ -29,6 +30,7 @@ __all__ = [
     "darcy_flux_divergence",
     "shallow_water_mass_residual",
     "shallow_water_momentum_residual",
+    "shallow_water_momentum_flux_residual",
 ]
 
 
@@ -153,20 +155,19 @@ def shallow_water_mass_residual(q: Tensor, dt: float, dx: float, dy: float) -> T
     return h_t + hu_x + hv_y
 
 
-def shallow_water_momentum_residual(
+def shallow_water_momentum_flux_residual(
     q: Tensor, dt: float, dx: float, dy: float, g: float = 1.0, eps: float = 1e-6
 ) -> Tensor:
-    """Shallow-water momentum residuals (flat bottom), general nonlinear (divides by ``h``).
+    """Shallow-water momentum residuals in flux form (flat bottom), general nonlinear (divides by ``h``):
 
-    ``(hu)_t + (hu^2/h + g h^2/2)_x + (hu hv / h)_y`` and
-    ``(hv)_t + (hu hv / h)_x + (hv^2/h + g h^2/2)_y``, with ``h`` clamped below by ``eps``.
-    Because of the division by ``h`` this is *not* multilinear; as a prior it belongs to the general
-    nonlinear case (match fluxes) rather than the plain residual penalty.
+    ``(hu)_t + (hu^2/h + g h^2/2)_x + (hu hv / h)_y`` and ``(hv)_t + (hu hv / h)_x + (hv^2/h + g h^2/2)_y``,
+    central differences, ``h`` clamped below by ``eps``. The reference form; the prior uses the
+    multilinear :func:`shallow_water_momentum_residual`.
 
     Returns:
         ``[B, T-2, 2, X-2, Y-2]`` (x- and y-momentum) on interior frames and cells.
     """
-    h, hu, hv = _split_sw(q, "shallow_water_momentum_residual")
+    h, hu, hv = _split_sw(q, "shallow_water_momentum_flux_residual")
     hs = h.clamp_min(eps)
     fxx = hu * hu / hs + 0.5 * g * h * h
     fxy = hu * hv / hs
@@ -183,4 +184,72 @@ def shallow_water_momentum_residual(
 
     rx = dtt(hu) + ddx(fxx) + ddy(fxy)
     ry = dtt(hv) + ddx(fxy) + ddy(fyy)
+    return torch.stack([rx, ry], dim=2)
+
+
+def shallow_water_momentum_residual(q: Tensor, dt: float, dx: float, dy: float, g: float = 1.0) -> Tensor:
+    r"""Shallow-water momentum residuals multiplied through by ``h²``: a **multilinear** residual.
+
+    With m = hu, w = hv the flux form m_t + (m²/h + g h²/2)_x + (m w/h)_y = 0 times h² is the polynomial
+
+        R_x = h² m_t + 2 h m m_x − m² h_x + h w m_y + h m w_y − m w h_y + g h³ h_x,
+        R_y = h² w_t + h w m_x + h m w_x − m w h_x + 2 h w w_y − w² h_y + g h³ h_y,
+
+    which vanishes exactly where the flux form does (h > 0) and has no division. It is discretised with
+    central differences so that every product multiplies **distinct** grid values, each entering linearly
+    (method.md §3.2): the squares take neighbours, h² m_t → h^{n+1} h^{n−1} (m^{n+1} − m^{n−1})/(2Δt),
+    m² h_x → m_{j+1} m_{j−1} (h_{i+1} − h_{i−1})/(2Δx), g h³ h_x → g h h_{j+1} h_{j−1} (h_{i+1} − h_{i−1})/(2Δx)
+    (and w² h_y, g h³ h_y with the x-neighbours). Each replacement is second-order accurate, so R equals
+    h² × the flux residual up to O(Δt², Δx², Δy²). Multilinear, its Jensen gap is a sum of posterior
+    covariances of distinct coordinates, which vanishes as σ_t → 0: the prior penalises ‖R(x̂0)‖².
+
+    Args:
+        q: ``[B, T, 3, X, Y]`` with channels ``(h, hu, hv)``; dt, dx, dy: spacings; g: gravity.
+
+    Returns:
+        ``[B, T-2, 2, X-2, Y-2]`` (x- and y-momentum) on interior frames and cells.
+    """
+    h, m, w = _split_sw(q, "shallow_water_momentum_residual")
+
+    def c(f: Tensor) -> Tensor:
+        return f[:, 1:-1, 1:-1, 1:-1]
+
+    def t_nb(f: Tensor) -> tuple[Tensor, Tensor]:
+        return f[:, 2:, 1:-1, 1:-1], f[:, :-2, 1:-1, 1:-1]
+
+    def x_nb(f: Tensor) -> tuple[Tensor, Tensor]:
+        return f[:, 1:-1, 2:, 1:-1], f[:, 1:-1, :-2, 1:-1]
+
+    def y_nb(f: Tensor) -> tuple[Tensor, Tensor]:
+        return f[:, 1:-1, 1:-1, 2:], f[:, 1:-1, 1:-1, :-2]
+
+    def d(nb: tuple[Tensor, Tensor], step: float) -> Tensor:
+        return (nb[0] - nb[1]) / (2.0 * step)
+
+    hc, mc, wc = c(h), c(m), c(w)
+    h_tp, h_tm = t_nb(h)
+    h_xp, h_xm = x_nb(h)
+    h_yp, h_ym = y_nb(h)
+    m_x, m_y, w_x, w_y = d(x_nb(m), dx), d(y_nb(m), dy), d(x_nb(w), dx), d(y_nb(w), dy)
+    h_x, h_y = d((h_xp, h_xm), dx), d((h_yp, h_ym), dy)
+    m_yp, m_ym = y_nb(m)
+    w_xp, w_xm = x_nb(w)
+    rx = (
+        h_tp * h_tm * d(t_nb(m), dt)
+        + 2.0 * hc * mc * m_x
+        - m_yp * m_ym * h_x
+        + hc * wc * m_y
+        + hc * mc * w_y
+        - mc * wc * h_y
+        + g * hc * h_yp * h_ym * h_x
+    )
+    ry = (
+        h_tp * h_tm * d(t_nb(w), dt)
+        + hc * wc * m_x
+        + hc * mc * w_x
+        - mc * wc * h_x
+        + 2.0 * hc * wc * w_y
+        - w_xp * w_xm * h_y
+        + g * hc * h_xp * h_xm * h_y
+    )
     return torch.stack([rx, ry], dim=2)

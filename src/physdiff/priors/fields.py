@@ -9,8 +9,9 @@ on white noise, :func:`noise_gain`) so that λ weighs the penalty against the da
     J_R = E_t w(t) ‖R(to_physical(x̂0)) / normaliser‖²   (mean over the points where the stencil applies).
 
 Cases: advection, Darcy (given a) and shallow-water mass are linear in u — no Jensen gap; Burgers
-(``u_i (u_{i+1} − u_{i−1})``, products of distinct grid points) is multilinear; shallow-water momentum
-divides by h and is treated as general nonlinear (its residual is the feature matched to the clean value).
+(``u_i (u_{i+1} − u_{i−1})``, products of distinct grid points) and shallow-water momentum (multiplied
+through by h², :func:`physdiff.physics.pde_residuals.shallow_water_momentum_residual`) are multilinear:
+the penalty is ‖R(x̂0)‖² in every case.
 On ground truth the residual is the discretisation error (the floor), not zero, so
 :meth:`FieldResidualPrior.check_ground_truth` bounds the *relative* residual instead.
 """
@@ -92,11 +93,6 @@ class FieldResidualPrior(Prior):
             coef = self.coefficient_to_physical(cond).to(u.dtype)
         return self._fn(u, coef, self.spacing, self.parameters) / self.normaliser
 
-    def features(self, x: Tensor, cond: Tensor | None = None, **context: Any) -> Tensor:
-        """Nonlinear case (shallow-water momentum divides by h): the residual itself is the feature h,
-        matched to its value on the clean fields, ‖h(x̂0) − h(x0)‖²."""
-        return self.residual(x, cond=cond, **context)
-
     def check_ground_truth(self, x0: Tensor, *, tol: float = 0.25, **context: Any) -> None:
         """Refuse a prior whose residual on clean data is not small relative to a PDE term.
 
@@ -150,8 +146,7 @@ def make_field_prior(
     valid = FIELD_PRIORS.get(sys_.name, ("residual",))
     if name not in valid:
         raise ValueError(f"prior {name!r} does not apply to {sys_.name}; valid priors: {', '.join(valid)}")
-    # shallow-water momentum divides by h: general nonlinear, matched as a feature (method.md §3.3)
-    case = sys_.residual_kind if name == "residual" else "nonlinear"
+    case = sys_.residual_kind if name == "residual" else sys_.extra_residual_kinds[name]
     return FieldResidualPrior(
         name=name, case=case, weight=weight, time_weight=time_weight, system=sys_, residual_name=name, **kwargs
     )

@@ -100,6 +100,7 @@ class PDESystem:
     residual_fn: ResidualFn
     floor: float
     extra_residuals: Mapping[str, ResidualFn] = field(default_factory=dict)
+    extra_residual_kinds: Mapping[str, str] = field(default_factory=dict)
 
     def simulate(self, n: int, seed: int, **settings: Any) -> PDESimulation:
         """Simulate ``n`` samples with ``defaults`` overridden by ``settings``."""
@@ -198,6 +199,7 @@ PDE_SYSTEMS: Mapping[str, PDESystem] = MappingProxyType(
             residual_fn=_sw_mass,
             floor=0.10625,
             extra_residuals=MappingProxyType({"momentum": _sw_mom}),
+            extra_residual_kinds=MappingProxyType({"momentum": "multilinear"}),
         ),
     }
 )
