@@ -3,8 +3,8 @@
 
 Each :class:`PDESystem` bundles the simulator (``simulate(n, seed, **settings)`` returning a
 :class:`PDESimulation`), its ``quick`` default settings and a larger preset, its residual function
-(used as the physical prior and for ``constraint_rmse``) and the measured residual *floor*: the mean
-per-sample residual RMSE of the system's own ground truth at the quick settings (seed 0, 32 samples).
+(used as the physical prior and for ``constraint_rmse``); :meth:`PDESystem.measure_floor` measures the
+residual *floor*, the mean per-sample residual RMSE of the system's own ground truth.
 
 Field axis orders (shared with :class:`physdiff.data.pdebench.FieldData`):
 
@@ -87,7 +87,6 @@ class PDESystem:
         defaults: quick-preset settings; ``large``: a larger preset (benchmarks / paper scale).
         residual_kind: prior case of the residual (``linear`` / ``multilinear``).
         residual_fn: ``(fields, coefficient, spacing, parameters) -> residual`` on torch tensors.
-        floor: measured residual floor (mean per-sample RMSE) of the quick ground truth.
     """
 
     name: str
@@ -98,7 +97,6 @@ class PDESystem:
     large: Mapping[str, Any]
     residual_kind: str
     residual_fn: ResidualFn
-    floor: float
     extra_residuals: Mapping[str, ResidualFn] = field(default_factory=dict)
     extra_residual_kinds: Mapping[str, str] = field(default_factory=dict)
 
@@ -164,7 +162,6 @@ PDE_SYSTEMS: Mapping[str, PDESystem] = MappingProxyType(
             large=MappingProxyType({**advection.DEFAULTS, "nx": 256, "nt": 101, "t_final": 2.0}),
             residual_kind="linear",
             residual_fn=_adv,
-            floor=0.26015,
         ),
         "burgers": PDESystem(
             name="burgers",
@@ -175,7 +172,6 @@ PDE_SYSTEMS: Mapping[str, PDESystem] = MappingProxyType(
             large=MappingProxyType({**burgers.DEFAULTS, "nx": 256, "nt": 101, "t_final": 2.0}),
             residual_kind="multilinear",
             residual_fn=_burgers,
-            floor=0.095348,
         ),
         "darcy": PDESystem(
             name="darcy",
@@ -186,7 +182,6 @@ PDE_SYSTEMS: Mapping[str, PDESystem] = MappingProxyType(
             large=MappingProxyType({**darcy.DEFAULTS, "n_grid": 128}),
             residual_kind="linear",
             residual_fn=_darcy,
-            floor=3.2e-14,
         ),
         "shallow-water": PDESystem(
             name="shallow-water",
@@ -197,7 +192,6 @@ PDE_SYSTEMS: Mapping[str, PDESystem] = MappingProxyType(
             large=MappingProxyType({**shallow_water.DEFAULTS, "nx": 128, "ny": 128, "nt": 101}),
             residual_kind="linear",
             residual_fn=_sw_mass,
-            floor=0.10625,
             extra_residuals=MappingProxyType({"momentum": _sw_mom}),
             extra_residual_kinds=MappingProxyType({"momentum": "multilinear"}),
         ),
