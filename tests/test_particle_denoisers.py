@@ -15,14 +15,14 @@ from physdiff.data.augment import (
     translate_positions,
 )
 from physdiff.models.egnn import SpaceTimeEGNN
-from physdiff.models.embedding import TimeEmbedding, sinusoidal_embedding
+from physdiff.models.embedding import NoiseEmbedding, sinusoidal_embedding
 from physdiff.models.transformer import ParticleTransformer
 from physdiff.testing.equivariance import assert_equivariant, equivariance_errors
 
 F64 = torch.float64
 KINDS = dict(
     x_t="particles",
-    t="invariant",
+    noise="invariant",
     known="known",
     mask="mask",
     edges="edges",
@@ -41,7 +41,7 @@ def make_inputs(b=2, length=5, k=4, d=3, edges=True, dtype=F64, seed=0):
     e = torch.triu((torch.rand(b, k, k, generator=g) < 0.5).to(dtype), diagonal=1)
     return dict(
         x_t=x,
-        t=torch.rand(b, generator=g, dtype=dtype),
+        noise=torch.rand(b, generator=g, dtype=dtype),
         known=known,
         mask=mask,
         edges=e + e.transpose(1, 2) if edges else None,
@@ -82,7 +82,7 @@ def test_egnn_equivariant_by_hand_with_per_sample_transforms():
     known2 = permute_particles(translate_positions(rotate_particle_state(inp["known"], q), c, inp["mask"]), perm)
     out2, hid2 = model(
         x2,
-        inp["t"],
+        inp["noise"],
         known2,
         permute_particles(inp["mask"], perm),
         edges=permute_edges(inp["edges"], perm),
@@ -105,10 +105,10 @@ def test_egnn_shapes_any_k_and_l(b, length, k):
     out, hid = model(**inp)
     assert out.shape == (b, length, k, 4) and hid.shape == (b, length, k, 32)
     assert torch.isfinite(out).all()
-    assert model(inp["x_t"], inp["t"], inp["known"], inp["mask"]).shape == out.shape
+    assert model(inp["x_t"], inp["noise"], inp["known"], inp["mask"]).shape == out.shape
 
 
-def test_egnn_uses_conditioning_edges_masses_and_time():
+def test_egnn_uses_conditioning_edges_masses_and_noise_level():
     model = small_egnn(3)
     inp = make_inputs()
     base = model(**inp)[0]
@@ -116,7 +116,7 @@ def test_egnn_uses_conditioning_edges_masses_and_time():
         ("known", inp["known"] * 2.0),
         ("edges", 1.0 - inp["edges"] - torch.eye(4, dtype=F64)),
         ("masses", inp["masses"] * 3.0),
-        ("t", 1.0 - inp["t"]),
+        ("noise", 1.0 - inp["noise"]),
     ]:
         assert (model(**{**inp, key: new})[0] - base).abs().max() > 1e-6, key
 
@@ -217,7 +217,7 @@ def test_helper_point_outputs_and_reflection_only_failure():
     assert errors["rotation"] < 1e-12 and errors["reflection"] > 1e-3
 
 
-def test_time_embedding_shapes():
+def test_noise_embedding_shapes():
     assert sinusoidal_embedding(torch.arange(7), 9).shape == (7, 9)
-    for kind in ("sinusoidal", "fourier"):
-        assert TimeEmbedding(16, kind=kind)(torch.rand(5)).shape == (5, 16)
+    assert NoiseEmbedding(16)(torch.rand(5)).shape == (5, 16)
+    assert NoiseEmbedding(16, features=7)(torch.rand(5)).shape == (5, 16)  # odd feature count padded

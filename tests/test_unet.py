@@ -26,11 +26,11 @@ def _inputs(shape, cond_channels=0, dtype=torch.float32, seed=0):
     x = torch.randn(shape, generator=g, dtype=dtype)
     mask = (torch.rand(shape, generator=g) < 0.3).to(dtype)
     known = torch.randn(shape, generator=g, dtype=dtype) * mask
-    t = torch.rand(shape[0], generator=g, dtype=dtype)
+    noise = torch.rand(shape[0], generator=g, dtype=dtype)
     cond = None
     if cond_channels:
         cond = torch.randn((shape[0], cond_channels, *shape[2:]), generator=g, dtype=dtype)
-    return x, t, known, mask, cond
+    return x, noise, known, mask, cond
 
 
 def _randomise(net: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:
@@ -55,13 +55,13 @@ CASES = [
 @pytest.mark.parametrize(("name", "dims", "shape", "periodic"), CASES, ids=[c[0] for c in CASES])
 def test_output_shape(name, dims, shape, periodic, cond_channels):
     net = UNet(dims, shape[1], cond_channels=cond_channels, periodic=periodic, **SMALL)
-    x, t, known, mask, cond = _inputs(shape, cond_channels)
-    out = net(x, t, known, mask, cond)
+    x, noise, known, mask, cond = _inputs(shape, cond_channels)
+    out = net(x, noise, known, mask, cond)
     assert out.shape == x.shape
     assert out.dtype == x.dtype
     # EDM-style zero-initialised output layer.
     assert torch.count_nonzero(out) == 0
-    out, hidden = net(x, t, known, mask, cond, return_hidden=True)
+    out, hidden = net(x, noise, known, mask, cond, return_hidden=True)
     assert out.shape == x.shape
     assert hidden.shape == (shape[0], net.hidden_channels, *shape[2:])
 
@@ -78,8 +78,8 @@ def test_attention_and_more_blocks_shape():
         attention_heads=2,
         dropout=0.1,
     )
-    x, t, known, mask, _ = _inputs((3, 2, 8, 8))
-    assert net(x, t, known, mask).shape == x.shape
+    x, noise, known, mask, _ = _inputs((3, 2, 8, 8))
+    assert net(x, noise, known, mask).shape == x.shape
 
 
 def test_pad_per_axis():
@@ -115,37 +115,37 @@ def test_periodic_shift_equivariance(name, dims, shape, periodic, shifts, random
     if randomised:
         _randomise(net)
     net.eval()
-    x, t, known, mask, cond = _inputs(shape, cond_channels=1, dtype=torch.float64)
+    x, noise, known, mask, cond = _inputs(shape, cond_channels=1, dtype=torch.float64)
     axes = tuple(range(2, 2 + dims))
-    out, hid = net(x, t, known, mask, cond, return_hidden=True)
+    out, hid = net(x, noise, known, mask, cond, return_hidden=True)
     if randomised:
         assert out.abs().max() > 1e-3  # the check is not vacuous
     for shift in shifts:
         roll = lambda z, s=shift: torch.roll(z, s, dims=axes)
-        out_s, hid_s = net(roll(x), t, roll(known), roll(mask), roll(cond), return_hidden=True)
+        out_s, hid_s = net(roll(x), noise, roll(known), roll(mask), roll(cond), return_hidden=True)
         assert (out_s - roll(out)).abs().max() <= 1e-10
         assert (hid_s - roll(hid)).abs().max() <= 1e-10
 
 
 def test_shift_along_non_periodic_axis_is_not_equivariant():
     net = _randomise(UNet(2, 1, periodic=(False, True), **SMALL).double()).eval()
-    x, t, known, mask, _ = _inputs((1, 1, 8, 16), dtype=torch.float64)
-    out = net(x, t, known, mask)
-    rolled = net(torch.roll(x, 4, 2), t, torch.roll(known, 4, 2), torch.roll(mask, 4, 2))
+    x, noise, known, mask, _ = _inputs((1, 1, 8, 16), dtype=torch.float64)
+    out = net(x, noise, known, mask)
+    rolled = net(torch.roll(x, 4, 2), noise, torch.roll(known, 4, 2), torch.roll(mask, 4, 2))
     assert (rolled - torch.roll(out, 4, 2)).abs().max() > 1e-3
     # Control for the control: the periodic axis of the same network is equivariant.
-    rolled = net(torch.roll(x, 4, 3), t, torch.roll(known, 4, 3), torch.roll(mask, 4, 3))
+    rolled = net(torch.roll(x, 4, 3), noise, torch.roll(known, 4, 3), torch.roll(mask, 4, 3))
     assert (rolled - torch.roll(out, 4, 3)).abs().max() <= 1e-10
 
 
-def test_output_depends_on_time_known_mask_and_cond():
+def test_output_depends_on_noise_level_known_mask_and_cond():
     net = _randomise(UNet(1, 1, cond_channels=1, periodic=(True,), **SMALL).double()).eval()
-    x, t, known, mask, cond = _inputs((2, 1, 16), cond_channels=1, dtype=torch.float64)
-    out = net(x, t, known, mask, cond)
-    assert not torch.allclose(out, net(x, t + 0.1, known, mask, cond))
-    assert not torch.allclose(out, net(x, t, known + 1.0, mask, cond))
-    assert not torch.allclose(out, net(x, t, known, 1.0 - mask, cond))
-    assert not torch.allclose(out, net(x, t, known, mask, cond + 1.0))
+    x, noise, known, mask, cond = _inputs((2, 1, 16), cond_channels=1, dtype=torch.float64)
+    out = net(x, noise, known, mask, cond)
+    assert not torch.allclose(out, net(x, noise + 0.1, known, mask, cond))
+    assert not torch.allclose(out, net(x, noise, known + 1.0, mask, cond))
+    assert not torch.allclose(out, net(x, noise, known, 1.0 - mask, cond))
+    assert not torch.allclose(out, net(x, noise, known, mask, cond + 1.0))
 
 
 @pytest.mark.parametrize(
@@ -157,9 +157,9 @@ def test_output_depends_on_time_known_mask_and_cond():
 )
 def test_wrong_spatial_size_raises(shape, match):
     net = UNet(2, 1, periodic=(False, True), **SMALL)
-    x, t, known, mask, _ = _inputs(shape)
+    x, noise, known, mask, _ = _inputs(shape)
     with pytest.raises(ValueError, match=match):
-        net(x, t, known, mask)
+        net(x, noise, known, mask)
 
 
 def test_bad_arguments_raise():
@@ -168,39 +168,39 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="periodic"):
         UNet(2, 1, periodic=(True,))
     net = UNet(1, 1, cond_channels=1, **SMALL)
-    x, t, known, mask, cond = _inputs((2, 1, 8), cond_channels=1)
+    x, noise, known, mask, cond = _inputs((2, 1, 8), cond_channels=1)
     with pytest.raises(ValueError, match="cond"):
-        net(x, t, known, mask)
+        net(x, noise, known, mask)
     with pytest.raises(ValueError, match="x_t"):
-        net(x[:, :, None], t, known, mask, cond)
+        net(x[:, :, None], noise, known, mask, cond)
     with pytest.raises(ValueError, match="mask"):
-        net(x, t, known, mask[:1], cond)
-    with pytest.raises(ValueError, match="t must"):
-        net(x, t[:1], known, mask, cond)
+        net(x, noise, known, mask[:1], cond)
+    with pytest.raises(ValueError, match="noise must"):
+        net(x, noise[:1], known, mask, cond)
     with pytest.raises(ValueError, match="cond_channels=0"):
-        UNet(1, 1, **SMALL)(x, t, known, mask, cond)
+        UNet(1, 1, **SMALL)(x, noise, known, mask, cond)
 
 
 def test_gradients_flow():
     net = UNet(2, 1, cond_channels=1, periodic=(False, True), attention=True, **SMALL)
-    x, t, known, mask, cond = _inputs((2, 1, 8, 8), cond_channels=1)
+    x, noise, known, mask, cond = _inputs((2, 1, 8, 8), cond_channels=1)
     x.requires_grad_(True)
     # First step: with zero-initialised last layers only those layers receive gradient.
-    loss = (net(x, t, known, mask, cond) - known).square().mean()
+    loss = (net(x, noise, known, mask, cond) - known).square().mean()
     loss.backward()
     assert net.out_conv.weight.grad.abs().sum() > 0
     # With random (non-zero) weights every parameter and the input receive a gradient.
     x.grad = None
     net.zero_grad()
     _randomise(net)
-    (net(x, t, known, mask, cond) - known).square().mean().backward()
+    (net(x, noise, known, mask, cond) - known).square().mean().backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-def test_float64_and_scalar_t():
+def test_float64_and_scalar_noise_level():
     net = UNet(1, 1, periodic=True, **SMALL).double()
     x, _, known, mask, _ = _inputs((3, 1, 8), dtype=torch.float64)
     out = net(x, torch.tensor(0.5, dtype=torch.float64), known, mask.bool())

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from physdiff.diffusion.schedule import VPSchedule
 
-__all__ = ["GaussianDenoiserNet", "gaussian_posterior_mean"]
+__all__ = ["GaussianDenoiserNet", "gaussian_posterior_mean", "coefficients_from_noise_level"]
 
 
 def gaussian_posterior_mean(x_t: Tensor, alpha: Tensor, sigma: Tensor, mu: Tensor, cov: Tensor) -> Tensor:
@@ -25,19 +25,31 @@ def gaussian_posterior_mean(x_t: Tensor, alpha: Tensor, sigma: Tensor, mu: Tenso
     return mu + ((x_t - alpha * mu) @ u * gain) @ u.T
 
 
+def coefficients_from_noise_level(noise: Tensor) -> tuple[Tensor, Tensor]:
+    """(α, σ) of a VP process from c = log(σ/α) alone: α² = 1/(1 + e^{2c}) = sigmoid(−2c), σ² = sigmoid(2c),
+    computed as exp(½ logsigmoid(∓2c)) so that neither underflows to 0 for |c| large."""
+    logsig = torch.nn.functional.logsigmoid
+    return torch.exp(0.5 * logsig(-2.0 * noise)), torch.exp(0.5 * logsig(2.0 * noise))
+
+
 class GaussianDenoiserNet(nn.Module):
     """The exact optimal network for N(μ, Σ) data, in the ``x0`` parametrisation.
 
-    It follows the network signature of ``docs/architecture.md`` and ignores conditioning inputs
-    (the :class:`~physdiff.diffusion.parametrisation.Denoiser` enforces known entries itself).
+    It follows the network signature of ``docs/architecture.md``: it sees the noise level
+    c_noise = log(σ/α) only and derives α, σ from it (:func:`coefficients_from_noise_level`), so it is
+    exact under any VP schedule. It ignores conditioning inputs (the
+    :class:`~physdiff.diffusion.parametrisation.Denoiser` enforces known entries itself).
+    ``schedule`` is ignored (accepted for backward compatibility).
     """
 
-    def __init__(self, mu: Tensor, cov: Tensor, schedule: VPSchedule) -> None:
+    def __init__(self, mu: Tensor, cov: Tensor, schedule: VPSchedule | None = None) -> None:
         super().__init__()
         self.register_buffer("mu", mu)
         self.register_buffer("cov", cov)
-        self.schedule = schedule
 
-    def forward(self, x_t: Tensor, t: Tensor, known: Tensor, mask: Tensor, **_: Tensor) -> Tensor:
-        alpha, sigma = self.schedule.coefficients(t, x_t.ndim)
-        return gaussian_posterior_mean(x_t, alpha, sigma, self.mu.to(x_t), self.cov.to(x_t))
+    def forward(self, x_t: Tensor, noise: Tensor, known: Tensor, mask: Tensor, **_: Tensor) -> Tensor:
+        shape = (-1,) + (1,) * (x_t.ndim - 1)
+        alpha, sigma = coefficients_from_noise_level(noise.to(x_t.dtype))
+        return gaussian_posterior_mean(
+            x_t, alpha.reshape(shape), sigma.reshape(shape), self.mu.to(x_t), self.cov.to(x_t)
+        )

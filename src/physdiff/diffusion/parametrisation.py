@@ -9,6 +9,11 @@ With x_t = α_t x_0 + σ_t ε (α² + σ² = 1) the optimal predictions are link
 The :class:`Denoiser` wraps a network (which knows nothing of schedules) and turns its raw output
 into the Tweedie estimate x̂0 that every physical prior acts on. Known (conditioned) entries are
 exact in x̂0, so every sampler keeps them fixed.
+
+The network is conditioned on the noise level c_noise = log(σ_t/α_t) = −½ λ(t) (λ the log-SNR), not on
+t: two schedules at times with the same σ/α give the network the same input, so a trained network does
+not depend on the schedule it was trained with (the c_noise of Karras et al. 2022, there ¼ ln σ).
+
 """
 
 from __future__ import annotations
@@ -95,8 +100,12 @@ class DenoiserOutput:
 class Denoiser(nn.Module):
     """Parametrisation wrapper: network raw output → (x̂0, ε̂), with conditioning and projection.
 
+    ``forward(x_t, t, ...)`` takes the diffusion time t (samplers and losses work in t) and calls the
+    network with the noise level c_noise = log(σ_t/α_t) (:meth:`noise_level`) instead of t.
+
     Args:
-        net: a network with signature ``net(x_t, t, known, mask, **context)`` (docs/architecture.md).
+        net: a network with signature ``net(x_t, noise, known, mask, **context)``, ``noise`` the noise
+            level c_noise ``[B]`` (docs/architecture.md).
         schedule: the VP schedule.
         prediction: what the raw output means: ``"eps"``, ``"x0"`` or ``"v"``.
         project: an optional linear orthogonal projection ``project(x, **context)`` onto the data subspace
@@ -123,6 +132,10 @@ class Denoiser(nn.Module):
         """Project onto the data subspace (identity when no projection is set); ``context`` as in forward."""
         return x if self._project is None else self._project(x, **context)
 
+    def noise_level(self, t: Tensor) -> Tensor:
+        """The network's conditioning c_noise = log(σ_t/α_t) = −½ λ(t), from the schedule's stable log-SNR."""
+        return -0.5 * self.schedule.log_snr(t)
+
     def noise_like(self, x: Tensor, generator: torch.Generator | None = None, **context: Tensor) -> Tensor:
         """A draw of ε ~ N(0, I) restricted to the data subspace."""
         eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
@@ -137,6 +150,7 @@ class Denoiser(nn.Module):
         return_hidden: bool = False,
         **context: Tensor,
     ) -> DenoiserOutput:
+        """Evaluate at diffusion time ``t`` ``[B]`` (a scalar is broadcast); the network sees c_noise(t)."""
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
         if mask is None:
@@ -146,10 +160,11 @@ class Denoiser(nn.Module):
             raise ValueError("a conditioning mask was given without the known values")
         known = known * mask
         alpha, sigma = self.schedule.coefficients(t, x_t.ndim)
+        noise = self.noise_level(t)
         if return_hidden:
-            raw, hidden = self.net(x_t, t, known, mask, return_hidden=True, **context)
+            raw, hidden = self.net(x_t, noise, known, mask, return_hidden=True, **context)
         else:
-            raw, hidden = self.net(x_t, t, known, mask, **context), None
+            raw, hidden = self.net(x_t, noise, known, mask, **context), None
         raw = self.project(raw, **context)
         if self.prediction == "eps":
             eps = raw

@@ -1,16 +1,27 @@
-"""Samplers: ancestral DDPM (reverse SDE), DDIM(η) and a second-order Heun probability-flow ODE.
+"""Samplers as small classes: ancestral DDPM, DDIM(η) and a second-order Heun probability-flow ODE.
 
-All samplers start from x_1 ~ N(0, I) (projected onto the data subspace), take ``steps`` steps down
-to t_eps, and end with a Tweedie denoise x̂0(x_{t_eps}, t_eps). Known entries (mask = 1) are exact in
-every x̂0, hence in the output. A ``x0_hook(x0_hat, t)`` may modify the Tweedie estimate at every step
-(sampling-time priors: guidance, projection onto linear constraints).
+A :class:`Sampler` holds the denoiser, the number of steps, the time spacing and the ``x0_hook``. It
+starts from x_{t_max} ~ N(0, I) (projected onto the data subspace), applies :meth:`Sampler.step` from
+t_i to t_{i+1} along the decreasing grid :meth:`Sampler.timesteps` (t_0 = t_max > … > t_N = t_eps),
+and ends with a Tweedie denoise x̂0(x_{t_eps}, t_eps). Conditioning and sampling-time priors are applied
+in one place, the base class: :meth:`Sampler.denoise` (known entries, mask = 1, are exact in every x̂0,
+hence in the output; then ``x0_hook(x̂0, t)``, e.g. guidance or a projection onto linear constraints,
+with ε̂ recomputed from the hooked x̂0) and :meth:`Sampler.noise` (every Gaussian draw projected by
+``denoiser.project``). A subclass only writes the update ``step(x_t, t, s)``.
 
-References: Ho et al. 2020 (DDPM), Song et al. 2021 (DDIM), Karras et al. 2022 (EDM, Heun).
+A new sampler is one subclass (``name``, ``default_steps``, ``default_spacing``, ``step``, and
+``evaluations`` if it is not one evaluation per step) and one line in :data:`SAMPLERS`.
+
+References: Ho et al. 2020 (DDPM), Song et al. 2021 (DDIM), Karras et al. 2022 (EDM, Heun); the
+class layout follows ``azula.sample`` (github.com/probabilists/azula).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -21,30 +32,33 @@ from physdiff.diffusion.schedule import VPSchedule
 
 __all__ = [
     "SAMPLERS",
-    "DEFAULT_STEPS",
     "SPACINGS",
-    "sample",
-    "ddpm_step",
+    "DDIM",
+    "DDPM",
+    "Heun",
+    "Sampler",
     "ddim_step",
-    "time_grid",
+    "ddpm_step",
     "edm_sigma_grid",
+    "make_sampler",
+    "sample",
     "sampling_times",
+    "time_grid",
 ]
 
-SAMPLERS = ("ddpm", "ddim", "heun")
-DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "heun": 25}
-DEFAULT_SPACING = {"ddpm": "uniform", "ddim": "uniform", "heun": "edm"}
 SPACINGS = ("uniform", "edm")
 X0Hook = Callable[[Tensor, Tensor], Tensor]
 
 
+# --------------------------------------------------------------------------------------- time grids
 def time_grid(steps: int, t_eps: float, t_max: float = 1.0, **kw) -> Tensor:
     """Uniform grid t_0 = t_max > … > t_steps = t_eps."""
     return torch.linspace(t_max, t_eps, steps + 1, **kw)
 
 
 def edm_sigma_grid(steps: int, s_max: float, s_min: float, rho: float = 7.0, **kw) -> Tensor:
-    """EDM discretisation σ̃_i = (σ̃_max^{1/ρ} + i/N (σ̃_min^{1/ρ} − σ̃_max^{1/ρ}))^ρ, i = 0…N."""
+    """EDM discretisation σ̃_i = (σ̃_max^{1/ρ} + i/N (σ̃_min^{1/ρ} − σ̃_max^{1/ρ}))^ρ, i = 0…N
+    (Karras et al. 2022, eq. 5)."""
     i = torch.arange(steps + 1, **kw) / steps
     return (s_max ** (1 / rho) + i * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
 
@@ -70,11 +84,11 @@ def sampling_times(schedule: VPSchedule, steps: int, spacing: str = "edm", rho: 
     return ts
 
 
+# ------------------------------------------------------------------------------------ pure updates
 def ddim_step(x_t: Tensor, x0: Tensor, eps: Tensor, a_t, s_t, a_s, s_s, eta: float, noise: Tensor) -> Tensor:
     """DDIM update t → s < t (Song et al. 2021, eq. 12), written with VP coefficients:
 
-    x_s = α_s x̂0 + sqrt(σ_s² − c²) ε̂ + c z,  c = η σ_s · sqrt(1 − α_t²σ_s²/(α_s²σ_t²))
-                                                    = η (σ_s/σ_t) · sqrt(1 − α_t²/α_s²).
+    x_s = α_s x̂0 + sqrt(σ_s² − c²) ε̂ + c z,  c = η σ_s · sqrt(1 − α_t²σ_s²/(α_s²σ_t²)).
 
     c² at η = 1 is the variance σ²_{t|s} σ_s²/σ_t² of the Gaussian posterior q(x_s | x_t, x̂0), so η = 1
     is the ancestral DDPM step (:func:`ddpm_step`, same mean and noise); η = 0 is the deterministic
@@ -88,7 +102,11 @@ def ddim_step(x_t: Tensor, x0: Tensor, eps: Tensor, a_t, s_t, a_s, s_s, eta: flo
 def ddpm_step(x_t: Tensor, x0: Tensor, a_t, s_t, a_s, s_s, noise: Tensor) -> Tensor:
     """Ancestral step: a draw of q(x_s | x_t, x0 = x̂0) = N(μ, σ²_{t|s} σ_s²/σ_t² I) with
     α_{t|s} = α_t/α_s, σ²_{t|s} = σ_t² − α²_{t|s} σ_s² and
-    μ = α_{t|s} σ_s²/σ_t² x_t + α_s σ²_{t|s}/σ_t² x̂0 (Kingma et al. 2021, eq. 32)."""
+    μ = α_{t|s} σ_s²/σ_t² x_t + α_s σ²_{t|s}/σ_t² x̂0 (Kingma et al. 2021, eq. 32; Ho et al. 2020, eq. 7).
+
+    The :class:`DDPM` sampler uses the equal :func:`ddim_step` at η = 1; this form is kept as the
+    independent reference it is tested against.
+    """
     a_ts = a_t / a_s
     var_ts = s_t**2 - a_ts**2 * s_s**2
     mean = (a_ts * s_s**2 / s_t**2) * x_t + (a_s * var_ts / s_t**2) * x0
@@ -96,16 +114,271 @@ def ddpm_step(x_t: Tensor, x0: Tensor, a_t, s_t, a_s, s_s, noise: Tensor) -> Ten
     return mean + std * noise
 
 
-def _check(sampler: str, steps: int | None) -> int:
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
-    steps = DEFAULT_STEPS[sampler] if steps is None else steps
-    if not isinstance(steps, int) or steps <= 0:
+# ---------------------------------------------------------------------------------------- samplers
+@dataclass(frozen=True)
+class _Conditioning:
+    """What one call of a sampler conditions on; the default (no call running) conditions on nothing."""
+
+    known: Tensor | None = None
+    mask: Tensor | None = None
+    generator: torch.Generator | None = None
+    context: Mapping[str, Tensor] = field(default_factory=dict)
+
+
+def _check_steps(steps: object) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
         raise ValueError(f"the number of sampling steps must be a positive integer, got {steps!r}")
     return steps
 
 
-@torch.no_grad()
+def _check_eta(eta: float) -> float:
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must lie in [0, 1], got {eta}")
+    return float(eta)
+
+
+def _check_spacing(spacing: str) -> str:
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown time spacing {spacing!r}; choose one of {SPACINGS}")
+    return spacing
+
+
+class Sampler(ABC):
+    """Reverse-diffusion sampler: ``sampler(shape, ...) -> x0``.
+
+    Args:
+        denoiser: the :class:`~physdiff.diffusion.parametrisation.Denoiser` (network + schedule).
+        steps: number of steps N (default :attr:`default_steps`); :meth:`evaluations` gives the number of
+            denoiser evaluations per sample.
+        spacing: the time grid, ``"uniform"`` in t or ``"edm"`` (ρ-spacing of σ/α, Karras et al. 2022);
+            default :attr:`default_spacing`.
+        x0_hook: optional ``f(x̂0, t) -> x̂0`` applied after every denoiser evaluation (t ``[B]``).
+        rho: the ρ of the ``edm`` spacing.
+
+    Subclasses set ``name``, ``default_steps``, ``default_spacing`` and implement :meth:`step`.
+    """
+
+    name: ClassVar[str]
+    default_steps: ClassVar[int]
+    default_spacing: ClassVar[str] = "uniform"
+    #: whether the sampler takes a stochasticity η (``make_sampler`` passes ``eta`` only then)
+    has_eta: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        steps: int | None = None,
+        *,
+        spacing: str | None = None,
+        x0_hook: X0Hook | None = None,
+        rho: float = 7.0,
+    ) -> None:
+        self.denoiser = denoiser
+        self.steps = _check_steps(self.default_steps if steps is None else steps)
+        self.spacing = _check_spacing(spacing or self.default_spacing)
+        self.x0_hook = x0_hook
+        self.rho = rho
+        self._cond = _Conditioning()
+
+    @property
+    def schedule(self) -> VPSchedule:
+        return self.denoiser.schedule
+
+    @classmethod
+    def evaluations(cls, steps: int | None = None) -> int:
+        """Denoiser evaluations per sample with ``steps`` steps (default :attr:`default_steps`): one per
+        step plus the final Tweedie denoise."""
+        return _check_steps(cls.default_steps if steps is None else steps) + 1
+
+    def timesteps(self) -> Tensor:
+        """The decreasing grid t_0 = t_max > … > t_N = t_eps, float64 (:func:`sampling_times`)."""
+        return sampling_times(self.schedule, self.steps, self.spacing, self.rho)
+
+    # -- the one place where conditioning, hook and projection are applied ---------------------------
+    def denoise(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(x̂0, ε̂) at (x, t) for the current call: known entries exact (by the denoiser), then
+        ``x0_hook(x̂0, t)`` and ε̂ = (x − α_t x̂0)/σ_t recomputed from the hooked x̂0."""
+        c = self._cond
+        tb = t.reshape(1).expand(x.shape[0]).to(dtype=x.dtype, device=x.device)
+        out = self.denoiser(x, tb, c.known, c.mask, **c.context)
+        x0, eps = out.x0, out.eps
+        if self.x0_hook is not None:
+            x0 = self.x0_hook(x0, tb)
+            eps = eps_from_x0(x, x0, out.alpha, out.sigma)
+        return x0, eps
+
+    def noise(self, like: Tensor) -> Tensor:
+        """z ~ N(0, I) shaped like ``like`` from the call's generator, projected onto the data subspace."""
+        c = self._cond
+        z = torch.randn(like.shape, generator=c.generator, dtype=like.dtype, device=like.device)
+        return self.denoiser.project(z, **c.context)
+
+    @abstractmethod
+    def step(self, x_t: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        """One update x_t → x_s from time t to s < t (scalar tensors in x's dtype)."""
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        shape: Sequence[int],
+        *,
+        known: Tensor | None = None,
+        mask: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str = "cpu",
+        progress: bool = False,
+        **context: Tensor,
+    ) -> Tensor:
+        """Draw samples of shape ``shape``; ``known``/``mask`` condition (known entries stay exact),
+        ``generator`` seeds every draw, ``context`` goes to the denoiser (e.g. ``masses``, ``edges``)."""
+        dtype = dtype or torch.get_default_dtype()
+        if mask is not None:
+            if known is None:
+                raise ValueError("a conditioning mask was given without the known values")
+            known = known.to(device=device, dtype=dtype)
+            mask = mask.to(device=device, dtype=dtype)
+        self._cond = _Conditioning(known, mask, generator, context)
+        try:
+            x = self.noise(torch.empty(tuple(shape), dtype=dtype, device=device))
+            ts = self.timesteps().to(dtype=dtype, device=device)
+            for i in tqdm(range(self.steps), desc=f"sampling ({self.name})", disable=not progress, leave=False):
+                x = self.step(x, ts[i], ts[i + 1])
+            x0, _ = self.denoise(x, ts[-1])
+        finally:
+            self._cond = _Conditioning()
+        return x0
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(steps={self.steps}, spacing={self.spacing!r})"
+
+
+class DDIM(Sampler):
+    """DDIM(η) (Song et al. 2021, eq. 12) with VP coefficients (:func:`ddim_step`):
+
+    x_s = α_s x̂0 + sqrt(σ_s² − c²) ε̂ + c z,  c = η σ_s sqrt(1 − (α_t σ_s / (α_s σ_t))²),  z ~ N(0, I).
+
+    η = 0 (the default) is the deterministic first-order discretisation of the probability-flow ODE;
+    η = 1 is ancestral sampling (:class:`DDPM`). One denoiser evaluation per step.
+    """
+
+    name = "ddim"
+    default_steps = 50
+    has_eta = True
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        steps: int | None = None,
+        *,
+        eta: float = 0.0,
+        spacing: str | None = None,
+        x0_hook: X0Hook | None = None,
+        rho: float = 7.0,
+    ) -> None:
+        super().__init__(denoiser, steps, spacing=spacing, x0_hook=x0_hook, rho=rho)
+        self.eta = _check_eta(eta)
+
+    def step(self, x_t: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        x0, eps = self.denoise(x_t, t)
+        sched = self.schedule
+        z = self.noise(x_t) if self.eta > 0 else torch.zeros_like(x_t)
+        return ddim_step(x_t, x0, eps, sched.alpha(t), sched.sigma(t), sched.alpha(s), sched.sigma(s), self.eta, z)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(steps={self.steps}, spacing={self.spacing!r}, eta={self.eta})"
+
+
+class DDPM(DDIM):
+    """Ancestral DDPM sampling (Ho et al. 2020): each step draws x_s ~ q(x_s | x_t, x0 = x̂0), the Gaussian
+    posterior of the forward process. It is DDIM with η = 1 (same mean and variance; see
+    :func:`ddim_step` and the reference form :func:`ddpm_step`). Default 1000 uniform steps.
+    """
+
+    name = "ddpm"
+    default_steps = 1000
+    has_eta = False
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        steps: int | None = None,
+        *,
+        spacing: str | None = None,
+        x0_hook: X0Hook | None = None,
+        rho: float = 7.0,
+    ) -> None:
+        super().__init__(denoiser, steps, eta=1.0, spacing=spacing, x0_hook=x0_hook, rho=rho)
+
+
+class Heun(Sampler):
+    """Heun's second-order method on the probability-flow ODE (Karras et al. 2022, Algorithm 1), in the
+    scaled variable y = x/α and the EDM noise level σ̃ = σ/α, where the ODE is dy/dσ̃ = (y − x̂0)/σ̃:
+
+        d = (y_t − x̂0(t))/σ̃_t,  ŷ = y_t + (σ̃_s − σ̃_t) d,  d' = (ŷ − x̂0(ŷ, s))/σ̃_s,
+        y_s = y_t + (σ̃_s − σ̃_t) (d + d')/2.
+
+    Two denoiser evaluations per step; default 25 steps on the EDM (ρ = 7) grid.
+    """
+
+    name = "heun"
+    default_steps = 25
+    default_spacing = "edm"
+
+    @classmethod
+    def evaluations(cls, steps: int | None = None) -> int:
+        """Two evaluations per step plus the final Tweedie denoise: 2·steps + 1."""
+        return 2 * _check_steps(cls.default_steps if steps is None else steps) + 1
+
+    def step(self, x_t: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        sched = self.schedule
+        a_t, a_s = sched.alpha(t), sched.alpha(s)
+        sg_t, sg_s = sched.edm_sigma(t), sched.edm_sigma(s)
+        y = x_t / a_t
+        x0, _ = self.denoise(x_t, t)
+        d = (y - x0) / sg_t
+        y_euler = y + (sg_s - sg_t) * d
+        x0_s, _ = self.denoise(y_euler * a_s, s)
+        d_s = (y_euler - x0_s) / sg_s
+        return (y + (sg_s - sg_t) * 0.5 * (d + d_s)) * a_s
+
+
+#: name → sampler class; a new sampler is one class and one line here.
+SAMPLERS: dict[str, type[Sampler]] = {
+    DDPM.name: DDPM,
+    DDIM.name: DDIM,
+    Heun.name: Heun,
+}
+
+
+def make_sampler(
+    name: str,
+    denoiser: Denoiser,
+    *,
+    steps: int | None = None,
+    eta: float | None = None,
+    spacing: str | None = None,
+    x0_hook: X0Hook | None = None,
+) -> Sampler:
+    """Build the sampler ``name`` (a key of :data:`SAMPLERS`).
+
+    ``steps`` and ``spacing`` default per sampler; ``eta`` must lie in [0, 1] and is used by samplers that
+    have one (``ddim``; its default there is 0) and ignored by the others (``ddpm`` is η = 1, ``heun``
+    deterministic). Raises ``ValueError`` naming the valid choices for an unknown sampler or spacing, a
+    non-positive or non-integer step count, or η outside [0, 1].
+    """
+    try:
+        cls = SAMPLERS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(map(repr, SAMPLERS))}") from None
+    if steps is not None:
+        _check_steps(steps)
+    if eta is not None:
+        _check_eta(eta)
+    options = {"eta": eta} if cls.has_eta and eta is not None else {}
+    return cls(denoiser, steps, spacing=spacing, x0_hook=x0_hook, **options)
+
+
 def sample(
     denoiser: Denoiser,
     shape: Sequence[int],
@@ -123,74 +396,20 @@ def sample(
     device: torch.device | str = "cpu",
     **context: Tensor,
 ) -> Tensor:
-    """Draw samples of shape ``shape`` from the model.
+    """Draw samples of shape ``shape`` from the model: ``make_sampler(sampler, ...)(shape, ...)``.
 
     Args:
-        sampler: ``"ddpm"`` (ancestral, default 1000 steps), ``"ddim"`` (with ``eta``) or ``"heun"``.
+        sampler: ``"ddpm"`` (ancestral, default 1000 steps), ``"ddim"`` (with ``eta``, default 50 steps)
+            or ``"heun"`` (default 25 steps); any key of :data:`SAMPLERS`.
         spacing: time grid, ``"uniform"`` in t or ``"edm"`` (ρ = 7 in σ/α); default per sampler.
-        steps: number of steps (denoiser evaluations: ddpm/ddim steps + 1, heun 2·steps + 1).
+        steps: number of steps (denoiser evaluations: ``SAMPLERS[sampler].evaluations(steps)``, i.e.
+            ddpm/ddim steps + 1, heun 2·steps + 1).
+        eta: DDIM stochasticity in [0, 1] (default 1 here, the ancestral limit); ignored by ddpm and heun.
         generator: a seeded ``torch.Generator`` for reproducible draws.
         known, mask: conditioning; known entries are kept fixed.
         x0_hook: optional ``f(x̂0, t) -> x̂0`` applied after every denoiser evaluation.
     """
-    steps = _check(sampler, steps)
-    dtype = dtype or torch.get_default_dtype()
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must lie in [0, 1], got {eta}")
-    if mask is not None:
-        if known is None:
-            raise ValueError("a conditioning mask was given without the known values")
-        known = known.to(device=device, dtype=dtype)
-        mask = mask.to(device=device, dtype=dtype)
-    sched = denoiser.schedule
-    b = shape[0]
-    kw = dict(dtype=dtype, device=device)
-
-    def randn() -> Tensor:
-        return denoiser.project(torch.randn(tuple(shape), generator=generator, **kw), **context)
-
-    def denoise(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        tb = t.reshape(1).expand(b).to(**kw)
-        out = denoiser(x, tb, known, mask, **context)
-        x0, eps = out.x0, out.eps
-        if x0_hook is not None:
-            x0 = x0_hook(x0, tb)
-            eps = eps_from_x0(x, x0, out.alpha, out.sigma)
-        return x0, eps
-
-    def coef(t: Tensor) -> tuple[Tensor, Tensor]:
-        return sched.alpha(t), sched.sigma(t)
-
-    x = randn()
-    bar = tqdm(total=steps, desc=f"sampling ({sampler})", disable=not progress, leave=False)
-    ts = sampling_times(sched, steps, spacing or DEFAULT_SPACING[sampler])
-    if sampler in ("ddpm", "ddim"):
-        ts = ts.to(**kw)
-        for i in range(steps):
-            t, s = ts[i], ts[i + 1]
-            x0, eps = denoise(x, t)
-            (a_t, s_t), (a_s, s_s) = coef(t), coef(s)
-            if sampler == "ddpm":
-                x = ddpm_step(x, x0, a_t, s_t, a_s, s_s, randn())
-            else:
-                noise = randn() if eta > 0 else torch.zeros_like(x)
-                x = ddim_step(x, x0, eps, a_t, s_t, a_s, s_s, eta, noise)
-            bar.update()
-        t_last = ts[-1]
-    else:  # Heun on the PF-ODE of y = x/α in the EDM noise level σ̃ = σ/α: dy/dσ̃ = (y − x̂0)/σ̃
-        grid, ts = sched.edm_sigma(ts).to(**kw), ts.to(**kw)
-        y = x / sched.alpha(ts[0])
-        for i in range(steps):
-            s_cur, s_next = grid[i], grid[i + 1]
-            x0, _ = denoise(y * sched.alpha(ts[i]), ts[i])
-            d = (y - x0) / s_cur
-            y_next = y + (s_next - s_cur) * d
-            x0_next, _ = denoise(y_next * sched.alpha(ts[i + 1]), ts[i + 1])
-            d_next = (y_next - x0_next) / s_next
-            y = y + (s_next - s_cur) * 0.5 * (d + d_next)
-            bar.update()
-        x = y * sched.alpha(ts[-1])
-        t_last = ts[-1]
-    bar.close()
-    x0, _ = denoise(x, t_last)
-    return x0
+    smp = make_sampler(sampler, denoiser, steps=steps, eta=eta, spacing=spacing, x0_hook=x0_hook)
+    return smp(
+        shape, known=known, mask=mask, generator=generator, dtype=dtype, device=device, progress=progress, **context
+    )

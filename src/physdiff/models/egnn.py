@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from physdiff.models.embedding import TimeEmbedding, sinusoidal_embedding
+from physdiff.models.embedding import NoiseEmbedding, sinusoidal_embedding
 
 __all__ = ["EGNNLayer", "TemporalBlock", "SpaceTimeEGNN"]
 
@@ -160,8 +160,10 @@ class SpaceTimeEGNN(nn.Module):
       * vector channels, lifted linearly (no bias) to ``vector_channels``: x, V, (R_known − m_R R̄) and
         V_known, where m_R (m_V) is the mean of the mask over the position (velocity) channels;
       * invariant node features: m_R, m_V, mass, asinh of the Gram matrix of the input vector
-        channels, plus a sinusoidal embedding of the frame index and the diffusion-time embedding.
-    Then ``layers`` × (time conditioning, :class:`EGNNLayer` within frames, :class:`TemporalBlock`
+        channels, plus a sinusoidal embedding of the frame index.
+    The noise level c_noise = log(σ_t/α_t) ``[B]`` is embedded once
+    (:class:`~physdiff.models.embedding.NoiseEmbedding`, invariant) and added to h in every layer.
+    Then ``layers`` × (noise conditioning, :class:`EGNNLayer` within frames, :class:`TemporalBlock`
     across frames). Output: per node, two vectors (position and velocity channels) as combinations of
     the final vector channels and the coordinate displacement x − x⁰, with coefficients from an MLP
     of the invariant features. The output is a vector-type, translation-invariant quantity that the
@@ -180,7 +182,6 @@ class SpaceTimeEGNN(nn.Module):
         layers: int = 4,
         vector_channels: int = 8,
         heads: int = 4,
-        time_embedding: str = "sinusoidal",
     ) -> None:
         super().__init__()
         self.dim, self.hidden, self.vector_channels = dim, hidden, vector_channels
@@ -188,7 +189,7 @@ class SpaceTimeEGNN(nn.Module):
         n_inv = 3 + c0 * (c0 + 1) // 2  # m_R, m_V, mass, upper triangle of the Gram matrix
         self.embed_inv = _mlp(n_inv, hidden, hidden)
         self.embed_frame = nn.Linear(hidden, hidden)
-        self.embed_time = TimeEmbedding(hidden, kind=time_embedding)
+        self.embed_time = NoiseEmbedding(hidden)
         self.lift = nn.Linear(c0, vector_channels, bias=False)
         self.time_proj = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
         self.egnn = nn.ModuleList(EGNNLayer(hidden, vector_channels, edge_dim=1) for _ in range(layers))
@@ -216,7 +217,7 @@ class SpaceTimeEGNN(nn.Module):
     def forward(
         self,
         x_t: Tensor,
-        t: Tensor,
+        noise: Tensor,
         known: Tensor,
         mask: Tensor,
         edges: Tensor | None = None,
@@ -228,7 +229,7 @@ class SpaceTimeEGNN(nn.Module):
             raise ValueError(f"expected last axis 2*dim = {2 * self.dim}, got {two_d}")
         h, x, v = self.encode(x_t, known, mask, masses)
         x0 = x
-        temb = self.embed_time(t)
+        temb = self.embed_time(noise)
         if edges is None:
             edge_attr = x_t.new_zeros(b * length, k, k, 1)
         else:

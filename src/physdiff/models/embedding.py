@@ -1,12 +1,13 @@
-"""Embeddings of scalars (diffusion time, frame index) shared by the denoiser networks.
+"""Embeddings of scalars (noise level, frame index) shared by the denoiser networks.
 
 * :func:`sinusoidal_embedding` — transformer-style features of any scalar tensor
   (Vaswani et al. 2017; the DDPM time embedding of Ho et al. 2020).
-* :class:`FourierFeatures` — random Fourier features with a fixed Gaussian frequency matrix
-  (Tancik et al. 2020; the ``GaussianFourierProjection`` of score-SDE, Song et al. 2021).
-* :class:`TimeEmbedding` — diffusion time t ∈ [0, 1] → features → 2-layer MLP → ``dim``.
+* :class:`NoiseEmbedding` — the noise-level conditioning of every network: c_noise → sinusoidal
+  features → 2-layer MLP → ``dim``.
 
-No diffusion maths here: the embedding sees t as a plain number.
+No diffusion maths here: the embedding sees c_noise = log(σ_t/α_t) as a plain number. Networks are
+conditioned on the noise level rather than on the diffusion time t, so a trained network does not
+depend on the schedule t ↦ (α_t, σ_t) it was trained with (Karras et al. 2022, "c_noise").
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["sinusoidal_embedding", "FourierFeatures", "TimeEmbedding"]
+__all__ = ["NOISE_SCALE", "NoiseEmbedding", "sinusoidal_embedding"]
+
+# c_noise = log(σ/α) spans ≈ [−7, 7] (log-SNR ∈ [−15, 15]): a span of ≈ 14, and 14 · 70 ≈ 1000 radians
+# at the highest frequency, like DDPM's 1000·t over t ∈ [0, 1]. See NoiseEmbedding.
+NOISE_SCALE = 70.0
 
 
 def sinusoidal_embedding(x: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -37,52 +42,41 @@ def sinusoidal_embedding(x: Tensor, dim: int, max_period: float = 10_000.0) -> T
     return emb
 
 
-class FourierFeatures(nn.Module):
-    """Random Fourier features e(t) = [cos(2π t w), sin(2π t w)], w ~ N(0, scale²) fixed (a buffer)."""
+class NoiseEmbedding(nn.Module):
+    """Noise-level embedding: c_noise ``[B]`` → ``[B, dim]``.
 
-    def __init__(self, dim: int, scale: float = 16.0, seed: int = 0) -> None:
-        super().__init__()
-        if dim % 2:
-            raise ValueError(f"FourierFeatures needs an even dim, got {dim}")
-        gen = torch.Generator().manual_seed(seed)
-        self.register_buffer("w", torch.randn(dim // 2, generator=gen) * scale)
+    e = Linear(SiLU(Linear(sinusoidal(scale · c_noise)))), with ``features`` sinusoidal features
+    (default ``dim``) at the log-spaced frequencies ω_k ∈ [1/max_period, 1] of
+    :func:`sinusoidal_embedding`.
 
-    def forward(self, t: Tensor) -> Tensor:
-        args = 2.0 * math.pi * t[..., None].to(self.w.dtype) * self.w
-        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-
-
-class TimeEmbedding(nn.Module):
-    """Diffusion-time embedding: t ``[B]`` → ``[B, dim]``.
-
-    features(t) → Linear → SiLU → Linear, where features are sinusoidal of ``t_scale · t`` (default
-    1000·t, so that t ∈ [0, 1] spans the usual DDPM range of integer steps) or random Fourier features.
+    Why ``scale = 70`` (:data:`NOISE_SCALE`): c_noise = log(σ_t/α_t) = −½ log-SNR lies in ≈ [−7, 7] for
+    the usual schedules (cosine: log-SNR ∈ [−15, 15]; linear-β: c ∈ [−4.6, 5.0]). Over that span of 14,
+    feature k completes 14 · scale · ω_k / 2π ≈ 156 ω_k periods: ≈ 156 at ω = 1 (resolving noise levels
+    ≈ π/70 ≈ 0.05 apart), ≈ 1.6 at the geometric middle of the band, ω = 10⁻², and ≈ 0.02 at ω = 10⁻⁴,
+    where (cos, sin) ≈ (1, scale·ω·c) are a bias and a feature linear in c. So the band is centred on
+    "one period across the noise range" and no frequency is wasted on aliasing or on constants; the
+    argument range at ω = 1, 14 · 70 ≈ 1000 rad, is that of the DDPM embedding of 1000·t over t ∈ [0, 1]
+    (Ho et al. 2020), whose conditioning is known to train well. EDM's ¼ ln σ (Karras et al. 2022) is a scale
+    280 times smaller, which leaves most of the band nearly constant.
     """
 
     def __init__(
         self,
         dim: int,
         *,
-        kind: str = "sinusoidal",
         features: int | None = None,
-        t_scale: float = 1000.0,
-        fourier_scale: float = 16.0,
+        scale: float = NOISE_SCALE,
+        max_period: float = 10_000.0,
     ) -> None:
         super().__init__()
         features = features or dim
-        if kind == "sinusoidal":
-            self.features: nn.Module | None = None
-        elif kind == "fourier":
-            self.features = FourierFeatures(features + features % 2, scale=fourier_scale)
-        else:
-            raise ValueError(f"unknown time embedding kind {kind!r}; use 'sinusoidal' or 'fourier'")
-        self.kind, self.n_features, self.t_scale = kind, features + features % 2, t_scale
+        self.n_features = features + features % 2
+        self.scale, self.max_period = scale, max_period
         self.mlp = nn.Sequential(nn.Linear(self.n_features, dim), nn.SiLU(), nn.Linear(dim, dim))
 
-    def forward(self, t: Tensor) -> Tensor:
-        t = t.to(self.mlp[0].weight.dtype)
-        if self.features is None:
-            feats = sinusoidal_embedding(self.t_scale * t, self.n_features)
-        else:
-            feats = self.features(t)
-        return self.mlp(feats)
+    def forward(self, noise: Tensor) -> Tensor:
+        noise = noise.to(self.mlp[0].weight.dtype)
+        return self.mlp(sinusoidal_embedding(self.scale * noise, self.n_features, self.max_period))
+
+    def extra_repr(self) -> str:
+        return f"features={self.n_features}, scale={self.scale}, max_period={self.max_period}"

@@ -1,7 +1,7 @@
 """Non-equivariant baseline denoiser: a transformer over (frame, particle) tokens.
 
 Each node (frame l, particle k) is one token with input [x_t, known, mask, mass] (6D + 1 numbers),
-embedded linearly and summed with learned frame and particle embeddings and the diffusion-time
+embedded linearly and summed with learned frame and particle embeddings and the noise-level
 embedding; a pre-norm transformer encoder mixes all L·K tokens; a linear head returns 2D channels.
 Spring adjacency, when given, enters as a learned per-head attention bias w_a · e_{k k'} between tokens
 of particles k and k'. Nothing here respects rotations (the control for the equivariant
@@ -14,13 +14,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from physdiff.models.embedding import TimeEmbedding
+from physdiff.models.embedding import NoiseEmbedding
 
 __all__ = ["ParticleTransformer"]
 
 
 class ParticleTransformer(nn.Module):
-    """Transformer denoiser with the particle signature of ``docs/architecture.md``."""
+    """Transformer denoiser with the particle signature of ``docs/architecture.md``:
+    ``forward(x_t, noise, known, mask, edges=None, masses=None, return_hidden=False)``, with the noise
+    level c_noise = log(σ_t/α_t) ``[B]`` embedded by :class:`~physdiff.models.embedding.NoiseEmbedding`.
+    """
 
     def __init__(
         self,
@@ -38,7 +41,7 @@ class ParticleTransformer(nn.Module):
         self.embed_in = nn.Linear(6 * dim + 1, hidden)
         self.embed_frame = nn.Embedding(max_frames, hidden)
         self.embed_particle = nn.Embedding(max_particles, hidden)
-        self.embed_time = TimeEmbedding(hidden)
+        self.embed_time = NoiseEmbedding(hidden)
         self.edge_bias = nn.Parameter(torch.zeros(heads))
         layer = nn.TransformerEncoderLayer(
             hidden, heads, mlp_ratio * hidden, dropout, activation="gelu", batch_first=True, norm_first=True
@@ -59,7 +62,7 @@ class ParticleTransformer(nn.Module):
     def forward(
         self,
         x_t: Tensor,
-        t: Tensor,
+        noise: Tensor,
         known: Tensor,
         mask: Tensor,
         edges: Tensor | None = None,
@@ -82,7 +85,7 @@ class ParticleTransformer(nn.Module):
         tokens = self.embed_in(torch.cat([x_t, known, mask, mass], dim=-1))
         frames = self.embed_frame(torch.arange(length, device=x_t.device))[None, :, None]
         particles = self.embed_particle(torch.arange(k, device=x_t.device))[None, None]
-        tokens = tokens + frames + particles + self.embed_time(t)[:, None, None]
+        tokens = tokens + frames + particles + self.embed_time(noise)[:, None, None]
         bias = None if edges is None else self.attention_bias(edges, length)
         h = self.encoder(tokens.reshape(b, length * k, self.hidden), mask=bias)
         h = self.norm(h).view(b, length, k, self.hidden)

@@ -1,7 +1,8 @@
 """EDM-style U-Net denoiser for fields on 1D, 2D and 3D grids (space-time images included).
 
-The network maps ``(x_t, t, known, mask, cond)`` to a tensor shaped like ``x_t``; it contains no diffusion
-or schedule maths (the parametrisation wrapper interprets the output as eps, x0 or v).
+The network maps ``(x_t, noise, known, mask, cond)`` to a tensor shaped like ``x_t``, where ``noise`` is the
+noise level c_noise = log(σ_t/α_t) ``[B]``; it contains no diffusion or schedule maths (the parametrisation
+wrapper computes c_noise and interprets the output as eps, x0 or v).
 
 Layout (see ``docs/architecture.md``): fields are channel-first, ``[B, C, *spatial]``. The network input
 is the channel concatenation ``[x_t, known, mask, cond]``.
@@ -23,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["UNet", "PaddedConv", "ResBlock", "Downsample", "Upsample", "AttentionBlock", "TimeEmbedding"]
+from physdiff.models.embedding import NoiseEmbedding
+
+__all__ = ["UNet", "PaddedConv", "ResBlock", "Downsample", "Upsample", "AttentionBlock"]
 
 
 def _num_groups(channels: int, max_groups: int = 32, min_channels_per_group: int = 4) -> int:
@@ -128,28 +131,8 @@ class PaddedConv(nn.Module):
         return f"{in_ch}, {out_ch}, kernel_size={self.kernel_size}, periodic={self.periodic}"
 
 
-class TimeEmbedding(nn.Module):
-    """Sinusoidal features of the diffusion time ``t`` in ``[0, 1]`` followed by a two-layer MLP."""
-
-    def __init__(self, features: int, out_features: int, scale: float = 1000.0, max_period: float = 10000.0):
-        super().__init__()
-        if features % 2:
-            raise ValueError(f"features must be even, got {features}")
-        self.features = features
-        self.scale = scale
-        self.max_period = max_period
-        self.mlp = nn.Sequential(nn.Linear(features, out_features), nn.SiLU(), nn.Linear(out_features, out_features))
-
-    def forward(self, t: Tensor) -> Tensor:
-        half = self.features // 2
-        dtype = self.mlp[0].weight.dtype
-        freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, device=t.device, dtype=dtype) / half)
-        angles = (self.scale * t.to(dtype))[:, None] * freqs[None, :]
-        return self.mlp(torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1))
-
-
 class ResBlock(nn.Module):
-    """Pre-activation residual block: GroupNorm-SiLU-conv, FiLM (scale-shift) from the time embedding,
+    """Pre-activation residual block: GroupNorm-SiLU-conv, FiLM (scale-shift) from the noise embedding,
     GroupNorm-SiLU-dropout-conv (zero-initialised), plus a (1x1-projected) skip."""
 
     def __init__(
@@ -247,7 +230,9 @@ class UNet(nn.Module):
         dropout: dropout rate inside the residual blocks.
         attention: add a self-attention block in the bottleneck.
         attention_heads: number of heads of that block.
-        time_scale: the diffusion time ``t`` in ``[0, 1]`` is multiplied by this before the sinusoids.
+
+    The noise level is embedded by :class:`~physdiff.models.embedding.NoiseEmbedding` (``base_channels``
+    sinusoidal features → ``4 · base_channels``) and enters every residual block by FiLM.
     """
 
     def __init__(
@@ -262,7 +247,6 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         attention: bool = False,
         attention_heads: int = 1,
-        time_scale: float = 1000.0,
     ) -> None:
         super().__init__()
         if spatial_dims not in (1, 2, 3):
@@ -291,7 +275,7 @@ class UNet(nn.Module):
         conv = lambda cin, cout, k=3: PaddedConv(cin, cout, k, spatial_dims, periodic)
         block = lambda cin, cout: ResBlock(cin, cout, emb_channels, spatial_dims, periodic, dropout)
 
-        self.time_embed = TimeEmbedding(base_channels, emb_channels, scale=time_scale)
+        self.time_embed = NoiseEmbedding(emb_channels, features=base_channels)
         self.stem = conv(3 * channels + cond_channels, base_channels)
 
         # Encoder: each residual block output is kept as a skip.
@@ -330,7 +314,7 @@ class UNet(nn.Module):
         self.out_conv = _zero_(conv(ch, channels))
 
     def _check_inputs(
-        self, x_t: Tensor, t: Tensor, known: Tensor, mask: Tensor, cond: Tensor | None
+        self, x_t: Tensor, noise: Tensor, known: Tensor, mask: Tensor, cond: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor]:
         if x_t.dim() != 2 + self.spatial_dims or x_t.shape[1] != self.channels:
             raise ValueError(
@@ -346,10 +330,10 @@ class UNet(nn.Module):
                     f"{self.downsample_factor} (= 2**(levels-1) with {self.num_levels} levels)"
                 )
         batch = x_t.shape[0]
-        if t.dim() == 0:
-            t = t.expand(batch)
-        if t.shape != (batch,):
-            raise ValueError(f"t must have shape [B] = [{batch}], got {tuple(t.shape)}")
+        if noise.dim() == 0:
+            noise = noise.expand(batch)
+        if noise.shape != (batch,):
+            raise ValueError(f"noise must have shape [B] = [{batch}], got {tuple(noise.shape)}")
         if self.cond_channels:
             expected = (batch, self.cond_channels, *x_t.shape[2:])
             if cond is None or cond.shape != expected:
@@ -357,12 +341,12 @@ class UNet(nn.Module):
                 raise ValueError(f"cond must have shape {expected}, got {got}")
         elif cond is not None:
             raise ValueError("cond given but the network was built with cond_channels=0")
-        return t, known.to(x_t.dtype), mask.to(x_t.dtype)
+        return noise, known.to(x_t.dtype), mask.to(x_t.dtype)
 
     def forward(
         self,
         x_t: Tensor,
-        t: Tensor,
+        noise: Tensor,
         known: Tensor,
         mask: Tensor,
         cond: Tensor | None = None,
@@ -372,15 +356,15 @@ class UNet(nn.Module):
 
         Args:
             x_t: noisy sample ``[B, C, *S]``.
-            t: diffusion time ``[B]`` in ``[0, 1]`` (a scalar is broadcast).
+            noise: noise level c_noise = log(σ_t/α_t) ``[B]`` (a scalar is broadcast).
             known: clean values of the known entries (zero elsewhere), ``[B, C, *S]``.
             mask: 1 where known, 0 elsewhere, ``[B, C, *S]`` (bool accepted).
             cond: extra conditioning fields ``[B, cond_channels, *S]`` (required iff ``cond_channels``).
             return_hidden: also return the last decoder feature map ``[B, hidden_channels, *S]`` (full
                 resolution, shift-equivariant like the output) for an auxiliary head.
         """
-        t, known, mask = self._check_inputs(x_t, t, known, mask, cond)
-        emb = self.time_embed(t)
+        noise, known, mask = self._check_inputs(x_t, noise, known, mask, cond)
+        emb = self.time_embed(noise)
         inputs = [x_t, known, mask] + ([cond.to(x_t.dtype)] if cond is not None else [])
         h = self.stem(torch.cat(inputs, dim=1))
 
