@@ -19,27 +19,24 @@ from physdiff.data.augment import (
 )
 from physdiff.diffusion import Denoiser, make_schedule
 from physdiff.diffusion.objective import diffusion_loss
-from physdiff.experiments.particles import (
+from physdiff.experiments.config import (
     DataConfig,
-    ModelConfig,
-    ParticleExperimentConfig,
-    ParticleScaling,
+    EGNNConfig,
+    ExperimentConfig,
     PriorConfig,
     SampleConfig,
-    build_denoiser,
-    prepare_particle_tensors,
-    zero_com_projection,
+    preset_config,
 )
-from physdiff.experiments.reproduce import build_priors, load_experiment, preset_config, train_arm
+from physdiff.experiments.harness import Prepared, prepare, train_arm
+from physdiff.experiments.particle_task import ParticleTask, zero_com_projection
 from physdiff.models.egnn import SpaceTimeEGNN
+from physdiff.models.feature_head import FeatureHead
 from physdiff.priors import (
     AuxHeadPrior,
-    FeatureHead,
     attach_aux_heads,
     make_aux_head_prior,
     make_prior,
     total_prior_loss,
-    total_prior_loss_with_heads,
 )
 from physdiff.training.checkpoint import CheckpointError, load_checkpoint
 from physdiff.training.trainer import TrainConfig, load_ema_weights
@@ -55,7 +52,7 @@ def _inputs(b=2, length=5, k=4, d=3, seed=0, dtype=F64):
     e = torch.triu((torch.rand(b, k, k, generator=g) < 0.5).to(dtype), diagonal=1)
     return dict(
         x_t=x,
-        t=torch.rand(b, generator=g, dtype=dtype),
+        noise=torch.randn(b, generator=g, dtype=dtype),
         known=x * mask,
         mask=mask,
         edges=e + e.transpose(1, 2),
@@ -75,7 +72,7 @@ def _transform(inp, seed=1):
     perm = torch.stack([torch.randperm(k, generator=g) for _ in range(b)])
     out = dict(
         x_t=permute_particles(translate_positions(rotate_particle_state(inp["x_t"], q), c), perm),
-        t=inp["t"],
+        noise=inp["noise"],
         known=permute_particles(translate_positions(rotate_particle_state(inp["known"], q), c, inp["mask"]), perm),
         mask=permute_particles(inp["mask"], perm),
         edges=permute_edges(inp["edges"], perm),
@@ -169,7 +166,7 @@ def test_aux_penalty_gradients_reach_the_head_and_the_shared_trunk():
     x0 = zero_com_projection(3)(x0)
     out = diffusion_loss(den, x0, generator=g, return_hidden=True)
     assert out.pred.hidden is not None and out.pred.hidden.shape == (4, 6, 3, 16)
-    total, terms = total_prior_loss_with_heads([prior], out)
+    total, terms = total_prior_loss([prior], out)  # passes the hidden states as context
     assert set(terms) == {"energy"} and abs(terms["energy"] - float(total.detach())) < 1e-6
     total.backward()  # the prior term only: no score loss
     for name, p in prior.head.named_parameters():
@@ -180,30 +177,37 @@ def test_aux_penalty_gradients_reach_the_head_and_the_shared_trunk():
     # the score output head is not on the aux path
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in trunk.head.parameters())
 
-    # an aux-head prior through the plain total_prior_loss (no hidden states) is refused clearly
+    # an aux-head prior on a loss that did not return hidden states is refused clearly
+    plain = diffusion_loss(den, x0, generator=g)
     with pytest.raises(ValueError, match="hidden states"):
-        total_prior_loss([prior], out)
+        total_prior_loss([prior], plain)
 
 
 # ------------------------------------------------------------------------------- (d) tiny training run
-def _tiny_cfg(steps: int) -> ParticleExperimentConfig:
-    return ParticleExperimentConfig(
+def _tiny_cfg(steps: int) -> ExperimentConfig:
+    return ExperimentConfig(
         experiment="three-body",
-        data=DataConfig(system="three-body", n=48, seed=0, n_frames=8),
-        model=ModelConfig(kind="egnn", hidden=16, layers=1, vector_channels=4, heads=4),
+        metrics={"traj_error": "prediction"},
+        data=DataConfig(system="three-body", n=48, seed=0, settings={"n_frames": 8}),
+        model=EGNNConfig(hidden=16, layers=1, vector_channels=4, heads=4),
         train=TrainConfig(
-            steps=steps, batch_size=16, lr=1e-2, warmup=1, ema_decay=0.0, log_every=5, checkpoint_every=1000
+            steps=steps, batch_size=16, lr=1e-2, warmup=1, ema_decay=0.0, log_every=5, checkpoint_every=1000, objective="x0"
         ),
         sample=SampleConfig(n_test=4, batch_size=4, steps=3),
         priors=[PriorConfig("energy", 1.0, "one", "aux_head", {"kinetic_per_component": False})],
     )
 
 
-def _aux_penalty(den, train_data, scaling) -> float:
+def _with(prep: Prepared, cfg: ExperimentConfig) -> Prepared:
+    """The same data and scaling under another config."""
+    return Prepared(ParticleTask(cfg), prep.data, prep.train, prep.evaluation, prep.indices, prep.scaling, prep.split)
+
+
+def _aux_penalty(den, prep: Prepared) -> float:
     """The aux penalty of the trained head on the training set at low noise, fixed times and noise."""
-    (base_prior,) = build_priors(_tiny_cfg(1), "prior:energy", "three-body", 3, scaling)
+    (base_prior,) = prep.task.build_priors(_tiny_cfg(1).priors, prep.train, prep.scaling)
     prior = AuxHeadPrior(name="energy", case="nonlinear", base=base_prior.base, head=den.net.aux_heads["energy"])
-    tt = prepare_particle_tensors(train_data, scaling)
+    tt = prep.task.to_tensors(prep.train, prep.scaling, "prediction")
     x0, masses = tt["x0"], tt["masses"]
     t = torch.linspace(0.02, 0.2, x0.shape[0])
     with torch.no_grad():
@@ -215,13 +219,12 @@ def _aux_penalty(den, train_data, scaling) -> float:
 def test_tiny_training_run_with_aux_head_energy_prior(tmp_path):
     n_steps = 40
     cfg = _tiny_cfg(n_steps)
-    _, _, train_data, _, _, scaling = load_experiment(cfg, tmp_path / "data", progress=False)
-    dev = torch.device("cpu")
+    prep = prepare(cfg, tmp_path / "data", progress=False)
     pens = {}
     for steps in (1, n_steps):  # the same seed: after one step (≈ predicting the mean) and after training
         run = tmp_path / f"s{steps}"
-        den = train_arm(_tiny_cfg(steps), "prior:energy", 0, run, train_data, scaling, dev, progress=False)
-        pens[steps] = _aux_penalty(den, train_data, scaling)
+        den = train_arm(_with(prep, _tiny_cfg(steps)), "prior:energy", 0, run, progress=False)
+        pens[steps] = _aux_penalty(den, prep)
     assert pens[n_steps] < 0.85 * pens[1], pens
 
     with open(run / "metrics.csv") as f:
@@ -236,11 +239,11 @@ def test_tiny_training_run_with_aux_head_energy_prior(tmp_path):
     assert float(state["model"]["aux_heads.energy.scale"].min()) > 0  # the normalisation was fitted
 
     # resume: the heads load strictly from the checkpoint (nothing left to train)
-    den2 = train_arm(cfg, "prior:energy", 0, run, train_data, scaling, dev, resume=True, progress=False)
+    den2 = train_arm(prep, "prior:energy", 0, run, resume=True, progress=False)
     for k, v in den.net.state_dict().items():
         assert torch.equal(v, den2.net.state_dict()[k]), k
     # sampling: a network built without heads loads the checkpoint and skips the head weights
-    fresh = build_denoiser(cfg.model, cfg.diffusion, 3)
+    fresh = prep.task.build_denoiser(prep.scaling, prep.task.to_tensors(prep.train, prep.scaling, "prediction"))
     assert load_ema_weights(fresh, run / "checkpoint.pt") == n_steps
     assert not hasattr(fresh.net, "aux_heads")
     for k, v in fresh.net.state_dict().items():
@@ -249,7 +252,21 @@ def test_tiny_training_run_with_aux_head_energy_prior(tmp_path):
     tweedie = _tiny_cfg(n_steps + 5)
     tweedie.priors[0].variant = "tweedie"
     with pytest.raises(CheckpointError, match="auxiliary prior heads"):
-        train_arm(tweedie, "prior:energy", 0, run, train_data, scaling, dev, resume=True, progress=False)
+        train_arm(_with(prep, tweedie), "prior:energy", 0, run, resume=True, progress=False)
+
+
+def _priors(cfg: ExperimentConfig):
+    """The priors of ``cfg`` on a tiny simulated set of its system."""
+    from physdiff.data.particles_h5 import ParticleData
+    from physdiff.systems.registry import get_system
+
+    system = get_system(cfg.data.system).with_settings(n_frames=6)
+    sim = system.simulate(6, seed=0)
+    data = ParticleData(
+        sim["positions"], sim["velocities"], sim["masses"], sim.get("edges"), system.name, dict(system.constants)
+    )
+    task = ParticleTask(cfg)
+    return task.build_priors(cfg.priors, data, task.fit_scaling(data))
 
 
 # ------------------------------------------------------------------------------------------ (e) refusals
@@ -257,27 +274,27 @@ def test_aux_head_variant_refused_for_linear_prior_and_unknown_variant():
     cfg = apply_overrides(preset_config("five-spring"), ["priors.0.variant=aux_head"])
     assert cfg.priors[0].name == "momentum"
     with pytest.raises(ValueError, match="'momentum'.*nonlinear"):
-        build_priors(cfg, "prior:momentum", "five-spring", 2, ParticleScaling(1.0, 1.0))
+        _priors(cfg)
     with pytest.raises(ValueError, match="nonlinear"):
         make_aux_head_prior(make_prior("momentum", "three-body"), 16)
     bad = apply_overrides(preset_config("three-body"), ["priors.0.variant=head"])
     with pytest.raises(ValueError, match="unknown variant 'head'"):
-        build_priors(bad, "prior:energy", "three-body", 3, ParticleScaling(1.0, 1.0))
+        _priors(bad)
     with pytest.raises(ValueError, match="rotation-invariant"):  # the poster's per-component default
         make_aux_head_prior(make_prior("energy", "three-body"), 16)
     default = apply_overrides(preset_config("three-body"), ["priors.0.options={}"])
     with pytest.raises(ValueError, match="kinetic_per_component=False"):
-        build_priors(default, "prior:energy", "three-body", 3, ParticleScaling(1.0, 1.0))
+        _priors(default)
 
 
 def test_variant_from_config_builds_a_head_or_not():
     cfg = preset_config("three-body")
     assert PriorConfig().variant == "tweedie"  # the default of a user's prior config
     cfg = apply_overrides(cfg, ["priors.0.variant=tweedie"])
-    (plain,) = build_priors(cfg, "prior:energy", "three-body", 3, ParticleScaling(1.0, 1.0))
+    (plain,) = _priors(cfg)
     assert not isinstance(plain, AuxHeadPrior)
     cfg = apply_overrides(cfg, ["priors.0.variant=aux_head"])
-    (aux,) = build_priors(cfg, "prior:energy", "three-body", 3, ParticleScaling(1.0, 1.0))
+    (aux,) = _priors(cfg)
     assert isinstance(aux, AuxHeadPrior) and aux.name == "energy" and aux.weight == cfg.priors[0].weight
     assert aux.head.layout == {"potential": "pair", "kinetic": "node"}
     assert aux.head.norm.normalized_shape == (cfg.model.hidden,)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from physdiff.experiments.fields import FieldLayout, FieldScaling, condition_dropout, prepare_field_tensors
-from physdiff.experiments.reproduce_fields import build_field_priors, field_preset_config
+from physdiff.experiments.config import preset_config
+from physdiff.experiments.field_task import FieldLayout, FieldScaling, FieldTask, condition_dropout
 from physdiff.priors.fields import make_field_prior, noise_gain
 from physdiff.systems.pde_registry import get_pde_system, spacing_from_coords
 
@@ -26,21 +26,24 @@ def _data(system, n=6):
     return FieldData(system, sim.fields, sim.coords, sim.parameters, sim.coefficient)
 
 
-def _setup(system, time_as_channels=True):
+def _setup(system, time_as_channels=True, prior_name="residual"):
     data = _data(system)
-    layout = FieldLayout(system, FieldScaling.fit(data), time_as_channels)
-    cfg = field_preset_config(system)
-    prior = build_field_priors(cfg, "prior:residual", data, layout)[0]
-    tensors = prepare_field_tensors(data, layout, "generation", dtype=torch.float64)
+    cfg = preset_config(system)
+    cfg.model.time_as_channels = time_as_channels
+    cfg.priors[0].name = prior_name
+    task = FieldTask(cfg)
+    scaling = task.fit_scaling(data)
+    prior = task.build_priors(cfg.priors, data, scaling)[0]
+    tensors = task.to_tensors(data, scaling, "generation", dtype=torch.float64)
     ctx = {"cond": tensors["cond"]} if "cond" in tensors else {}
-    return data, layout, prior, tensors, ctx
+    return data, task.layout(scaling), prior, tensors, ctx
 
 
 @pytest.mark.parametrize("system", list(SMALL))
 @pytest.mark.parametrize("time_as_channels", [True, False])
 def test_layout_round_trip(system, time_as_channels):
     data = _data(system, n=3)
-    layout = FieldLayout(system, FieldScaling.fit(data), time_as_channels)
+    layout = FieldLayout(get_pde_system(system), FieldScaling.fit(data), time_as_channels)
     u = torch.from_numpy(data.fields)
     x = layout.to_model(u)
     expected = {"shallow-water": 4 if time_as_channels else 5}.get(system, u.dim() + 1)
@@ -112,12 +115,7 @@ def test_cases_follow_the_residuals():
 def test_shallow_water_momentum_prior_penalises_the_residual_of_x0_hat_at_its_floor():
     """The momentum prior is a multilinear residual: penalty ‖R(x̂0)‖² (no clean target needed), at its
     discretisation floor on the simulator's fields and far above it on perturbed fields."""
-    data = _data("shallow-water")
-    layout = FieldLayout("shallow-water", FieldScaling.fit(data), True)
-    cfg = field_preset_config("shallow-water")
-    cfg.priors[0].name = "momentum"
-    (prior,) = build_field_priors(cfg, "prior:momentum", data, layout)
-    t = prepare_field_tensors(data, layout, "generation", dtype=torch.float64)
+    _, _, prior, t, _ = _setup("shallow-water", prior_name="momentum")
     prior.check_ground_truth(t["x0"])  # relative floor below the tolerance
     clean = prior.penalty(t["x0"])  # no x0 target: the multilinear case
     torch.testing.assert_close(clean, prior.residual(t["x0"]).flatten(1).square().mean(1))

@@ -16,6 +16,7 @@ from physdiff.priors import (
     MomentumPrior,
     NewtonSpringPrior,
     Prior,
+    ResidualPrior,
     SpringEnergyPrior,
     make_prior,
     total_prior_loss,
@@ -212,7 +213,7 @@ def test_priors_invariant_under_rotation_reflection_and_permutation(data, system
 
 # --------------------------------------------------------------------------------- total and users
 @dataclass
-class MeanVelocityX(Prior):
+class MeanVelocityX(ResidualPrior):
     """A user prior in a few lines: the mean x-velocity vanishes (linear)."""
 
     name: str = "mean-vx"
@@ -253,8 +254,12 @@ def test_bad_inputs_raise(data):
         MomentumPrior(weight=-1.0)
     with pytest.raises(ValueError, match="'mean-vx'.*>= 0"):
         MeanVelocityX(weight=-0.1)
-    with pytest.raises(ValueError, match="unknown case"):
-        Prior(name="p", case="quadratic")
+    with pytest.raises(ValueError, match="case 'quadratic' is not one of"):
+        MeanVelocityX(name="p", case="quadratic")
+    with pytest.raises(ValueError, match="case 'nonlinear' is not one of"):
+        MeanVelocityX(name="p", case="nonlinear")  # a residual prior is linear, convex or multilinear
+    with pytest.raises(TypeError):
+        Prior(name="p")  # abstract: a prior is a ResidualPrior or a FeaturePrior
     with pytest.raises(ValueError, match="does not apply to system 'five-spring'"):
         make_prior("gravity-energy", "five-spring")
     with pytest.raises(ValueError, match="'three-body'.*edges"):

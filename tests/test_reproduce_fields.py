@@ -86,12 +86,12 @@ def test_reproduce_rejects_unknown_prior_and_variant(tmp_path, capsys):
 
 def test_overrides_accept_new_solver_settings_but_not_unknown_fields():
     from physdiff.config import ConfigError, apply_overrides
-    from physdiff.experiments.reproduce_fields import field_preset_config
+    from physdiff.experiments.config import preset_config
 
-    cfg = apply_overrides(field_preset_config("burgers"), ["data.settings.nu=0.05", "priors.0.weight=0.5"])
+    cfg = apply_overrides(preset_config("burgers"), ["data.settings.nu=0.05", "priors.0.weight=0.5"])
     assert cfg.data.settings["nu"] == 0.05 and cfg.priors[0].weight == 0.5
     with pytest.raises(ConfigError, match="data.nope"):
-        apply_overrides(field_preset_config("burgers"), ["data.nope=1"])
+        apply_overrides(preset_config("burgers"), ["data.nope=1"])
 
 
 def test_sweep_command_runs_the_grid_on_val_and_names_the_best(tmp_path, capsys):

@@ -9,7 +9,7 @@ from physdiff.cli.main import main
 
 TINY = [
     "data.n=60",
-    "data.n_frames=8",
+    "data.settings.n_frames=8",
     "model.hidden=16",
     "model.layers=1",
     "model.vector_channels=4",
@@ -51,7 +51,7 @@ def test_reproduce_both_arms_and_evaluate_cli(tmp_path, capsys):
     assert "| no_prior |" in table and "| prior:momentum |" in table and "ground-truth floor" in table
     assert (out / "plots" / "trajectories.png").is_file() and (out / "plots" / "conservation.png").is_file()
 
-    samples = out / "arms" / "no_prior" / "seed0" / "samples.h5"
+    samples = out / "arms" / "no_prior" / "seed0" / "samples_prediction.h5"
     with h5py.File(samples) as f:
         assert f["positions"].shape == (6, 8, 5, 2) and "source_indices" in f
         data = f.attrs["system"]
@@ -116,16 +116,28 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "missing.h5"), "--reference", str(tmp_path / "nope.h5")]) == 2
 
 
-def test_prior_time_weight_and_weight_reach_the_priors():
+def _task_and_train(overrides=()):
+    """A particle task on a tiny simulated set, its training split and scaling."""
+    from physdiff.config import apply_overrides
+    from physdiff.experiments.config import preset_config
+    from physdiff.experiments.particle_task import ParticleTask
+    from physdiff.systems.registry import get_system
+
+    cfg = apply_overrides(preset_config("three-body"), list(overrides))
+    task = ParticleTask(cfg)
+    sim = get_system("three-body").with_settings(n_frames=6).simulate(8, seed=0)
+    from physdiff.data.particles_h5 import ParticleData
+
+    data = ParticleData(sim["positions"], sim["velocities"], sim["masses"], None, "three-body", {"G": 1.0, "dt": 0.1})
+    return task, data, task.fit_scaling(data)
+
+
+def test_prior_time_weight_weight_and_options_reach_the_priors():
     import torch
 
-    from physdiff.config import apply_overrides
-    from physdiff.experiments.particles import ParticleScaling
-    from physdiff.experiments.reproduce import build_priors, preset_config
-
-    cfg = apply_overrides(preset_config("three-body"), ["priors.0.weight=0.25", "priors.0.time_weight=low_noise"])
-    (prior,) = build_priors(cfg, "prior:energy", "three-body", 3, ParticleScaling(1.0, 1.0))
-    assert prior.weight == 0.25
+    task, data, scaling = _task_and_train(["priors.0.weight=0.25", "priors.0.time_weight=low_noise"])
+    (prior,) = task.build_priors(task.cfg.priors, data, scaling)
+    assert prior.weight == 0.25 and not prior.base.kinetic_per_component  # the preset's option
     w = prior.w(torch.tensor([1e-3, 0.5, 1.0]))
     assert w[0] > 0.99 and w[2] < 1e-3 and torch.all(w[:-1] > w[1:])
 
@@ -148,17 +160,11 @@ def test_unequal_masses_keep_noise_outputs_and_restored_centre_of_mass_consisten
     import numpy as np
     import torch
 
+    from physdiff.config import apply_overrides
     from physdiff.data.particles_h5 import ParticleData
-    from physdiff.experiments.particles import (
-        DiffusionConfig,
-        ModelConfig,
-        ParticleScaling,
-        SampleConfig,
-        build_denoiser,
-        prepare_particle_tensors,
-        restore_particles,
-        sample_particles,
-    )
+    from physdiff.experiments.config import preset_config
+    from physdiff.experiments.harness import sample_tensors
+    from physdiff.experiments.particle_task import ParticleTask
 
     rng = np.random.default_rng(0)
     n, L, K, D = 6, 5, 3, 3
@@ -171,8 +177,9 @@ def test_unequal_masses_keep_noise_outputs_and_restored_centre_of_mass_consisten
         system="three-body",
         constants={"G": 1.0, "dt": 0.1},
     )
-    scaling = ParticleScaling.fit(data)
-    tensors = prepare_particle_tensors(data, scaling, dtype=torch.float64)
+    task = ParticleTask(apply_overrides(preset_config("three-body"), ["model.hidden=16", "model.layers=1"]))
+    scaling = task.fit_scaling(data)
+    tensors = task.to_tensors(data, scaling, "prediction", dtype=torch.float64)
     m = tensors["masses"]
 
     def mass_weighted_sum(x):
@@ -180,13 +187,13 @@ def test_unequal_masses_keep_noise_outputs_and_restored_centre_of_mass_consisten
 
     assert mass_weighted_sum(tensors["x0"]) < 1e-12
     torch.manual_seed(0)
-    den = build_denoiser(ModelConfig(hidden=16, layers=1, vector_channels=2, heads=2), DiffusionConfig(), D).double()
+    den = task.build_denoiser(scaling, tensors).double()
     eps = den.noise_like(tensors["x0"], torch.Generator().manual_seed(1), masses=m)
     assert mass_weighted_sum(eps) < 1e-12
     out = den(tensors["x0"], torch.full((n,), 0.5), masses=m)
     assert mass_weighted_sum(out.x0) < 1e-10
-    x = sample_particles(den, tensors, dataclasses.replace(SampleConfig(), steps=3, batch_size=4), seed=0)
-    r, v = restore_particles(x, data, scaling)
+    x = sample_tensors(den, tensors, dataclasses.replace(task.cfg.sample, steps=3, batch_size=4), seed=0)
+    r = task.from_tensors(x, data, scaling)["positions"]
     com = (masses[:, None, :, None] * r).sum(2) / masses.sum(1)[:, None, None]  # [n, L, D]
     p0 = (masses[:, :, None] * data.velocities[:, 0]).sum(1) / masses.sum(1)[:, None]
     c0 = (masses[:, :, None] * data.positions[:, 0]).sum(1) / masses.sum(1)[:, None]

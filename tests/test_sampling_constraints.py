@@ -8,8 +8,9 @@ import torch
 from physdiff.cli.main import main
 from physdiff.data.augment import random_orthogonal, rotate_particle_state
 from physdiff.diffusion import sample
-from physdiff.experiments.particles import DiffusionConfig, ModelConfig, build_denoiser
-from physdiff.priors import Prior, make_prior
+from physdiff.experiments.config import EGNNConfig, ExperimentConfig
+from physdiff.experiments.particle_task import ParticleScaling, ParticleTask
+from physdiff.priors import FeaturePrior, make_prior
 from physdiff.priors.sampling import batched_cg, constraint_hook, gauss_newton_projection
 from test_reproduce_particles import TINY
 
@@ -118,15 +119,15 @@ def test_guidance_descends_and_the_hook_waits_for_t_start():
 
 
 def test_bad_constraints_are_refused_with_their_name():
-    class FeaturesOnly(Prior):
+    class FeaturesOnly(FeaturePrior):
         def features(self, x, **context):
             return x.square()
 
     momentum = make_prior("momentum", "three-body")
     with pytest.raises(ValueError, match="mode"):
         constraint_hook([momentum], mode="teleport")
-    with pytest.raises(ValueError, match="no residual"):
-        constraint_hook([FeaturesOnly(name="feat", case="nonlinear")])
+    with pytest.raises(ValueError, match="states no law"):
+        constraint_hook([FeaturesOnly(name="feat")])
     with pytest.raises(ValueError, match="iterations"):
         constraint_hook([momentum], iterations=0)
     with pytest.raises(ValueError, match="at least one prior"):
@@ -137,7 +138,8 @@ def test_sampler_with_projection_conserves_momentum_exactly():
     """An untrained denoiser's samples violate momentum; with the projection hook they conserve it to
     float precision, and the known first frame is kept."""
     torch.manual_seed(0)
-    den = build_denoiser(ModelConfig(hidden=16, layers=1, vector_channels=4), DiffusionConfig(prediction="x0"), 2)
+    cfg = ExperimentConfig(model=EGNNConfig(hidden=16, layers=1, vector_channels=4))
+    den = ParticleTask(cfg).build_denoiser(ParticleScaling(1.0, 1.0), {"x0": torch.zeros(1, L, 5, 4)})
     x = _state(k=5, d=2).float()
     mask = _first_frame_mask(x)
     prior = make_prior("momentum", "five-spring")
@@ -165,7 +167,7 @@ def test_reproduce_reports_constrained_rows_apart_from_the_arms(tmp_path):
     assert res["arms"]["no_prior"]["momentum_error"]["mean"] > 1e-3
     assert rows["no_prior + projection:momentum+energy"]["energy_error"]["mean"] < 1e-4
     assert "Beyond the paper" in (out / "table.md").read_text()
-    assert (out / "arms" / "no_prior" / "seed0" / "samples_projection_momentum.h5").is_file()
+    assert (out / "arms" / "no_prior" / "seed0" / "samples_prediction_projection_momentum.h5").is_file()
 
 
 def test_reproduce_refuses_a_bad_constraint(tmp_path, capsys):
@@ -192,29 +194,42 @@ def test_pde_projection_rows_for_a_linear_residual(tmp_path):
     plain = res["arms"]["no_prior"]
     assert row["constraint_rmse"]["mean"] < 1e-2 * plain["constraint_rmse"]["mean"]
     run = out / "arms" / "no_prior" / "seed0"
-    assert (run / "constrained_projection_residual_prediction.h5").is_file()
-    assert sorted(p.name for p in run.glob("samples_*.h5")) == ["samples_generation.h5", "samples_prediction.h5"]
-    with pytest.raises(ValueError, match="does not apply"):
-        from physdiff.experiments.reproduce_fields import reproduce_fields
-
-        reproduce_fields("advection", out=tmp_path / "bad", overrides=["sample.constraints=[{priors: [energy]}]"])
+    assert sorted(p.name for p in run.glob("samples_*.h5")) == [
+        "samples_generation.h5",
+        "samples_generation_projection_residual.h5",
+        "samples_prediction.h5",
+        "samples_prediction_projection_residual.h5",
+    ]
+    assert (
+        main(
+            [
+                "reproduce",
+                "advection",
+                "--out",
+                str(tmp_path / "bad"),
+                *FIELD_TINY,
+                *SIZES["advection"],
+                "sample.constraints=[{priors: [energy]}]",
+            ]
+        )
+        == 2
+    )
 
 
 def test_a_constraint_that_the_ground_truth_breaks_is_refused(tmp_path):
-    """A residual that is not ≈ 0 on clean data (here: velocities off by a factor 2, as with wrong
-    constants or units) would pull every sample off the data's physics: refused, naming the prior."""
-    from physdiff.experiments.particles import prepare_particle_tensors
-    from physdiff.experiments.reproduce import build_constraints, load_experiment, preset_config
+    """A residual that is not ≈ 0 on clean data (here: the spring constant of the prior twice the data's, as
+    with wrong constants or units) would pull every sample off the data's physics: refused, naming the prior."""
+    from physdiff.config import apply_overrides
+    from physdiff.experiments.config import preset_config
+    from physdiff.experiments.harness import prepare
 
-    cfg = preset_config("five-spring")
-    cfg.data.n, cfg.data.n_frames = 40, 8
+    cfg = apply_overrides(preset_config("five-spring"), ["data.n=40", "data.settings.n_frames=8"])
     cfg.sample.constraints = cfg.sample.constraints[1:2]  # momentum + energy
-    _, _, train, _, _, scaling = load_experiment(cfg, tmp_path, progress=False)
-    gt = prepare_particle_tensors(train, scaling)
-    assert len(build_constraints(cfg, "five-spring", 2, scaling, gt)) == 1
-    bad = {**gt, "x0": torch.cat([gt["x0"][..., :2], 2 * gt["x0"][..., 2:]], dim=-1)}
-    with pytest.raises(ValueError, match="'energy' is not ≈ 0 on the ground truth"):
-        build_constraints(cfg, "five-spring", 2, scaling, bad)
+    prep = prepare(cfg, tmp_path, progress=False)
+    assert len(prep.task.build_constraints(prep.train, prep.scaling)) == 1
+    prep.train.constants["kappa"] *= 2.0
+    with pytest.raises(ValueError, match="'energy' is not at the ground truth's floor"):
+        prep.task.build_constraints(prep.train, prep.scaling)
 
 
 def test_pde_projection_for_a_multilinear_residual(tmp_path):

@@ -1,12 +1,15 @@
 """Typed configuration: dataclasses ⇄ plain dicts ⇄ YAML, with ``key=value`` overrides.
 
 Every run writes its full config as ``config.yaml`` next to its outputs. Unknown keys and values of
-the wrong type are refused with a message naming the key.
+the wrong type are refused with a message naming the key and suggesting the closest valid ones. A
+dataclass field whose type has a ``select(value)`` classmethod is typed by its value (e.g. the model
+config by its ``kind``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from pathlib import Path
@@ -14,13 +17,28 @@ from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["ConfigError", "to_dict", "from_dict", "apply_overrides", "save_yaml", "load_yaml"]
+__all__ = [
+    "ConfigError",
+    "to_dict",
+    "from_dict",
+    "apply_overrides",
+    "save_yaml",
+    "load_yaml",
+    "load_yaml_dict",
+    "closest",
+]
 
 T = TypeVar("T")
 
 
 class ConfigError(ValueError):
     """A config key or value is invalid."""
+
+
+def closest(word: str, options: Any) -> str:
+    """`` (did you mean 'a' or 'b'?)`` for the valid options nearest to ``word``, or ``""``."""
+    near = difflib.get_close_matches(str(word), [str(o) for o in options], n=3, cutoff=0.5)
+    return f" (did you mean {' or '.join(repr(n) for n in near)}?)" if near else ""
 
 
 def to_dict(cfg: Any) -> dict:
@@ -46,6 +64,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"config key {key!r} must be a mapping, got {value!r}")
+        if hasattr(tp, "select"):
+            tp = tp.select(value)
         return from_dict(tp, value, prefix=f"{key}.")
     if origin in (list, tuple):
         if isinstance(value, str):
@@ -97,17 +117,21 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a (possibly partial) dict; unknown keys are errors."""
+def from_dict(cls: type[T], data: dict, prefix: str = "", where: str = "") -> T:
+    """Build dataclass ``cls`` from a (possibly partial) dict; unknown keys are errors (``where``: a file
+    name for the message)."""
     if data is None:
         data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where + ': ' if where else ''}config must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
+        hint = closest(unknown[0], names)
         raise ConfigError(
-            f"unknown config key(s) {[prefix + u for u in unknown]}; valid keys under "
-            f"{prefix.rstrip('.') or 'the top level'}: {sorted(names)}"
+            f"{where + ': ' if where else ''}unknown config key(s) {[prefix + u for u in unknown]}{hint}; valid keys "
+            f"under {prefix.rstrip('.') or 'the top level'}: {sorted(names)}"
         )
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
     return cls(**kwargs)
@@ -131,7 +155,13 @@ def apply_overrides(cfg: T, overrides: list[str]) -> T:
             _child(node, last, key)
         if isinstance(node, list):
             last = int(last)
-        node[last] = yaml.safe_load(raw) if raw != "" else ""
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
+        if last == "kind" and hasattr(type(obj), "select") and value != node.get("kind"):
+            node.clear()  # another kind of model: start from that kind's defaults
+        node[last] = value
     return from_dict(type(cfg), d)
 
 
@@ -146,12 +176,19 @@ def _typed_child(obj: Any, part: str) -> Any:
 
 
 def _child(node: Any, part: str, key: str) -> Any:
-    """``node[part]`` for a dict key or a list index, or a ConfigError naming the key."""
+    """``node[part]`` for a dict key or a list index, or a ConfigError naming the key (and the nearest ones)."""
     if isinstance(node, dict) and part in node:
         return node[part]
     if isinstance(node, list) and part.isdigit() and int(part) < len(node):
         return node[int(part)]
-    raise ConfigError(f"unknown config key {key!r}")
+    if isinstance(node, list):
+        raise ConfigError(f"unknown config key {key!r}: index {part!r} is not in a list of {len(node)} entries")
+    prefix = key[: len(key) - len(part)] if key.endswith(part) else ""
+    valid = sorted(node) if isinstance(node, dict) else []
+    raise ConfigError(
+        f"unknown config key {key!r}{closest(part, valid)}; valid keys under {prefix.rstrip('.') or 'the top level'}: "
+        f"{valid}"
+    )
 
 
 def save_yaml(cfg: Any, path: str | Path) -> None:
@@ -160,15 +197,22 @@ def save_yaml(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(text)
 
 
-def load_yaml(cls: type[T], path: str | Path) -> T:
+def load_yaml_dict(path: str | Path) -> dict:
+    """The mapping in a YAML file (``safe_load``), with errors naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
-    return from_dict(cls, data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_yaml(cls: type[T], path: str | Path) -> T:
+    return from_dict(cls, load_yaml_dict(path), where=str(path))
 
 
 def _plain(x: Any) -> Any:

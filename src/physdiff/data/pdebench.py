@@ -110,6 +110,11 @@ class FieldData:
     origin: str = "physdiff"
 
     @property
+    def path(self) -> str | None:
+        """The file the data were read from (as ``ParticleData.path``)."""
+        return self.source
+
+    @property
     def n_samples(self) -> int:
         return int(self.fields.shape[0])
 

@@ -97,7 +97,6 @@ def evaluate_field_files(
     """
     from physdiff.data.pdebench import load_pde
     from physdiff.data.provenance import check_reference, fingerprint
-    from physdiff.experiments.reproduce_fields import physical_mask
     from physdiff.systems.pde_registry import get_pde_system
 
     gen = load_pde(samples, system)
@@ -123,7 +122,7 @@ def evaluate_field_files(
     conditioned = {}
     if ref.coefficient is not None and gen.coefficient is not None:
         conditioned["a (coefficient)"] = (gen.coefficient, ref.coefficient)
-    mask = physical_mask(ref, task)
+    mask = get_pde_system(ref.system).prediction_mask(ref.fields.shape) if task == "prediction" else None
     if mask is not None:  # time-dependent prediction: the given first frame
         conditioned["u(t=0)"] = (gen.fields[:, 0], ref.fields[:, 0])
     recorded = gen.parameters.get("reference_sha256")

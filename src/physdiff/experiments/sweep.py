@@ -42,19 +42,18 @@ def _point_dir(point: list[str]) -> str:
     return "__".join(re.sub(r"[^A-Za-z0-9._-]+", "-", p.replace("=", "-")) for p in point)
 
 
-def _runner(experiment: str, preset: str, overrides: list[str]):
-    """(reproduce function, table metrics, the with-prior arms of the configured experiment)."""
+def _plan(
+    experiment: str, preset: str, overrides: list[str], grid: dict[str, list[str]]
+) -> tuple[list[str], list[str]]:
+    """(table metrics, with-prior arms) of the configured experiment; every grid point is validated first."""
     from physdiff.config import apply_overrides
-    from physdiff.experiments import reproduce as rp
-    from physdiff.experiments import reproduce_fields as rf
+    from physdiff.experiments.config import preset_config
 
-    if experiment in rp.PARTICLE_EXPERIMENTS:
-        cfg = apply_overrides(rp.preset_config(experiment, preset), overrides)
-        return rp.reproduce_particles, rp.TABLE_METRICS[experiment], list(rp.arm_priors(cfg))[1:]
-    if experiment in rf.FIELD_TABLE_METRICS:
-        cfg = apply_overrides(rf.field_preset_config(experiment, preset), overrides)
-        return rf.reproduce_fields, rf.FIELD_TABLE_METRICS[experiment], list(rf.field_arm_priors(cfg))[1:]
-    raise ValueError(f"unknown experiment {experiment!r}")
+    cfg = apply_overrides(preset_config(experiment, preset), overrides)
+    keys = list(grid)
+    for values in itertools.product(*(grid[k] for k in keys)):  # refuse a bad grid before any training
+        apply_overrides(cfg, [f"{k}={v}" for k, v in zip(keys, values, strict=True)])
+    return list(cfg.metrics), list(cfg.arms())[1:]
 
 
 def run_sweep(
@@ -74,12 +73,14 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Run the grid; returns the ``sweep.json`` content. Runs resume from their checkpoints, so running
     the same sweep again continues where it stopped."""
-    run, metrics, prior_arms = _runner(experiment, preset, list(overrides))
+    from physdiff.experiments.harness import reproduce as run
+
+    if not grid:
+        raise ValueError("empty sweep grid: give at least one --grid key=v1,v2,...")
+    metrics, prior_arms = _plan(experiment, preset, list(overrides), grid)
     arms = list(arms) if arms else prior_arms
     if "no_prior" in arms:
         raise ValueError("the no_prior arm runs once as the baseline; list with-prior arms only in --arms")
-    if not grid:
-        raise ValueError("empty sweep grid: give at least one --grid key=v1,v2,...")
     out = Path(out or f"results/sweep-{experiment}-{preset}")
     cache = Path(cache_dir) if cache_dir else out / "data"
     common = dict(

@@ -30,10 +30,7 @@ import numpy as np
 from physdiff.evaluation.statistics import aggregate_seeds, paired_difference
 
 __all__ = [
-    "configure_run",
-    "arms_of",
     "select_arms",
-    "check_constraints",
     "aggregate",
     "paired",
     "paired_constraints",
@@ -45,27 +42,6 @@ __all__ = [
 PerSample = dict[str, np.ndarray]
 
 
-def configure_run(cfg: Any, overrides: Sequence[str], seeds: Sequence[int] | None, out: Path) -> Any:
-    """Apply ``key=value`` overrides and a seed list to a preset config, create ``out`` and save the
-    effective config there as ``config.yaml``; returns the config."""
-    from physdiff.config import apply_overrides, save_yaml
-
-    cfg = apply_overrides(cfg, list(overrides))
-    if seeds is not None:
-        cfg.seeds = list(seeds)
-    out.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, out / "config.yaml")
-    return cfg
-
-
-def arms_of(priors: Iterable[Any]) -> dict[str, list[Any]]:
-    """``{"no_prior": [], "prior:<name>": [prior config], ...}``: one with-prior arm per configured prior."""
-    arms: dict[str, list[Any]] = {"no_prior": []}
-    for p in priors:
-        arms[f"prior:{p.name}"] = [p]
-    return arms
-
-
 def select_arms(specs: Mapping[str, list[Any]], arms: Sequence[str] | None) -> dict[str, list[Any]]:
     """The requested subset of ``specs`` (all when ``arms`` is empty); unknown names raise ``ValueError``."""
     if not arms:
@@ -74,23 +50,6 @@ def select_arms(specs: Mapping[str, list[Any]], arms: Sequence[str] | None) -> d
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown}; this experiment has {sorted(specs)}")
     return {a: specs[a] for a in arms}
-
-
-def check_constraints(constraints: Sequence[Any]) -> None:
-    """Refuse ``sample.constraints`` entries with an unknown mode, no prior, or a label listed twice."""
-    from physdiff.priors.sampling import CONSTRAINT_MODES
-
-    labels = set()
-    for c in constraints:
-        if c.mode not in CONSTRAINT_MODES:
-            raise ValueError(
-                f"sample.constraints: unknown mode {c.mode!r} ({c.label}); choose one of {CONSTRAINT_MODES}"
-            )
-        if not c.priors:
-            raise ValueError("sample.constraints: a constraint names no prior (priors=[...])")
-        if c.label in labels:
-            raise ValueError(f"sample.constraints: {c.label!r} is listed twice")
-        labels.add(c.label)
 
 
 def aggregate(per_seed: Mapping[int, PerSample]) -> dict[str, dict[str, Any]]:
@@ -175,7 +134,8 @@ def markdown_table(
     each with-prior arm to ``no_prior`` and its paired difference with the 95 % interval over seeds."""
     arms = results["arms"]
     keys = [k for k in keys if all(k in m for m in arms.values())]
-    labels = labels or {}
+    tasks = results.get("metric_tasks") or {}
+    labels = labels or {k: f"{k} ({t})" for k, t in tasks.items()}
     header = ["| method | " + " | ".join(labels.get(k, k) for k in keys) + " |", "|---|" + "---|" * len(keys)]
     lines = [
         f"### {results['experiment']} ({results['preset']} preset, seeds {results['seeds']}, "

@@ -1,18 +1,15 @@
 """Physical-feasibility priors acting on the Tweedie estimate x̂0 (method.md §3; see docs/priors.md)."""
 
-from physdiff.priors.aux_head import (
-    FEATURE_KINDS,
-    PRIOR_VARIANTS,
-    AuxHeadPrior,
-    FeatureHead,
-    attach_aux_heads,
-    feature_layout,
-    feature_matching_penalty,
-    ignore_aux_head_weights,
-    make_aux_head_prior,
-    total_prior_loss_with_heads,
+from physdiff.priors.aux_head import PRIOR_VARIANTS, AuxHeadPrior, attach_aux_heads, make_aux_head_prior
+from physdiff.priors.base import (
+    CASES,
+    Constraint,
+    FeaturePrior,
+    Prior,
+    ResidualPrior,
+    per_sample_mean,
+    total_prior_loss,
 )
-from physdiff.priors.base import CASES, Prior, per_sample_mean, total_prior_loss
 from physdiff.priors.particles import (
     PARTICLE_PRIORS,
     AngularMomentumPrior,
@@ -26,25 +23,22 @@ from physdiff.priors.particles import (
 
 __all__ = [
     "CASES",
-    "FEATURE_KINDS",
     "PARTICLE_PRIORS",
     "PRIOR_VARIANTS",
     "AngularMomentumPrior",
     "AuxHeadPrior",
-    "FeatureHead",
+    "Constraint",
+    "FeaturePrior",
     "GravityEnergyPrior",
     "MomentumPrior",
     "NewtonSpringPrior",
     "ParticlePrior",
     "Prior",
+    "ResidualPrior",
     "SpringEnergyPrior",
     "attach_aux_heads",
-    "feature_layout",
-    "feature_matching_penalty",
-    "ignore_aux_head_weights",
     "make_aux_head_prior",
     "make_prior",
     "per_sample_mean",
     "total_prior_loss",
-    "total_prior_loss_with_heads",
 ]

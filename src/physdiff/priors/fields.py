@@ -1,7 +1,7 @@
 r"""PDE-residual priors: the finite-difference residual of a PDE system as a :class:`Prior` (method.md §3).
 
 The diffusion model works on normalised fields ``x`` in its own layout (channel-first, see
-:mod:`physdiff.experiments.fields`); the prior maps ``x`` back to physical fields with ``to_physical``,
+:mod:`physdiff.experiments.field_task`); the prior maps ``x`` back to physical fields with ``to_physical``,
 evaluates the system's residual R(u) on the grid of the data (spacings, β / ν / f / g from the data's
 parameters, the permeability ``a`` for Darcy from the context), and divides by ``normaliser`` (the residual's gain
 on white noise, :func:`noise_gain`) so that λ weighs the penalty against the data-matching loss:
@@ -25,22 +25,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from physdiff.priors.base import Prior, per_sample_mean
+from physdiff.priors.base import ResidualPrior, per_sample_mean
 from physdiff.systems.pde_registry import PDESystem, get_pde_system
 
-__all__ = ["FieldResidualPrior", "FIELD_PRIORS", "make_field_prior", "noise_gain"]
-
-#: prior names per PDE system: ``residual`` is the system's own residual (the paper's prior)
-FIELD_PRIORS: Mapping[str, tuple[str, ...]] = {
-    "advection": ("residual",),
-    "burgers": ("residual",),
-    "darcy": ("residual",),
-    "shallow-water": ("residual", "momentum"),
-}
-
+__all__ = ["FieldResidualPrior", "make_field_prior", "noise_gain"]
 
 @dataclass
-class FieldResidualPrior(Prior):
+class FieldResidualPrior(ResidualPrior):
     """The residual of a PDE system on model-space fields.
 
     Attributes:
@@ -71,17 +62,12 @@ class FieldResidualPrior(Prior):
             raise ValueError(f"prior {self.name!r}: a PDE system is required")
         if not self.normaliser > 0:
             raise ValueError(f"prior {self.name!r}: normaliser must be > 0, got {self.normaliser}")
-        if self.residual_name == "residual":
-            self._fn = self.system.residual_fn
-        elif self.residual_name in self.system.extra_residuals:
-            self._fn = self.system.extra_residuals[self.residual_name]
-        else:
+        self._fn = self.system.get_residual(self.residual_name).fn
+        if self.system.coefficient is not None and self.coefficient_to_physical is None:
             raise ValueError(
-                f"prior {self.residual_name!r} does not apply to {self.system.name}; "
-                f"valid: {FIELD_PRIORS.get(self.system.name, ('residual',))}"
+                f"prior {self.name!r}: the {self.system.name} residual needs the coefficient field "
+                f"{self.system.coefficient!r} (e.g. Darcy's permeability)"
             )
-        if self.system.name == "darcy" and self.coefficient_to_physical is None:
-            raise ValueError(f"prior {self.name!r}: the Darcy residual needs the permeability a (coefficient)")
 
     def residual(self, x: Tensor, cond: Tensor | None = None, **context: Any) -> Tensor:
         """R(u)/normaliser with u = to_physical(x); ``cond`` carries Darcy's (scaled) permeability."""
@@ -143,10 +129,14 @@ def make_field_prior(
     ``coefficient_to_physical``, ``normaliser``). The case (linear / multilinear) is the residual's.
     """
     sys_ = get_pde_system(system) if isinstance(system, str) else system
-    valid = FIELD_PRIORS.get(sys_.name, ("residual",))
-    if name not in valid:
-        raise ValueError(f"prior {name!r} does not apply to {sys_.name}; valid priors: {', '.join(valid)}")
-    case = sys_.residual_kind if name == "residual" else sys_.extra_residual_kinds[name]
+    if name not in sys_.residuals:
+        raise ValueError(f"prior {name!r} does not apply to {sys_.name}; valid priors: {', '.join(sys_.residuals)}")
     return FieldResidualPrior(
-        name=name, case=case, weight=weight, time_weight=time_weight, system=sys_, residual_name=name, **kwargs
+        name=name,
+        case=sys_.get_residual(name).kind,
+        weight=weight,
+        time_weight=time_weight,
+        system=sys_,
+        residual_name=name,
+        **kwargs,
     )

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from physdiff.physics import particles as phys
-from physdiff.priors.base import Prior
+from physdiff.priors.base import Constraint, FeaturePrior, Prior, ResidualPrior
 from physdiff.systems.registry import PARTICLE_SYSTEMS, get_system
 
 __all__ = [
@@ -59,7 +59,8 @@ def _parse_scale(scale: Scale) -> tuple[float, float]:
 
 @dataclass
 class ParticlePrior(Prior):
-    """Base of the particle priors: unit conversion, masses and edges from the context.
+    """Base of the particle priors: unit conversion, masses and edges from the context. A concrete prior
+    also derives from :class:`ResidualPrior` or :class:`FeaturePrior` (its kind).
 
     Attributes:
         dim: spatial dimension D (the state has 2D channels).
@@ -126,7 +127,7 @@ def _kinetic_features(V: Tensor, per_component: bool) -> Tensor:
 
 
 @dataclass
-class MomentumPrior(ParticlePrior):
+class MomentumPrior(ParticlePrior, ResidualPrior):
     """Conservation of linear momentum (linear): Σ_k m_k V_{l,k} − Σ_k m_k V_{0,k} = 0 for l ≥ 1."""
 
     name: str = "momentum"
@@ -139,7 +140,7 @@ class MomentumPrior(ParticlePrior):
 
 
 @dataclass
-class AngularMomentumPrior(ParticlePrior):
+class AngularMomentumPrior(ParticlePrior, ResidualPrior):
     """Conservation of angular momentum (multilinear): L_l − L_0 = 0, L = Σ_k m_k R_k × V_k (about 0)."""
 
     name: str = "angular-momentum"
@@ -152,7 +153,7 @@ class AngularMomentumPrior(ParticlePrior):
 
 
 @dataclass
-class NewtonSpringPrior(ParticlePrior):
+class NewtonSpringPrior(ParticlePrior, ResidualPrior):
     """Newton's law for springs (linear in positions given the graph): m a_l + κ(deg R − e R) = 0.
 
     a_l = (R_{l+1} − 2R_l + R_{l−1})/Δt² on interior frames; the residual has force units.
@@ -178,7 +179,7 @@ class NewtonSpringPrior(ParticlePrior):
 
 
 @dataclass
-class GravityEnergyPrior(ParticlePrior):
+class GravityEnergyPrior(ParticlePrior, FeaturePrior, Constraint):
     """Energy for gravity via the multilinear reduction: match 1/R_ij (i<j) and the kinetic terms.
 
     J = potential_weight · mean(1/R̂_ij − 1/R_ij)² + kinetic_weight · mean(|V̂|² − |V|²)².
@@ -210,7 +211,7 @@ class GravityEnergyPrior(ParticlePrior):
 
 
 @dataclass
-class SpringEnergyPrior(ParticlePrior):
+class SpringEnergyPrior(ParticlePrior, FeaturePrior, Constraint):
     """Energy for springs: match e_ij R_ij² over pairs i<j and the kinetic terms (needs ``edges``)."""
 
     name: str = "energy"
@@ -258,13 +259,16 @@ _BY_NAME: dict[str, type[ParticlePrior]] = {
 }
 
 
-def make_prior(name: str, system_name: str, **kw: Any) -> ParticlePrior:
+def make_prior(
+    name: str, system_name: str, *, constants: Mapping[str, float] | None = None, **kw: Any
+) -> ParticlePrior:
     """A built-in particle prior by name for a particle system.
 
     Names: ``momentum``, ``energy`` (gravity or spring energy, by system), ``newton``, ``angular-momentum``
-    and the explicit ``gravity-energy`` / ``spring-energy``. ``dim`` and the physical constants (``dt``,
-    ``kappa``) default to the system's; other keywords (``weight``, ``scale``, ``time_weight``, ...) go to
-    the prior.
+    and the explicit ``gravity-energy`` / ``spring-energy``. ``dim`` defaults to the system's; the physical
+    constants the prior uses (``dt``, ``G``, ``kappa``) come from ``constants`` (a data file's attributes),
+    else from the system's defaults; other keywords (``weight``, ``scale``, ``time_weight``, ...) go to the
+    prior.
 
     Raises:
         ValueError: unknown prior or system name, or a prior that does not apply to the system.
@@ -285,9 +289,9 @@ def make_prior(name: str, system_name: str, **kw: Any) -> ParticlePrior:
             + (" (it needs a spring graph, edges)" if cls.needs_edges and not sys.has_edges else "")
         )
     kw.setdefault("dim", sys.n_dims)
-    if cls is NewtonSpringPrior:
-        kw.setdefault("dt", sys.dt)
-    for const in ("kappa", "G"):  # the physical constants a prior uses, from the system
-        if any(f.name == const for f in dataclasses.fields(cls)):
-            kw.setdefault(const, sys.constants[const])
+    values = {**sys.constants, **(constants or {})}
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for const, value in values.items():  # the physical constants this prior uses
+        if const in fields:
+            kw.setdefault(const, float(value))
     return cls(**kw)

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from physdiff.priors.base import Prior
+from physdiff.priors.base import Constraint, Prior
 
 __all__ = ["CONSTRAINT_MODES", "batched_cg", "constraint_hook", "gradient_guidance", "gauss_newton_projection"]
 
@@ -183,10 +183,10 @@ def constraint_hook(
     if mode == "guidance" and not scale > 0:
         raise ValueError(f"sampling-time guidance: scale must be > 0, got {scale}")
     for p in priors:
-        if type(p).residual is Prior.residual:
+        if not isinstance(p, Constraint):
             raise ValueError(
-                f"prior {p.name!r} has no residual R(x); sampling-time constraints act on residuals "
-                "(implement residual(x, **context))"
+                f"prior {p.name!r} ({type(p).__name__}) states no law R(x) = 0; sampling-time constraints act on "
+                "residuals (a ResidualPrior, or a prior that is also a Constraint, like the energy priors)"
             )
     ctx = dict(context or {})
 

@@ -26,9 +26,10 @@ import torch
 from torch import Tensor
 
 from physdiff.physics import pde_residuals as R
+from physdiff.physics.finite_difference import time_derivative
 from physdiff.systems import advection, burgers, darcy, shallow_water
 
-__all__ = ["PDESimulation", "PDESystem", "get_pde_system", "PDE_SYSTEMS", "spacing_from_coords"]
+__all__ = ["PDESimulation", "PDESystem", "Residual", "get_pde_system", "PDE_SYSTEMS", "spacing_from_coords"]
 
 
 def spacing_from_coords(coords: Mapping[str, np.ndarray]) -> dict[str, float | None]:
@@ -75,31 +76,75 @@ ResidualFn = Callable[[Tensor, "Tensor | None", Mapping[str, float | None], Mapp
 
 
 @dataclass(frozen=True)
+class Residual:
+    """A discrete residual R(u) of a system: ``fn(fields, coefficient, spacing, parameters)`` on torch
+    tensors, its prior case (``linear`` / ``multilinear``) and ``term``, one typical term of the equation
+    with the same units (the yardstick of ground-truth checks: u_t, h² (hu)_t, or the source f)."""
+
+    fn: ResidualFn
+    kind: str
+    term: ResidualFn
+
+
+@dataclass(frozen=True)
 class PDESystem:
-    """One PDE system.
+    """One PDE system and the facts about its data that the rest of the library asks for.
 
     Attributes:
         name: registry name.
         equation: the PDE in words.
-        layout: axis order of ``fields``.
+        field_axes: axes of ``fields`` after the sample axis, named ``t`` (frames), ``c`` (channels),
+            ``x``, ``y`` (space), e.g. ``("t", "x")``, ``("x", "y")``, ``("t", "c", "x", "y")``.
+        channels: the physical channels (``("u",)`` or ``("h", "hu", "hv")``).
+        periodic: the spatial axes with periodic boundaries.
+        coefficient: the name of a coefficient field given with each sample (Darcy's permeability ``a``),
+            or ``None``.
+        tasks: ``prediction`` (given the first frame, or the coefficient of a steady problem) and/or
+            ``generation`` (unconditional).
+        parameters: the physical parameters read from files, each with the attribute names it may carry
+            there (PDEBench's ``Nu`` for ``nu``, ``beta`` for Darcy's source).
         simulate_fn: module-level simulator returning a dict (``u``, optional ``a``, ``coords``,
             ``parameters``).
-        defaults: quick-preset settings; ``large``: a larger preset (benchmarks / paper scale).
-        residual_kind: prior case of the residual (``linear`` / ``multilinear``).
-        residual_fn: ``(fields, coefficient, spacing, parameters) -> residual`` on torch tensors.
+        defaults: quick-scale simulator settings; ``large``: a larger scale (benchmarks / paper).
+        residuals: ``{"residual": the system's own residual, ...extra ones}``.
     """
 
     name: str
     equation: str
-    layout: str
+    field_axes: tuple[str, ...]
+    channels: tuple[str, ...]
+    periodic: tuple[str, ...]
+    coefficient: str | None
+    tasks: tuple[str, ...]
+    parameters: Mapping[str, tuple[str, ...]]
     simulate_fn: Callable[..., dict[str, Any]]
     defaults: Mapping[str, Any]
     large: Mapping[str, Any]
-    residual_kind: str
-    residual_fn: ResidualFn
-    extra_residuals: Mapping[str, ResidualFn] = field(default_factory=dict)
-    extra_residual_kinds: Mapping[str, str] = field(default_factory=dict)
+    residuals: Mapping[str, Residual]
 
+    # ------------------------------------------------------------------------------------ facts
+    @property
+    def spatial_axes(self) -> tuple[str, ...]:
+        return tuple(a for a in self.field_axes if a not in ("t", "c"))
+
+    @property
+    def time_dependent(self) -> bool:
+        return "t" in self.field_axes
+
+    @property
+    def residual_kind(self) -> str:
+        return self.residuals["residual"].kind
+
+    def prediction_mask(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        """Known entries of the prediction task in the physical layout ``[N, *field_axes]``: the first frame
+        of a time-dependent system; ``None`` for a steady one (its condition is the coefficient field)."""
+        if not self.time_dependent:
+            return None
+        mask = np.zeros(shape[:2] + (1,) * (len(shape) - 2))
+        mask[:, 0] = 1.0
+        return mask
+
+    # ------------------------------------------------------------------------------ simulation
     def simulate(self, n: int, seed: int, **settings: Any) -> PDESimulation:
         """Simulate ``n`` samples with ``defaults`` overridden by ``settings``."""
         valid = set(inspect.signature(self.simulate_fn).parameters) - {"n", "seed"}
@@ -109,24 +154,43 @@ class PDESystem:
         out = self.simulate_fn(n, seed, **{**self.defaults, **settings})
         return PDESimulation(self.name, out["u"], out["coords"], out["parameters"], out.get("a"))
 
-    def residual(self, data: _HasFields, fields: Tensor | np.ndarray | None = None) -> Tensor:
-        """Residual of ``fields`` (default ``data.fields``) with the grid, coefficient and parameters
-        of ``data`` (a :class:`PDESimulation` or :class:`~physdiff.data.pdebench.FieldData`)."""
+    # -------------------------------------------------------------------------------- residuals
+    def get_residual(self, name: str = "residual") -> Residual:
+        if name not in self.residuals:
+            raise ValueError(f"residual {name!r} does not apply to {self.name}; valid: {', '.join(self.residuals)}")
+        return self.residuals[name]
+
+    def _apply(self, fn: ResidualFn, data: _HasFields, fields: Tensor | np.ndarray | None) -> Tensor:
         u = data.fields if fields is None else fields
         u_t = torch.as_tensor(u)
         if not u_t.is_floating_point():
             u_t = u_t.double()
         coef = None if data.coefficient is None else torch.as_tensor(data.coefficient, dtype=u_t.dtype)
-        return self.residual_fn(u_t, coef, spacing_from_coords(data.coords), data.parameters)
+        return fn(u_t, coef, spacing_from_coords(data.coords), data.parameters)
+
+    def residual(self, data: _HasFields, fields: Tensor | np.ndarray | None = None, name: str = "residual") -> Tensor:
+        """Residual ``name`` of ``fields`` (default ``data.fields``) with the grid, coefficient and parameters
+        of ``data`` (a :class:`PDESimulation` or :class:`~physdiff.data.pdebench.FieldData`)."""
+        return self._apply(self.get_residual(name).fn, data, fields)
 
     def residual_rmse(self, data: _HasFields, fields: Tensor | np.ndarray | None = None) -> np.ndarray:
         """Per-sample RMSE of :meth:`residual` over all points where the stencil applies, ``[N]``."""
         r = self.residual(data, fields)
         return r.reshape(r.shape[0], -1).pow(2).mean(dim=1).sqrt().detach().cpu().numpy()
 
+    def term_scale(self, data: _HasFields, name: str = "residual", n: int = 64) -> float:
+        """RMS over the first ``n`` samples of one typical term of residual ``name`` (its yardstick)."""
+        sub = data.subset(np.arange(min(n, len(data.fields)))) if hasattr(data, "subset") else data
+        value = float(self._apply(self.get_residual(name).term, sub, None).square().mean().sqrt())
+        return value if value > 0 else 1.0
+
     def measure_floor(self, n: int = 32, seed: int = 0, **settings: Any) -> float:
         """Mean per-sample residual RMSE of freshly simulated ground truth."""
         return float(np.mean(self.residual_rmse(self.simulate(n, seed, **settings))))
+
+
+def _dt(u: Tensor, s: Mapping[str, float | None]) -> Tensor:
+    return time_derivative(u, s["dt"], dim=1)
 
 
 def _adv(u: Tensor, a: Tensor | None, s: Mapping[str, float | None], p: Mapping[str, Any]) -> Tensor:
@@ -137,18 +201,34 @@ def _burgers(u: Tensor, a: Tensor | None, s: Mapping[str, float | None], p: Mapp
     return R.burgers_residual(u, s["dt"], s["dx"], float(p["nu"]))
 
 
+def _u_t(u: Tensor, a: Tensor | None, s: Mapping[str, float | None], p: Mapping[str, Any]) -> Tensor:
+    return _dt(u, s)
+
+
 def _darcy(u: Tensor, a: Tensor | None, s: Mapping[str, float | None], p: Mapping[str, Any]) -> Tensor:
     if a is None:
         raise ValueError("darcy residual needs the permeability field a (coefficient)")
     return R.darcy_residual(u, a, s["dx"], float(p.get("f", 1.0)))
 
 
+def _source(u: Tensor, a: Tensor | None, s: Mapping[str, float | None], p: Mapping[str, Any]) -> Tensor:
+    return torch.full((1,), float(p.get("f", 1.0)), dtype=u.dtype)
+
+
 def _sw_mass(u: Tensor, a: Tensor | None, s: Mapping[str, float | None], p: Mapping[str, Any]) -> Tensor:
     return R.shallow_water_mass_residual(u, s["dt"], s["dx"], s["dy"])
 
 
+def _h_t(u: Tensor, a: Tensor | None, s: Mapping[str, float | None], p: Mapping[str, Any]) -> Tensor:
+    return _dt(u[:, :, 0], s)
+
+
 def _sw_mom(u: Tensor, a: Tensor | None, s: Mapping[str, float | None], p: Mapping[str, Any]) -> Tensor:
     return R.shallow_water_momentum_residual(u, s["dt"], s["dx"], s["dy"], float(p.get("g", 1.0)))
+
+
+def _h2_hu_t(u: Tensor, a: Tensor | None, s: Mapping[str, float | None], p: Mapping[str, Any]) -> Tensor:
+    return u[:, 1:-1, 0].square() * _dt(u[:, :, 1], s)
 
 
 PDE_SYSTEMS: Mapping[str, PDESystem] = MappingProxyType(
@@ -156,44 +236,60 @@ PDE_SYSTEMS: Mapping[str, PDESystem] = MappingProxyType(
         "advection": PDESystem(
             name="advection",
             equation="u_t + beta u_x = 0, x in [0,1) periodic (exact shift)",
-            layout="[N, T, X]",
+            field_axes=("t", "x"),
+            channels=("u",),
+            periodic=("x",),
+            coefficient=None,
+            tasks=("prediction", "generation"),
+            parameters=MappingProxyType({"beta": ("beta",)}),
             simulate_fn=advection.simulate,
             defaults=MappingProxyType(dict(advection.DEFAULTS)),
             large=MappingProxyType({**advection.DEFAULTS, "nx": 256, "nt": 101, "t_final": 2.0}),
-            residual_kind="linear",
-            residual_fn=_adv,
+            residuals=MappingProxyType({"residual": Residual(_adv, "linear", _u_t)}),
         ),
         "burgers": PDESystem(
             name="burgers",
             equation="u_t + u u_x = (nu/pi) u_xx, x in [0,1) periodic (pseudo-spectral IF-RK4)",
-            layout="[N, T, X]",
+            field_axes=("t", "x"),
+            channels=("u",),
+            periodic=("x",),
+            coefficient=None,
+            tasks=("prediction", "generation"),
+            parameters=MappingProxyType({"nu": ("nu", "Nu")}),
             simulate_fn=burgers.simulate,
             defaults=MappingProxyType(dict(burgers.DEFAULTS)),
             large=MappingProxyType({**burgers.DEFAULTS, "nx": 256, "nt": 101, "t_final": 2.0}),
-            residual_kind="multilinear",
-            residual_fn=_burgers,
+            residuals=MappingProxyType({"residual": Residual(_burgers, "multilinear", _u_t)}),
         ),
         "darcy": PDESystem(
             name="darcy",
             equation="-div(a grad u) = f on (0,1)^2, u = 0 on the boundary (finite volume)",
-            layout="fields [N, X, Y], coefficient [N, X, Y]",
+            field_axes=("x", "y"),
+            channels=("u",),
+            periodic=(),
+            coefficient="a",
+            tasks=("prediction",),
+            parameters=MappingProxyType({"f": ("f", "beta")}),
             simulate_fn=darcy.simulate,
             defaults=MappingProxyType(dict(darcy.DEFAULTS)),
             large=MappingProxyType({**darcy.DEFAULTS, "n_grid": 128}),
-            residual_kind="linear",
-            residual_fn=_darcy,
+            residuals=MappingProxyType({"residual": Residual(_darcy, "linear", _source)}),
         ),
         "shallow-water": PDESystem(
             name="shallow-water",
             equation="2-D shallow water (h, hu, hv), g = 1, radial dam break, reflective walls",
-            layout="[N, T, C=3 (h, hu, hv), X, Y]",
+            field_axes=("t", "c", "x", "y"),
+            channels=("h", "hu", "hv"),
+            periodic=(),
+            coefficient=None,
+            tasks=("prediction", "generation"),
+            parameters=MappingProxyType({"g": ("g",)}),
             simulate_fn=shallow_water.simulate,
             defaults=MappingProxyType(dict(shallow_water.DEFAULTS)),
             large=MappingProxyType({**shallow_water.DEFAULTS, "nx": 128, "ny": 128, "nt": 101}),
-            residual_kind="linear",
-            residual_fn=_sw_mass,
-            extra_residuals=MappingProxyType({"momentum": _sw_mom}),
-            extra_residual_kinds=MappingProxyType({"momentum": "multilinear"}),
+            residuals=MappingProxyType(
+                {"residual": Residual(_sw_mass, "linear", _h_t), "momentum": Residual(_sw_mom, "multilinear", _h2_hu_t)}
+            ),
         ),
     }
 )

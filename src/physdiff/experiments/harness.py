@@ -1,0 +1,330 @@
+"""The one harness: train an arm, sample and evaluate it, reproduce a table — for any task.
+
+``physdiff reproduce EXPERIMENT`` runs, for each seed and arm (``no_prior``, ``prior:<name>``): train a
+denoiser (:func:`train_arm`), sample the evaluation split's conditions for every sub-task and evaluate
+(:func:`sample_and_evaluate`), and writes a results folder::
+
+    results.json  table.md  config.yaml  data/  plots/
+    arms/<arm>/seed<k>/{config.yaml, scaling.json, checkpoint.pt, metrics.csv, samples_<subtask>.h5}
+
+Everything task-specific is asked of the :class:`~physdiff.experiments.task.Task`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from physdiff.config import apply_overrides, save_yaml, to_dict
+from physdiff.diffusion import Denoiser, sample
+from physdiff.experiments import tables
+from physdiff.experiments.config import ConstraintConfig, ExperimentConfig, SampleConfig, preset_config
+from physdiff.experiments.task import Samples, Task, make_task
+from physdiff.priors.aux_head import AuxHeadPrior, attach_aux_heads
+from physdiff.priors.base import Prior, total_prior_loss
+from physdiff.priors.sampling import constraint_hook
+from physdiff.training.distributed import DistInfo, resolve_device
+from physdiff.training.trainer import TrainConfig, load_ema_weights, train
+
+__all__ = [
+    "Prepared",
+    "configure",
+    "prepare",
+    "train_arm",
+    "load_arm",
+    "sample_tensors",
+    "sample_and_evaluate",
+    "samples_name",
+    "reproduce",
+]
+
+log = logging.getLogger("physdiff")
+SPLITS = ("val", "test")
+Constrained = tuple[ConstraintConfig, list[Prior]]
+
+
+@dataclass
+class Prepared:
+    """A task with its data: the whole set, the training split, the evaluation split and its indices, the
+    scaling (fit on the training split, or a run's stored one)."""
+
+    task: Task
+    data: Any
+    train: Any
+    evaluation: Any
+    indices: np.ndarray
+    scaling: Any
+    split: str
+
+    @property
+    def cfg(self) -> ExperimentConfig:
+        return self.task.cfg
+
+    @property
+    def data_path(self) -> str:
+        return str(Path(self.data.path).resolve()) if getattr(self.data, "path", None) else ""
+
+
+def configure(
+    cfg: ExperimentConfig, overrides: Sequence[str] = (), seeds: Sequence[int] | None = None
+) -> ExperimentConfig:
+    """Apply ``key=value`` overrides and a seed list to a config (validated, nothing written)."""
+    cfg = apply_overrides(cfg, list(overrides))
+    if seeds is not None:
+        cfg.seeds = list(seeds)
+    return cfg
+
+
+def prepare(
+    cfg: ExperimentConfig,
+    cache_dir: str | Path,
+    *,
+    split: str = "test",
+    progress: bool = True,
+    scaling: Mapping[str, Any] | None = None,
+) -> Prepared:
+    """Load (simulating if needed) the data of ``cfg`` and split it; ``scaling``: a run's stored one."""
+    if split not in SPLITS:
+        raise ValueError(f"evaluation split must be one of {SPLITS}, got {split!r}")
+    task = make_task(cfg)
+    data = task.load(Path(cache_dir), progress)
+    where = getattr(data, "path", None) or "the data"
+    for name in ("train", split):
+        if name not in data.splits or len(data.splits[name]) == 0:
+            found = {k: len(v) for k, v in data.splits.items()}
+            raise ValueError(f"{where}: the {name!r} split is missing or empty (splits found: {found})")
+    train_set = data.subset(data.splits["train"])
+    idx = np.asarray(data.splits[split][: cfg.sample.n_test], dtype=np.int64)
+    fitted = task.scaling_from_dict(scaling) if scaling else task.fit_scaling(train_set)
+    return Prepared(task, data, train_set, data.subset(idx), idx, fitted, split)
+
+
+def _run_config(cfg: ExperimentConfig, arm: str, seed: int) -> dict[str, Any]:
+    return {**to_dict(cfg), "arm": arm, "seed": seed}
+
+
+def train_arm(
+    prep: Prepared,
+    arm: str,
+    seed: int,
+    run_dir: Path,
+    *,
+    device: torch.device = torch.device("cpu"),
+    resume: bool = False,
+    progress: bool = True,
+    dist_info: DistInfo = DistInfo(),
+) -> Denoiser:
+    """Train one arm with one seed in ``run_dir``; returns the denoiser with its EMA weights loaded."""
+    task, cfg = prep.task, prep.cfg
+    specs = cfg.arms()
+    if arm not in specs:
+        raise ValueError(f"unknown arm {arm!r}; this experiment has {sorted(specs)}")
+    tensors = task.to_tensors(prep.train, prep.scaling, cfg.subtasks[0])
+    # the network is initialised first, from the seed alone, so it is the same in every arm
+    torch.manual_seed(seed)
+    den = task.build_denoiser(prep.scaling, tensors)
+    priors = task.build_priors(specs[arm], prep.train, prep.scaling)
+    heads = [p for p in priors if isinstance(p, AuxHeadPrior)]
+    if heads:  # the heads become part of den.net: trained, EMA-averaged and checkpointed with it
+        attach_aux_heads(den, heads)
+    extra = None
+    if priors:
+
+        def extra(loss_out, batch: dict[str, Tensor]):
+            return total_prior_loss(priors, loss_out, task.context(batch))
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if dist_info.is_main:
+        (run_dir / "scaling.json").write_text(json.dumps(prep.scaling.to_dict()))
+        save_yaml(_run_config(cfg, arm, seed), run_dir / "config.yaml")
+    tcfg = TrainConfig(**{**to_dict(cfg.train), "seed": seed})
+    if progress:
+        log.info(
+            "[%s | seed %d] training %d steps on %d samples → %s", arm, seed, tcfg.steps, len(tensors["x0"]), run_dir
+        )
+    train(
+        den,
+        tensors,
+        tcfg,
+        run_dir,
+        config_dict=_run_config(cfg, arm, seed),
+        extra_loss=extra,
+        augment=task.augment(),
+        return_hidden=bool(heads),
+        resume=resume,
+        device=device,
+        progress=progress,
+        dist_info=dist_info,
+    )
+    load_ema_weights(den, run_dir / "checkpoint.pt", device=device)
+    return den.eval()
+
+
+def load_arm(prep: Prepared, run_dir: Path, device: torch.device = torch.device("cpu")) -> Denoiser:
+    """The EMA denoiser of a trained run folder (its network, without auxiliary heads)."""
+    example = prep.task.to_tensors(prep.evaluation, prep.scaling, prep.cfg.subtasks[0])
+    den = prep.task.build_denoiser(prep.scaling, example)
+    load_ema_weights(den, Path(run_dir) / "checkpoint.pt", device=device)
+    return den.to(device).eval()
+
+
+@torch.no_grad()
+def sample_tensors(
+    den: Denoiser,
+    tensors: Mapping[str, Tensor],
+    cfg: SampleConfig,
+    seed: int,
+    *,
+    device: torch.device = torch.device("cpu"),
+    progress: bool = False,
+    constraint: Constrained | None = None,
+) -> Tensor:
+    """Samples shaped like ``tensors['x0']``, batched and seeded: the known entries (``mask``) and the context
+    tensors condition them; ``constraint``: a sampling-time constraint and its priors applied to x̂0."""
+    x0, mask_all = tensors["x0"], tensors["mask"]
+    conditional = bool(mask_all.any())
+    ctx_all = {k: v for k, v in tensors.items() if k not in ("x0", "mask")}
+    g = torch.Generator(device=device).manual_seed(seed)
+    out = []
+    for i in range(0, x0.shape[0], cfg.batch_size):
+        sl = slice(i, i + cfg.batch_size)
+        ctx = {k: v[sl].to(device) for k, v in ctx_all.items()}
+        known = x0[sl].to(device)
+        cond = {"known": known, "mask": mask_all[sl].to(device)} if conditional else {}
+        hook = None
+        if constraint is not None:
+            c, priors = constraint
+            hook = constraint_hook(
+                priors,
+                mode=c.mode,
+                mask=cond.get("mask"),
+                context=ctx,
+                t_start=c.t_start,
+                iterations=c.iterations,
+                scale=c.scale,
+                tol=c.tol,
+                cg_iters=c.cg_iters,
+            )
+        x = sample(
+            den,
+            known.shape,
+            sampler=cfg.sampler,
+            steps=cfg.steps,
+            eta=cfg.eta,
+            generator=g,
+            x0_hook=hook,
+            progress=progress,
+            dtype=known.dtype,
+            device=device,
+            **cond,
+            **ctx,
+        )
+        out.append(x.cpu())
+    return torch.cat(out)
+
+
+def samples_name(subtask: str, constraint: ConstraintConfig | None = None) -> str:
+    """``samples_<subtask>.h5``, or ``samples_<subtask>_<mode>_<priors>.h5`` with a sampling-time constraint."""
+    suffix = "" if constraint is None else "_" + constraint.label.replace(":", "_")
+    return f"samples_{subtask}{suffix}.h5"
+
+
+def sample_and_evaluate(
+    prep: Prepared,
+    den: Denoiser,
+    seed: int,
+    run_dir: Path | None,
+    *,
+    device: torch.device = torch.device("cpu"),
+    progress: bool = False,
+    constraint: Constrained | None = None,
+) -> tuple[dict[str, Samples], dict[str, np.ndarray]]:
+    """Sample every sub-task on the evaluation split, write the samples to ``run_dir`` (unless ``None``) and
+    return them with the per-sample metrics."""
+    task, cfg = prep.task, prep.cfg
+    samples: dict[str, Samples] = {}
+    metrics: dict[str, np.ndarray] = {}
+    for subtask in cfg.subtasks:
+        tensors = task.to_tensors(prep.evaluation, prep.scaling, subtask)
+        x = sample_tensors(den, tensors, cfg.sample, seed, device=device, progress=progress, constraint=constraint)
+        out = task.from_tensors(x, prep.evaluation, prep.scaling)
+        samples[subtask] = out
+        if run_dir is not None:
+            name = samples_name(subtask, None if constraint is None else constraint[0])
+            task.write_samples(run_dir / name, out, prep.evaluation, prep.indices, prep.split, subtask)
+        metrics |= task.evaluate(out, prep.evaluation, subtask)
+    return samples, metrics
+
+
+def reproduce(
+    experiment: str,
+    preset: str = "quick",
+    out: str | Path | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    seeds: Sequence[int] | None = None,
+    arms: Sequence[str] | None = None,
+    cache_dir: str | Path | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    split: str = "test",
+    config: ExperimentConfig | None = None,
+) -> dict[str, Any]:
+    """Run an experiment's table (arms × seeds) and write its results folder; returns ``results.json``'s
+    content. ``config``: a config to start from instead of the preset."""
+    cfg = configure(config or preset_config(experiment, preset), overrides, seeds)
+    out = Path(out or f"results/{experiment}-{cfg.preset}")
+    dev = resolve_device(device)
+    prep = prepare(cfg, Path(cache_dir or out / "data"), split=split, progress=progress)
+    task = prep.task
+    arm_specs = tables.select_arms(cfg.arms(), arms)
+    if not task.supports_priors(prep.data):
+        log.warning("note: %s cannot evaluate the %s priors; only the no_prior arm runs", prep.data_path, experiment)
+        arm_specs = {"no_prior": []}
+    for specs in arm_specs.values():  # a bad prior (name, system, variant, sign/scale) fails before training
+        task.build_priors(specs, prep.train, prep.scaling)
+    constraints = task.build_constraints(prep.train, prep.scaling)
+    out.mkdir(parents=True, exist_ok=True)
+    save_yaml(cfg, out / "config.yaml")
+    constrained: dict[str, dict[int, dict[str, np.ndarray]]] = {}  # "<arm> + <mode>:<priors>" → seed → metrics
+
+    def run_one(arm: str, seed: int, run_dir: Path):
+        den = train_arm(prep, arm, seed, run_dir, device=dev, resume=resume, progress=progress)
+        samples, metrics = sample_and_evaluate(prep, den, seed, run_dir, device=dev, progress=progress)
+        for c in constraints:  # beyond the paper: the same model, sampled with a sampling-time constraint
+            _, m_c = sample_and_evaluate(prep, den, seed, run_dir, device=dev, progress=progress, constraint=c)
+            constrained.setdefault(f"{arm} + {c[0].label}", {})[seed] = m_c
+        return metrics, samples
+
+    arm_metrics, generated, wall = tables.run_arms(arm_specs, cfg.seeds, out, run_one)
+    rows = {row: tables.aggregate(m) for row, m in constrained.items()}
+    results = {
+        "experiment": cfg.experiment,
+        "split": split,
+        "preset": cfg.preset,
+        "seeds": list(cfg.seeds),
+        "metric_tasks": dict(cfg.metrics),
+        "arms": arm_metrics,
+        "paired": tables.paired(arm_metrics),
+        "floor": task.floor(prep.evaluation),
+        # beyond the paper, kept apart from the paper's arms: each arm's model sampled with a constraint
+        "sampling_constraints": rows,
+        "sampling_constraints_paired": tables.paired_constraints(rows, arm_metrics),
+        "data": prep.data_path,
+        "wall_time_s": wall,
+    }
+    tables.write_results(out, results, tables.markdown_table(results, list(cfg.metrics), note=task.table_note))
+    try:
+        task.plot(out / "plots", prep.evaluation, generated)
+    except Exception as e:  # noqa: BLE001 - a plotting failure must not lose the results
+        log.warning("warning: plotting failed: %s", e)
+    return results

@@ -1,0 +1,324 @@
+"""The task protocol: what is generated, how it is conditioned, evaluated and plotted.
+
+An experiment is a **task** + a denoiser + priors + a sampler, run by one harness
+(:mod:`physdiff.experiments.harness`). A task turns data sets into model tensors and back, builds the
+denoiser and the priors of an arm, evaluates generated samples against the reference, writes and reads
+sample files and draws the figures; the harness never asks what kind of data it handles.
+
+Sub-tasks: ``prediction`` (the known part of x0 — first frame, coefficient field — is given and kept
+fixed) and ``generation`` (no known entries). ``cfg.metrics`` maps each table metric to its sub-task.
+
+Registry: :data:`TASKS` maps a task kind (``cfg.task``) to its class; :func:`make_task` builds one, and
+:func:`task_for_file` finds the task that reads a data or samples file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from physdiff.diffusion import Denoiser, make_schedule
+from physdiff.experiments.config import ConstraintConfig, ExperimentConfig, PriorConfig
+from physdiff.priors.base import Prior, ResidualPrior
+
+__all__ = [
+    "Task",
+    "TASKS",
+    "register_task",
+    "make_task",
+    "task_for_file",
+    "time_weight_fn",
+    "import_prior_class",
+    "check_constraint_configs",
+    "task_for_system",
+    "Samples",
+]
+
+#: generated samples in physical units, in the data file's layout (e.g. ``positions``/``velocities`` or ``u``)
+Samples = dict[str, np.ndarray]
+Augment = Callable[[dict[str, Tensor], torch.Generator], dict[str, Tensor]]
+
+
+def time_weight_fn(name: str, schedule: Any) -> Callable[[Tensor], Tensor] | None:
+    """w(t) of a prior by name: ``one`` → None (w ≡ 1), ``alpha2`` → α_t², ``low_noise`` →
+    sigmoid(λ(t) − 2) (≈ 1 where σ_t < 0.35, ≈ 0 at high noise, where the Jensen gap of a nonlinear
+    prior is largest)."""
+    if name == "one":
+        return None
+    if name == "alpha2":
+        return lambda t: schedule.alpha(t) ** 2
+    if name == "low_noise":
+        return lambda t: torch.sigmoid(schedule.log_snr(t) - 2.0)
+    raise ValueError(f"unknown prior time weight {name!r}; choose 'one', 'alpha2' or 'low_noise'")
+
+
+def import_prior_class(spec: str) -> type[Prior]:
+    """A user prior class from ``"package.module:Class"`` or ``"path/to/file.py:Class"``.
+
+    Raises:
+        ValueError: the module or file cannot be imported, or the name is not a :class:`Prior` subclass.
+    """
+    module_name, _, cls_name = spec.rpartition(":")
+    if not module_name or not cls_name:
+        raise ValueError(f"prior {spec!r}: a user prior is named 'module:Class' or 'file.py:Class'")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name).expanduser().resolve()
+            if not path.is_file():
+                raise FileNotFoundError(f"no such file {path}")
+            name = f"physdiff_user_prior_{path.stem}"
+            loader_spec = importlib.util.spec_from_file_location(name, path)
+            assert loader_spec is not None and loader_spec.loader is not None
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[name] = module
+            loader_spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and str(Path.cwd()) not in sys.path:
+                sys.path.insert(0, str(Path.cwd()))  # a module beside the caller, as `python -m` finds it
+            module = importlib.import_module(module_name)
+    except Exception as e:  # noqa: BLE001 - any import failure is the user's module: report it in one line
+        raise ValueError(f"prior {spec!r}: cannot import {module_name!r} ({type(e).__name__}: {e})") from None
+    cls = getattr(module, cls_name, None)
+    if not (inspect.isclass(cls) and issubclass(cls, Prior)):
+        raise ValueError(f"prior {spec!r}: {cls_name!r} in {module_name!r} is not a physdiff Prior subclass")
+    return cls
+
+
+class Task(ABC):
+    """Base class of a task; one instance per experiment config.
+
+    Subclasses set ``kind`` and implement the abstract methods; the harness calls nothing else.
+    """
+
+    kind: ClassVar[str] = ""
+    #: built-in prior names of the task (a user prior is named by import path)
+    builtin_priors: ClassVar[tuple[str, ...]] = ()
+    #: a line under the table saying what its metrics and floor are
+    table_note: ClassVar[str] = ""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+        self.schedule = make_schedule(cfg.diffusion.schedule)
+
+    # ------------------------------------------------------------------------------------- data
+    @abstractmethod
+    def load(self, cache_dir: Path, progress: bool = True) -> Any:
+        """The whole data set (simulated into ``cache_dir`` if needed) with its ``splits``."""
+
+    @abstractmethod
+    def fit_scaling(self, train: Any) -> Any:
+        """The normalisation of the model's tensors, fitted on the training split (``to_dict``-able)."""
+
+    @abstractmethod
+    def scaling_from_dict(self, d: Mapping[str, Any]) -> Any:
+        """A stored scaling (``scaling.json`` of a run)."""
+
+    @abstractmethod
+    def to_tensors(
+        self, data: Any, scaling: Any, subtask: str, dtype: torch.dtype = torch.float32
+    ) -> dict[str, Tensor]:
+        """``x0`` (model layout), the known-entry ``mask`` of the sub-task and the context tensors."""
+
+    @abstractmethod
+    def from_tensors(self, x: Tensor, data: Any, scaling: Any) -> Samples:
+        """Model samples → physical samples in the file layout (the conditioning of ``data`` restored)."""
+
+    # ------------------------------------------------------------------------------ components
+    @abstractmethod
+    def build_denoiser(self, scaling: Any, example: Mapping[str, Tensor]) -> Denoiser:
+        """Network + schedule + parametrisation for tensors like ``example``."""
+
+    @abstractmethod
+    def make_prior(self, spec: PriorConfig, train: Any, scaling: Any, tensors: Mapping[str, Tensor]) -> Prior:
+        """One prior of an arm on model tensors (λ, w(t), variant, options from ``spec``), unchecked."""
+
+    @abstractmethod
+    def make_constraint_prior(self, name: str, train: Any, scaling: Any) -> Prior:
+        """A prior enforcing its law R = 0 at sampling time (physical units, no normalisation)."""
+
+    def augment(self) -> Augment | None:
+        """A training augmentation of the batch, or ``None``."""
+        return None
+
+    def supports_priors(self, data: Any) -> bool:
+        """Whether the stored variables can evaluate the task's priors (e.g. not a field file holding h only)."""
+        return True
+
+    @staticmethod
+    def context(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The context tensors (everything but ``x0``, ``mask``, ``known``)."""
+        return {k: v for k, v in tensors.items() if k not in ("x0", "mask", "known")}
+
+    # ------------------------------------------------------------------------------ evaluation
+    @abstractmethod
+    def evaluate(self, samples: Samples, reference: Any, subtask: str) -> dict[str, np.ndarray]:
+        """Per-sample values ``[N]`` of the metrics measured on ``subtask`` (``cfg.metrics``)."""
+
+    @abstractmethod
+    def floor(self, reference: Any) -> dict[str, float]:
+        """The metrics of the ground truth against itself (conservation laws, residuals)."""
+
+    @abstractmethod
+    def write_samples(
+        self, path: Path, samples: Samples, reference: Any, indices: np.ndarray, split: str, subtask: str
+    ) -> Path:
+        """Write samples in the data's layout, with ``source_indices`` and the reference's provenance."""
+
+    @abstractmethod
+    def read_samples(self, path: Path) -> Samples:
+        """Samples written by :meth:`write_samples`."""
+
+    @abstractmethod
+    def condition_from(self, condition: Mapping[str, Any], template: Any) -> Any:
+        """A data set holding a user's conditions (first frames / coefficient fields, physical units) to sample
+        from (the public run API); ``template`` (the run's data) gives the grid, frames and constants."""
+
+    @abstractmethod
+    def plot(self, out_dir: Path, reference: Any, generated: Mapping[str, Mapping[str, Samples]]) -> list[Path]:
+        """Figures of ``generated[arm][subtask]`` against the reference; returns the written files."""
+
+    # ------------------------------------------------------------------------------ file-level (CLI)
+    @classmethod
+    @abstractmethod
+    def recognises(cls, path: Path) -> bool:
+        """Whether ``path`` is a data or samples file of this task's format."""
+
+    @classmethod
+    @abstractmethod
+    def evaluate_files(cls, samples: Path, reference: Path, system: str | None = None, **options: Any) -> dict:
+        """``physdiff evaluate``: ``{"metrics": {key: {"mean", "std", ...}}, "floor": {...}}``."""
+
+    @classmethod
+    @abstractmethod
+    def systems(cls) -> tuple[str, ...]:
+        """The systems this task simulates."""
+
+    @classmethod
+    @abstractmethod
+    def simulate_to_file(cls, system: str, path: Path, n: int, seed: int, **settings: Any) -> dict[str, Any]:
+        """``physdiff simulate``: simulate and write a data file; returns a summary."""
+
+    # ----------------------------------------------------------------------------------- shared
+    def prior_class(self, spec: PriorConfig) -> type[Prior] | None:
+        """A user prior class (name ``module:Class``), or ``None`` for a built-in name."""
+        return import_prior_class(spec.name) if ":" in spec.name else None
+
+    def time_weight(self, spec: PriorConfig) -> Callable[[Tensor], Tensor] | None:
+        return time_weight_fn(spec.time_weight, self.schedule)
+
+    def build_priors(self, specs: Sequence[PriorConfig], train: Any, scaling: Any) -> list[Prior]:
+        """The priors of one arm on model tensors, each checked on the ground truth (a sign, unit or scale
+        bug is refused before training)."""
+        tensors = self.to_tensors(train, scaling, self.cfg.subtasks[0], dtype=torch.float64)
+        priors = [self.make_prior(spec, train, scaling, tensors) for spec in specs]
+        head = {k: v[:32] for k, v in tensors.items()}
+        for prior in priors:
+            prior.check_ground_truth(head["x0"], **self.check_tolerance(prior), **self.context(head))
+        return priors
+
+    def check_tolerance(self, prior: Prior) -> dict[str, float]:
+        """Keyword ``tol`` of :meth:`Prior.check_ground_truth` for this task (default: the prior's own)."""
+        return {}
+
+    def build_constraints(self, train: Any, scaling: Any) -> list[tuple[ConstraintConfig, list[Prior]]]:
+        """The sampling-time constraints of ``cfg.sample.constraints`` with their priors (model tensors in,
+        physical residuals); each residual must be at the ground truth's floor (the prior's own check, or
+        per-sample mean R² ≤ 1e-4), or the projection would pull samples off the data's physics."""
+        from physdiff.priors.base import per_sample_mean
+        from physdiff.priors.sampling import constraint_hook
+
+        check_constraint_configs(self.cfg.sample.constraints)
+        tensors = self.to_tensors(train, scaling, self.cfg.subtasks[0], dtype=torch.float64)
+        x0, ctx = tensors["x0"][:16], {k: v[:16] for k, v in self.context(tensors).items()}
+        out = []
+        for c in self.cfg.sample.constraints:
+            priors = [self.make_constraint_prior(name, train, scaling) for name in c.priors]
+            constraint_hook(priors, mode=c.mode, iterations=c.iterations, scale=c.scale, cg_iters=c.cg_iters)
+            for p in priors:
+                if isinstance(p, ResidualPrior):  # its own floor check (relative for discretised PDEs)
+                    p.check_ground_truth(x0, **self.check_tolerance(p), **ctx)
+                    continue
+                worst = float(per_sample_mean(p.residual(x0, **ctx).square()).max())
+                limit = 1e-4
+                if not worst <= limit:
+                    raise ValueError(
+                        f"sample.constraints {c.label!r}: the residual of prior {p.name!r} is not at the ground "
+                        f"truth's floor (max per-sample mean R² = {worst:.3e} > {limit:.3e}); do the data's constants "
+                        "differ from the system's?"
+                    )
+            out.append((c, priors))
+        return out
+
+
+def check_constraint_configs(constraints: Sequence[ConstraintConfig]) -> None:
+    """Refuse ``sample.constraints`` entries with an unknown mode, no prior, or a label listed twice."""
+    from physdiff.priors.sampling import CONSTRAINT_MODES
+
+    labels = set()
+    for c in constraints:
+        if c.mode not in CONSTRAINT_MODES:
+            raise ValueError(
+                f"sample.constraints: unknown mode {c.mode!r} ({c.label}); choose one of {CONSTRAINT_MODES}"
+            )
+        if not c.priors:
+            raise ValueError("sample.constraints: a constraint names no prior (priors=[...])")
+        if c.label in labels:
+            raise ValueError(f"sample.constraints: {c.label!r} is listed twice")
+        labels.add(c.label)
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: add a task to :data:`TASKS` under its ``kind``."""
+    TASKS[cls.kind] = cls
+    return cls
+
+
+BUILTIN_TASK_MODULES = ("physdiff.experiments.particle_task", "physdiff.experiments.field_task")
+
+
+def _load_builtin_tasks() -> None:
+    for module in BUILTIN_TASK_MODULES:  # each registers its task on import (idempotent)
+        importlib.import_module(module)
+
+
+def make_task(cfg: ExperimentConfig) -> Task:
+    """The task of ``cfg.task``."""
+    _load_builtin_tasks()
+    if cfg.task not in TASKS:
+        raise ValueError(f"unknown task {cfg.task!r}; choose one of {sorted(TASKS)}")
+    return TASKS[cfg.task](cfg)
+
+
+def task_for_file(path: str | Path) -> type[Task]:
+    """The task class whose format ``path`` is (data or samples file)."""
+    _load_builtin_tasks()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    for cls in TASKS.values():
+        if cls.recognises(path):
+            return cls
+    raise ValueError(f"{path}: not a particle (positions/velocities) or field (PDEBench layout) HDF5 file")
+
+
+def task_for_system(system: str) -> type[Task]:
+    """The task class that simulates ``system``."""
+    _load_builtin_tasks()
+    for cls in TASKS.values():
+        if system in cls.systems():
+            return cls
+    valid = sorted(s for cls in TASKS.values() for s in cls.systems())
+    raise ValueError(f"unknown system {system!r}; valid: {', '.join(valid)}")
