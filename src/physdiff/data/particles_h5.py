@@ -302,18 +302,11 @@ def write_particles(
     all_attrs.update(constants)
     N = arrays["positions"].shape[0]
     if floor and arrays["positions"].shape[1] >= 3:
-        from physdiff.evaluation.particle_metrics import floor_metrics
-
-        ref = ParticleData(
-            positions=arrays["positions"],
-            velocities=arrays["velocities"],
-            masses=arrays["masses"],
-            edges=arrays.get("edges"),
-            system=system.name,
-            constants=constants,
+        errors = system.with_constants(**constants).conservation_errors(
+            arrays["positions"], arrays["velocities"], arrays["masses"], arrays.get("edges")
         )
-        for key, value in floor_metrics(ref).items():
-            all_attrs[FLOOR_ATTRS[key]] = value  # always recomputed: never inherit a stale floor
+        for key, value in errors.items():
+            all_attrs[FLOOR_ATTRS[key]] = float(np.mean(value))  # always recomputed: never inherit a stale floor
     if isinstance(splits, str):
         if splits != "auto":
             raise ValueError(f"splits must be a mapping, 'auto' or None, got {splits!r}")

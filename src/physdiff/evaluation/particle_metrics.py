@@ -135,9 +135,9 @@ def summarize(per_sample: Mapping[str, np.ndarray]) -> dict[str, dict[str, float
 def floor_metrics(ref: Any, system: ParticleSystem | str | None = None) -> dict[str, float]:
     """The reference's own floor: mean over samples of ``energy_error``, ``momentum_error`` and
     ``dynamic_error`` computed with prediction = reference."""
-    R, V, _, _ = _reference_arrays(ref)
-    per = per_sample_metrics(R, V, ref, system)
-    return {k: float(np.mean(per[k])) for k in CONSERVATION_KEYS}
+    R, V, m, edges = _reference_arrays(ref)
+    errors = _resolve_system(ref, system).conservation_errors(R, V, m, edges)
+    return {k: float(np.mean(errors[k])) for k in CONSERVATION_KEYS}
 
 
 def evaluate_files(

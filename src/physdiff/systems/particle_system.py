@@ -121,6 +121,25 @@ class ParticleSystem(ABC):
         step = self.dt if dt is None else float(dt)
         return phys.newton_residual(R, m, step, lambda X: self.forces(X, m, edges))
 
+    def conservation_errors(
+        self, R: np.ndarray, V: np.ndarray, m: np.ndarray, edges: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """How far trajectories ``[N, L, K, D]`` (masses ``[N, K]``, edges ``[N, K, K]``) are from the laws,
+        per trajectory ``[N]``: ``energy_error`` = mean_{l≥1} |E_l − E_0|, ``momentum_error`` =
+        mean_{l≥1} ‖P_l − P_0‖, ``dynamic_error`` = RMS of the Newton residual on interior frames. On the
+        simulator's own data this is the data set's *floor* (the metrics of
+        :mod:`physdiff.evaluation.particle_metrics` with prediction = reference)."""
+        R, V, m = (np.asarray(a, dtype=np.float64) for a in (R, V, m))
+        e = None if edges is None else np.asarray(edges, dtype=np.float64)[:, None]
+        E = np.asarray(self.total_energy(R, V, m[:, None], e))  # [N, L]
+        P = np.asarray(self.momentum(V, m[:, None]))  # [N, L, D]
+        res = np.asarray(self.newton_residual(R, m[:, None], self.dt, e))  # [N, L-2, K, D]
+        return {
+            "energy_error": np.abs(E[:, 1:] - E[:, :1]).mean(1),
+            "momentum_error": np.linalg.norm(P[:, 1:] - P[:, :1], axis=-1).mean(1),
+            "dynamic_error": np.sqrt(np.square(res).mean((1, 2, 3))),
+        }
+
     # -------------------------------------------------------------------------------------- simulator
     @abstractmethod
     def simulate(self, n: int, seed: int, *, progress: bool = False, **settings: Any) -> dict[str, np.ndarray]:
