@@ -1,50 +1,142 @@
-"""Checkpoints: written atomically (temp file + rename), read with ``weights_only=True``."""
+"""Checkpoints: atomic, checksummed, the previous one kept; read with ``weights_only=True``.
+
+Format 2: a ``torch.save`` zip archive of ``{"format_version": 2, "model", "ema", "optimizer", "step",
+"config"}`` whose zip comment (the last bytes of the file) is ``physdiff-sha256:<64 hex digits>``, the
+sha256 of every byte before it. Zip readers ignore comments, so ``torch.load(path, weights_only=True)``
+reads the file as before; :func:`load_checkpoint` checks the digest first, so one flipped byte or a
+truncated file is detected instead of loading silently.
+
+:func:`save_checkpoint` writes a temporary file in the same folder, fsyncs it, keeps the file it replaces
+as ``<stem>.prev<suffix>`` (``checkpoint.pt`` → ``checkpoint.prev.pt``, via a hard link, so the newest name
+always exists) and renames the new file into place; SIGINT is deferred until that is done. When the newest
+checkpoint is damaged or missing, :func:`load_checkpoint` falls back to the previous one with a warning.
+Format 1 (no checksum; written before the networks conditioned on log σ/α) is refused.
+"""
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import os
+import secrets
+import shutil
+import struct
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
 from physdiff.training.errors import CheckpointError
+from physdiff.training.interrupts import defer_sigint
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "check_config_matches"]
+__all__ = [
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_latest_checkpoint",
+    "previous_path",
+    "promote_previous",
+    "remove_stale_temp_files",
+    "check_config_matches",
+]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_MAGIC = b"physdiff-sha256:"
+_TRAILER = len(_MAGIC) + 64  # the zip comment: magic + hex digest
+_EOCD_SIG = b"PK\x05\x06"  # end-of-central-directory record: 22 bytes, the last 2 the comment length
+_EOCD = 22
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a crash never leaves a half-written file behind."""
+class _Unusable(CheckpointError):
+    """The file is missing, damaged or not a checkpoint: a reason to fall back to the previous one."""
+
+
+def previous_path(path: str | Path) -> Path:
+    """Where the checkpoint replaced by the newest one is kept: ``checkpoint.pt`` → ``checkpoint.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any], *, keep_previous: bool = True) -> None:
+    """Write ``state`` to ``path`` atomically with a checksum; the file it replaces becomes the previous one.
+
+    With ``keep_previous=False`` the file starts a new series (e.g. the first save of a fresh run in a used
+    folder): the replaced file and any previous one are dropped, so a fallback never reaches another run.
+    A crash leaves either the old or the new file (plus a stale ``.tmp`` that :func:`remove_stale_temp_files`
+    removes); a Ctrl-C during the write is delivered after the rename.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with defer_sigint():
+        tmp = _write_temp(path, {**state, "format_version": FORMAT_VERSION})
+        try:
+            if keep_previous and path.is_file():
+                _keep_as_previous(path)
+            elif not keep_previous:
+                previous_path(path).unlink(missing_ok=True)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``), with a clear error if it is unusable."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+    """Load a verified checkpoint (``weights_only=True``), falling back to the previous one if it is damaged."""
+    return load_latest_checkpoint(path, map_location)[0]
+
+
+def load_latest_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path]:
+    """Like :func:`load_checkpoint`, and also return the file that was loaded (``path`` or its previous)."""
+    path, prev = Path(path), previous_path(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a physdiff checkpoint: {e}") from None
-    if not isinstance(state, dict) or "model" not in state or "step" not in state:
-        raise CheckpointError(f"checkpoint {path} is not a physdiff checkpoint (no model/step entries)")
-    return state
+        return _load_one(path, map_location), path
+    except _Unusable as e:
+        first = e
+    if not prev.is_file():
+        if path.is_file():
+            raise CheckpointError(f"{first} (and there is no previous checkpoint {prev} to fall back to)") from None
+        raise first from None
+    try:
+        state = _load_one(prev, map_location)
+    except _Unusable as e:
+        raise CheckpointError(f"{first}; the previous checkpoint {prev} is unusable too: {e}") from None
+    warnings.warn(f"{first}; falling back to the previous checkpoint {prev} (step {state['step']})", stacklevel=2)
+    return state, prev
+
+
+def promote_previous(path: str | Path) -> Path | None:
+    """After a fallback: move a damaged newest checkpoint aside (``<name>.corrupt``, returned) and make the
+    previous checkpoint the newest again (both names then hold it). Writers only (hold the folder's lock)."""
+    path = Path(path)
+    aside = None
+    if path.exists():
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+    with defer_sigint():
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.link(previous_path(path), tmp)
+        except OSError:  # no hard links on this filesystem
+            shutil.copy2(previous_path(path), tmp)
+        os.replace(tmp, path)
+    return aside
+
+
+def remove_stale_temp_files(directory: str | Path, names: tuple[str, ...]) -> list[Path]:
+    """Delete the temporary files (``.<name>.*.tmp``) that interrupted writes of ``names`` left behind.
+
+    Only call this while holding the folder's lock: another writer's temporary files are not stale.
+    """
+    removed = []
+    for name in names:
+        for p in sorted(Path(directory).glob(f".{glob.escape(name)}.*.tmp")):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def check_config_matches(path: str | Path, saved: dict, current: dict, keys: tuple[str, ...]) -> None:
@@ -62,3 +154,118 @@ def check_config_matches(path: str | Path, saved: dict, current: dict, keys: tup
         walk(saved.get(k), current.get(k), k)
     if diffs:
         raise CheckpointError(f"checkpoint {path} was made with another configuration: " + "; ".join(diffs))
+
+
+# ------------------------------------------------------------------------------------------------- writing
+def _write_temp(path: Path, obj: dict[str, Any]) -> str:
+    """``torch.save`` into a fsynced temporary file next to ``path``, with the checksum comment appended."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w+b") as f:
+            torch.save(obj, f)
+            _append_checksum(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _append_checksum(f: IO[bytes]) -> None:
+    size = f.seek(0, os.SEEK_END)
+    f.seek(max(size - _EOCD, 0))
+    eocd = f.read()
+    if len(eocd) != _EOCD or eocd[:4] != _EOCD_SIG or eocd[-2:] != b"\0\0":
+        raise CheckpointError("torch.save wrote an unexpected archive layout; cannot add the checksum")
+    f.seek(size - 2)
+    f.write(struct.pack("<H", _TRAILER))  # the comment length, covered by the digest
+    f.seek(0)
+    digest = _sha256(f, size)
+    f.seek(size)
+    f.write(_MAGIC + digest.encode("ascii"))
+
+
+def _keep_as_previous(path: Path) -> None:
+    """Make the current newest checkpoint the previous one, leaving ``path`` in place (hard link + rename)."""
+    prev = previous_path(path)
+    link = path.with_name(f".{prev.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        os.link(path, link)
+    except OSError:  # no hard links on this filesystem: the newest name is briefly absent
+        os.replace(path, prev)
+        return
+    os.replace(link, prev)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------------- reading
+def _sha256(f: IO[bytes], n: int) -> str:
+    """The hex sha256 of the next ``n`` bytes of ``f``."""
+    h = hashlib.sha256()
+    while n > 0:
+        chunk = f.read(min(n, 1 << 20))
+        if not chunk:
+            break
+        h.update(chunk)
+        n -= len(chunk)
+    return h.hexdigest()
+
+
+def _checksum_ok(path: Path) -> bool | None:
+    """True if the digest matches, False if it does not, None if the file has no checksum comment."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size < _EOCD + _TRAILER:
+            return None
+        f.seek(size - _TRAILER - _EOCD)
+        tail = f.read()
+        eocd, comment = tail[:_EOCD], tail[_EOCD:]
+        if eocd[:4] != _EOCD_SIG or eocd[-2:] != struct.pack("<H", _TRAILER) or not comment.startswith(_MAGIC):
+            return None
+        f.seek(0)
+        return _sha256(f, size - _TRAILER) == comment[len(_MAGIC) :].decode("ascii", errors="replace")
+
+
+def _load_one(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    if not path.is_file():
+        raise _Unusable(f"checkpoint {path} does not exist")
+    ok = _checksum_ok(path)
+    if ok is False:
+        raise _Unusable(f"checkpoint {path} is corrupt: its sha256 checksum does not match (damaged or truncated)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        reason = str(e).split(". ")[0].strip() or type(e).__name__
+        raise _Unusable(
+            f"checkpoint {path} is corrupt (damaged, truncated) or not a physdiff checkpoint: {reason}"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state or "step" not in state:
+        raise _Unusable(f"checkpoint {path} is corrupt or not a physdiff checkpoint (no model/step entries)")
+    version = state.get("format_version", 0)
+    if version < FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} comes from an older physdiff (checkpoint format {version}; this version reads "
+            f"format {FORMAT_VERSION}, whose networks condition on the noise level log σ/α): its weights cannot "
+            "be used; retrain the model in a new run folder (or delete the old checkpoints)"
+        )
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} comes from a newer physdiff (format {version}; this version reads format "
+            f"{FORMAT_VERSION}); upgrade physdiff"
+        )
+    if ok is None:
+        raise _Unusable(f"checkpoint {path} is corrupt: its sha256 checksum comment is missing or damaged")
+    return state

@@ -58,3 +58,21 @@ def barrier(info: DistInfo) -> None:
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def all_reduce_mean(info: DistInfo, values: list[float], device: torch.device) -> list[float]:
+    """The mean of ``values`` over the ranks (the values themselves in one process)."""
+    if not (info.enabled and dist.is_initialized()):
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return (t / info.world_size).tolist()
+
+
+def all_ranks_agree(info: DistInfo, ok: bool, device: torch.device) -> bool:
+    """True when ``ok`` holds on every rank (collective: every rank must call it)."""
+    if not (info.enabled and dist.is_initialized()):
+        return ok
+    t = torch.tensor([int(ok)], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
