@@ -191,7 +191,14 @@ def _tiny_cfg(steps: int) -> ExperimentConfig:
         data=DataConfig(system="three-body", n=48, seed=0, settings={"n_frames": 8}),
         model=EGNNConfig(hidden=16, layers=1, vector_channels=4, heads=4),
         train=TrainConfig(
-            steps=steps, batch_size=16, lr=1e-2, warmup=1, ema_decay=0.0, log_every=5, checkpoint_every=1000, objective="x0"
+            steps=steps,
+            batch_size=16,
+            lr=1e-2,
+            warmup=1,
+            ema_decay=0.0,
+            log_every=5,
+            checkpoint_every=1000,
+            objective="x0",
         ),
         sample=SampleConfig(n_test=4, batch_size=4, steps=3),
         priors=[PriorConfig("energy", 1.0, "one", "aux_head", {"kinetic_per_component": False})],

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from physdiff.config import ConfigError
-from physdiff.training.errors import CheckpointError
+from physdiff.training.errors import CheckpointError, RunLockedError
 
 log = logging.getLogger("physdiff")
 PRESETS = ("quick", "paper")
@@ -72,7 +72,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from physdiff.experiments.harness import prepare, train_arm
     from physdiff.training.distributed import cleanup, init_distributed, resolve_device
 
-    cfg = _experiment_cfg(a)
+    cfg = _experiment_cfg(a).with_arms([a.arm])
     run = Path(a.run_dir)
     dev = resolve_device(a.device, int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(dev)
@@ -264,7 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one arm of an experiment (runs under torchrun too)")
     add_experiment(t)
     t.add_argument("--config", default=None, help="a config.yaml instead of the preset")
-    t.add_argument("--arm", default="no_prior", help="no_prior or prior:<name> (e.g. prior:energy, prior:residual)")
+    t.add_argument(
+        "--arm",
+        default="no_prior",
+        help="no_prior or prior:<name>: a prior of the config (prior:energy, prior:residual) or a user prior class "
+        "by import path (prior:my_module:MyPrior, prior:path/to/file.py:MyPrior)",
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--run-dir", required=True)
     t.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.pt")
@@ -353,9 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args)
     try:
         return args.fn(args)
-    except (ConfigError, CheckpointError, ValueError, FileNotFoundError, KeyError) as e:
+    except (ConfigError, CheckpointError, RunLockedError, ValueError, FileNotFoundError, KeyError) as e:
         print(f"physdiff {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the trainer saved a consistent checkpoint and said so
+        print(f"physdiff {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -189,6 +189,18 @@ class ExperimentConfig:
         out = list(dict.fromkeys(self.metrics.values()))
         return out or ["prediction"]
 
+    def with_arms(self, arms: list[str] | None) -> ExperimentConfig:
+        """A copy whose priors include every ``prior:<name>`` of ``arms`` (a user prior named by import path,
+        ``prior:module:Class``, joins with its defaults: λ = 1, w ≡ 1)."""
+        cfg = dataclasses.replace(self, priors=list(self.priors))
+        have = {p.name for p in cfg.priors}
+        for arm in arms or []:
+            name = arm.removeprefix("prior:")
+            if arm.startswith("prior:") and name not in have:
+                cfg.priors.append(PriorConfig(name=name, weight=1.0, time_weight="one", variant="tweedie"))
+                have.add(name)
+        return cfg
+
     def arms(self) -> dict[str, list[PriorConfig]]:
         """``{"no_prior": [], "prior:<name>": [prior config], ...}``: one with-prior arm per configured prior."""
         arms: dict[str, list[PriorConfig]] = {"no_prior": []}

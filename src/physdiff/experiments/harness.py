@@ -12,6 +12,7 @@ Everything task-specific is asked of the :class:`~physdiff.experiments.task.Task
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,7 @@ from physdiff.priors.aux_head import AuxHeadPrior, attach_aux_heads
 from physdiff.priors.base import Prior, total_prior_loss
 from physdiff.priors.sampling import constraint_hook
 from physdiff.training.distributed import DistInfo, resolve_device
+from physdiff.training.lock import RunLock
 from physdiff.training.trainer import TrainConfig, load_ema_weights, train
 
 __all__ = [
@@ -107,8 +109,11 @@ def prepare(
     return Prepared(task, data, train_set, data.subset(idx), idx, fitted, split)
 
 
-def _run_config(cfg: ExperimentConfig, arm: str, seed: int) -> dict[str, Any]:
-    return {**to_dict(cfg), "arm": arm, "seed": seed}
+def _run_config(prep: Prepared, arm: str, seed: int) -> dict[str, Any]:
+    """A run's ``config.yaml``: the experiment config with the data file it read, its arm and seed."""
+    cfg = to_dict(prep.cfg)
+    cfg["data"]["path"] = prep.data_path or cfg["data"]["path"]
+    return {**cfg, "arm": arm, "seed": seed}
 
 
 def train_arm(
@@ -141,29 +146,30 @@ def train_arm(
         def extra(loss_out, batch: dict[str, Tensor]):
             return total_prior_loss(priors, loss_out, task.context(batch))
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if dist_info.is_main:
-        (run_dir / "scaling.json").write_text(json.dumps(prep.scaling.to_dict()))
-        save_yaml(_run_config(cfg, arm, seed), run_dir / "config.yaml")
     tcfg = TrainConfig(**{**to_dict(cfg.train), "seed": seed})
     if progress:
         log.info(
             "[%s | seed %d] training %d steps on %d samples → %s", arm, seed, tcfg.steps, len(tensors["x0"]), run_dir
         )
-    train(
-        den,
-        tensors,
-        tcfg,
-        run_dir,
-        config_dict=_run_config(cfg, arm, seed),
-        extra_loss=extra,
-        augment=task.augment(),
-        return_hidden=bool(heads),
-        resume=resume,
-        device=device,
-        progress=progress,
-        dist_info=dist_info,
-    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir) if dist_info.is_main else contextlib.nullcontext():  # one writer per run folder
+        if dist_info.is_main:
+            (run_dir / "scaling.json").write_text(json.dumps(prep.scaling.to_dict()))
+            save_yaml(_run_config(prep, arm, seed), run_dir / "config.yaml")
+        train(
+            den,
+            tensors,
+            tcfg,
+            run_dir,
+            config_dict=_run_config(prep, arm, seed),
+            extra_loss=extra,
+            augment=task.augment(),
+            return_hidden=bool(heads),
+            resume=resume,
+            device=device,
+            progress=progress,
+            dist_info=dist_info,
+        )
     load_ema_weights(den, run_dir / "checkpoint.pt", device=device)
     return den.eval()
 
@@ -281,7 +287,7 @@ def reproduce(
 ) -> dict[str, Any]:
     """Run an experiment's table (arms × seeds) and write its results folder; returns ``results.json``'s
     content. ``config``: a config to start from instead of the preset."""
-    cfg = configure(config or preset_config(experiment, preset), overrides, seeds)
+    cfg = configure(config or preset_config(experiment, preset), overrides, seeds).with_arms(arms)
     out = Path(out or f"results/{experiment}-{cfg.preset}")
     dev = resolve_device(device)
     prep = prepare(cfg, Path(cache_dir or out / "data"), split=split, progress=progress)
