@@ -84,7 +84,7 @@ def make_batch(s: Size, device: torch.device, dtype: torch.dtype, edges: bool) -
     e = torch.triu((torch.rand(s.batch, s.particles, s.particles, device=device) < 0.5).to(dtype), 1)
     return dict(
         x_t=x,
-        t=torch.rand(s.batch, device=device, dtype=dtype),
+        noise=torch.randn(s.batch, device=device, dtype=dtype),  # the noise level log(σ/α)
         known=torch.randn_like(x) * mask,
         mask=mask,
         edges=e + e.transpose(1, 2) if edges else None,

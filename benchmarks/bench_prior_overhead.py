@@ -41,25 +41,20 @@ from types import SimpleNamespace
 
 import torch
 
+from physdiff.config import apply_overrides
 from physdiff.data.particles_h5 import ParticleData
 from physdiff.diffusion import Denoiser, diffusion_loss
-from physdiff.experiments.particles import (
-    DiffusionConfig,
-    ModelConfig,
-    ParticleScaling,
-    build_denoiser,
-    prepare_particle_tensors,
-)
-from physdiff.experiments.reproduce import time_weight_fn
-from physdiff.priors import Prior, make_prior, total_prior_loss
+from physdiff.experiments.config import PriorConfig, preset_config
+from physdiff.experiments.particle_task import ParticleTask
+from physdiff.priors import Prior, total_prior_loss
 from physdiff.systems.registry import get_system
 
 
 @dataclass(frozen=True)
 class PriorSpec:
-    name: str  # make_prior name
+    name: str  # a built-in particle prior name
     weight: float
-    time_weight: str  # experiments.reproduce.time_weight_fn name
+    time_weight: str  # experiments.task.time_weight_fn name
     target_pct: float | None  # the target overhead, if any
 
 
@@ -83,7 +78,6 @@ SYSTEMS: dict[str, tuple[int, list[PriorSpec]]] = {
     ),
 }
 AA = "none (A/A)"
-QUICK_MODEL = ModelConfig(kind="egnn", hidden=48, layers=2, vector_channels=6, heads=4)
 CONTEXT_KEYS = ("masses", "edges")
 
 
@@ -161,10 +155,12 @@ def bench_system(system_name: str, args: argparse.Namespace, device: torch.devic
     data = simulate(system_name, args.n, frames, seed=0)
     sim_s = time.perf_counter() - t0
     dim = data.positions.shape[-1]
-    scaling = ParticleScaling.fit(data)
-    tensors = prepare_particle_tensors(data, scaling)
+    # the quick preset's network, ε prediction as in this benchmark's original setting
+    task = ParticleTask(apply_overrides(preset_config(system_name), ["diffusion.prediction=eps", "priors=[]"]))
+    scaling = task.fit_scaling(data)
+    tensors = task.to_tensors(data, scaling, "prediction")
     torch.manual_seed(0)
-    den = build_denoiser(QUICK_MODEL, DiffusionConfig(schedule="linear", prediction="eps"), dim).to(device)
+    den = task.build_denoiser(scaling, tensors).to(device)
     n_params = sum(p.numel() for p in den.net.parameters())
     print(
         f"\n### {system_name}: {args.n} trajectories × {frames} frames × {data.positions.shape[2]} particles "
@@ -178,21 +174,13 @@ def bench_system(system_name: str, args: argparse.Namespace, device: torch.devic
         batches.append({k: v[idx].to(device) for k, v in tensors.items()})
 
     priors: dict[str, Prior] = {}
-    ctx16 = {k: tensors[k][:16].double() for k in CONTEXT_KEYS if k in tensors}
-    for s in specs:
-        prior = make_prior(
-            s.name,
-            system_name,
-            weight=s.weight,
-            dim=dim,
-            scale=(scaling.positions, scaling.velocities),
-            time_weight=time_weight_fn(s.time_weight, den.schedule),
-        )
-        try:  # the sanity check the experiments run (sign/scale bugs); timing does not depend on it
-            prior.check_ground_truth(tensors["x0"][:16].double(), tol=1e-4, **ctx16)
-        except ValueError as err:
+    for s in specs:  # built and checked on the ground truth as the experiments build them
+        spec = PriorConfig(s.name, s.weight, s.time_weight)
+        try:
+            (priors[s.name],) = task.build_priors([spec], data, scaling)
+        except ValueError as err:  # the sanity check (sign/scale bugs); timing does not depend on it
             print(f"note: {err}")
-        priors[s.name] = prior
+            priors[s.name] = task.make_prior(spec, data, scaling, tensors)
 
     clock = _clock(args.clock)
     plain = Arm(den, [], batches, args)

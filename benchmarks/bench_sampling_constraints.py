@@ -10,7 +10,7 @@ Setting: the quick preset's network (SpaceTimeEGNN hidden 48, 2 layers), untrain
 x̂0 is far from feasible, so the Newton iterations of the energy projection need more steps to converge),
 DDIM with ``--steps`` steps, trajectories given their first frame, on simulated test data. For each
 system it samples one batch plainly and with each of the preset's constraints (the projections of
-``physdiff.experiments.reproduce.SAMPLING_CONSTRAINTS``), and prints samples/s, ms per sampler step, the
+``sample.constraints`` of the presets), and prints samples/s, ms per sampler step, the
 slowdown against plain sampling, and the largest residual of the enforced laws in the output (physical
 units; float32).
 """
@@ -23,65 +23,38 @@ import time
 import torch
 
 from bench_prior_overhead import simulate
-from physdiff.diffusion import sample
-from physdiff.experiments.particles import (
-    ConstraintConfig,
-    DiffusionConfig,
-    ModelConfig,
-    ParticleScaling,
-    build_denoiser,
-    prepare_particle_tensors,
-)
-from physdiff.experiments.reproduce import SAMPLING_CONSTRAINTS
-from physdiff.priors import make_prior
-from physdiff.priors.sampling import constraint_hook
-from physdiff.systems.registry import get_system
+from physdiff.config import apply_overrides
+from physdiff.experiments.config import preset_config
+from physdiff.experiments.harness import sample_tensors
+from physdiff.experiments.particle_task import ParticleTask
 from physdiff.training.trainer import load_ema_weights
 
 FRAMES = {"three-body": 20, "five-spring": 25}
 
 
 def run(system: str, batch: int, steps: int, device: torch.device, repeats: int, ckpt: str | None) -> None:
-    sys_obj = get_system(system, n_frames=FRAMES[system])
     data = simulate(system, batch, FRAMES[system], seed=0)
-    scaling = ParticleScaling.fit(data)
-    t = prepare_particle_tensors(data, scaling)
-    torch.manual_seed(0)
-    den = build_denoiser(
-        ModelConfig(hidden=48, layers=2, vector_channels=6, heads=4), DiffusionConfig("linear", "x0"), sys_obj.n_dims
+    cfg = apply_overrides(
+        preset_config(system),
+        ["sample.sampler=ddim", f"sample.steps={steps}", "sample.eta=0", f"sample.batch_size={batch}"],
     )
+    task = ParticleTask(cfg)
+    scaling = task.fit_scaling(data)
+    tensors = task.to_tensors(data, scaling, "prediction")
+    torch.manual_seed(0)
+    den = task.build_denoiser(scaling, tensors)
     if ckpt:
         load_ema_weights(den, ckpt, device=device)
     den = den.to(device).eval()
-    known, mask = t["x0"].to(device), t["mask"].to(device)
-    ctx = {k: t[k].to(device) for k in ("masses", "edges") if k in t}
-    dim = sys_obj.n_dims
+    ctx = {k: tensors[k].to(device) for k in ("masses", "edges") if k in tensors}
 
-    def timed(c: ConstraintConfig | None) -> tuple[float, torch.Tensor]:
-        hook = None
-        if c is not None:
-            priors = [make_prior(n, system, dim=dim, scale=(scaling.positions, scaling.velocities)) for n in c.priors]
-            hook = constraint_hook(
-                priors, mode=c.mode, mask=mask, context=ctx, t_start=c.t_start, iterations=c.iterations
-            )
+    def timed(constraint) -> tuple[float, torch.Tensor]:
         best, out = float("inf"), None
         for _ in range(repeats):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            out = sample(
-                den,
-                known.shape,
-                sampler="ddim",
-                steps=steps,
-                eta=0.0,
-                known=known,
-                mask=mask,
-                generator=torch.Generator(device=device).manual_seed(0),
-                x0_hook=hook,
-                device=device,
-                **ctx,
-            )
+            out = sample_tensors(den, tensors, cfg.sample, seed=0, device=device, constraint=constraint)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             best = min(best, time.perf_counter() - t0)
@@ -91,12 +64,9 @@ def run(system: str, batch: int, steps: int, device: torch.device, repeats: int,
     print(f"\n{system}: batch {batch}, DDIM {steps} steps, device {device}, network {ckpt or 'untrained'}")
     print(f"{'constraint':<34}{'samples/s':>10}{'ms/step':>10}{'slowdown':>10}   max |residual| of the output")
     print(f"{'none':<34}{batch / base:>10.1f}{1e3 * base / (steps + 1):>10.1f}{1.0:>10.2f}")
-    for c in SAMPLING_CONSTRAINTS[system]:
-        sec, out = timed(c)
-        res = []
-        for n in c.priors:
-            p = make_prior(n, system, dim=dim, scale=(scaling.positions, scaling.velocities))
-            res.append(f"{n} {float(p.residual(out, **ctx).abs().max()):.1e}")
+    for c, priors in task.build_constraints(data, scaling):
+        sec, out = timed((c, priors))
+        res = [f"{p.name} {float(p.residual(out.to(device), **ctx).abs().max()):.1e}" for p in priors]
         label = f"{c.label} (×{c.iterations})"
         print(f"{label:<34}{batch / sec:>10.1f}{1e3 * sec / (steps + 1):>10.1f}{sec / base:>10.2f}   " + ", ".join(res))
 
