@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -19,6 +20,8 @@ import yaml
 
 __all__ = [
     "ConfigError",
+    "bounded",
+    "one_of",
     "to_dict",
     "from_dict",
     "apply_overrides",
@@ -33,6 +36,42 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config key or value is invalid."""
+
+
+def bounded(
+    *, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None
+) -> dict[str, Any]:
+    """Field metadata declaring a numeric range (checked by :func:`from_dict`, element-wise for lists);
+    non-finite floats are always refused. Use as ``field(default=..., metadata=bounded(gt=0))``."""
+    return {"range": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}}
+
+
+def one_of(options: Any) -> dict[str, Any]:
+    """Field metadata declaring the valid values: a collection, or a callable returning one (a registry
+    read when the config is checked)."""
+    return {"choices": options}
+
+
+_OPS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b), "le": ("<=", lambda v, b: v <= b)}
+_OPS["lt"] = ("<", lambda v, b: v < b)
+
+
+def _check_declared(value: Any, meta: Any, key: str) -> None:
+    """Refuse a value outside the field's declared range or choices, naming the key."""
+    if value is None:
+        return
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"config key {key!r} must be a finite number, got {v!r}")
+        for op, bound in meta.get("range", {}).items():
+            sym, ok = _OPS[op]
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not ok(v, bound):
+                raise ConfigError(f"config key {key!r} must be {sym} {bound}, got {v!r}")
+        if "choices" in meta:
+            options = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
+            if v not in options:
+                raise ConfigError(f"config key {key!r}: {v!r} is not one of {sorted(options)}{closest(v, options)}")
 
 
 def closest(word: str, options: Any) -> str:
@@ -74,7 +113,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key {key!r} must be a list, got {value!r}")
         args = typing.get_args(tp)
         inner = args[0] if args else Any
-        items = [_coerce(v, inner, key) for v in value]
+        items = [_coerce(v, inner, f"{key}.{i}") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
@@ -134,7 +173,13 @@ def from_dict(cls: type[T], data: dict, prefix: str = "", where: str = "") -> T:
             f"under {prefix.rstrip('.') or 'the top level'}: {sorted(names)}"
         )
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    for f in dataclasses.fields(cls):  # declared ranges and choices, defaults included
+        value = getattr(obj, f.name)
+        _check_declared(value, f.metadata, prefix + f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key {prefix + f.name!r} must be a finite number, got {value!r}")
+    return obj
 
 
 def apply_overrides(cfg: T, overrides: list[str]) -> T:

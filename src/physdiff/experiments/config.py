@@ -16,8 +16,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from physdiff.config import ConfigError, from_dict, load_yaml_dict
+from physdiff.config import ConfigError, bounded, from_dict, load_yaml_dict, one_of
+from physdiff.diffusion.parametrisation import PREDICTIONS
+from physdiff.diffusion.samplers import SAMPLERS
+from physdiff.diffusion.schedule import SCHEDULES
 from physdiff.presets import PRESETS, experiments, preset_path
+from physdiff.priors.aux_head import PRIOR_VARIANTS
+from physdiff.priors.sampling import CONSTRAINT_MODES
 from physdiff.training.trainer import TrainConfig
 
 __all__ = [
@@ -39,18 +44,22 @@ __all__ = [
 ]
 
 
+#: w(t) of a prior by name (:func:`physdiff.experiments.task.time_weight_fn`)
+TIME_WEIGHTS: tuple[str, ...] = ("one", "alpha2", "low_noise")
+
+
 @dataclass
 class DataConfig:
     """Where the data come from: a cached simulation keyed by its settings, or a user's file (``path``)."""
 
     system: str = "three-body"
-    n: int = 1000
-    seed: int = 0
+    n: int = field(default=1000, metadata=bounded(ge=3))  # enough for train, val and test splits
+    seed: int = field(default=0, metadata=bounded(ge=0))
     settings: dict[str, Any] = field(default_factory=dict)  # simulator settings (n_frames; nx, nt, beta, ...)
     path: str | None = None  # an existing file to use instead of simulating
-    downsample_x: int = 1  # fields: keep every k-th grid point (read time)
-    downsample_t: int = 1  # fields: keep every k-th frame
-    max_samples: int | None = None  # read at most this many samples
+    downsample_x: int = field(default=1, metadata=bounded(ge=1))  # fields: keep every k-th grid point
+    downsample_t: int = field(default=1, metadata=bounded(ge=1))  # fields: keep every k-th frame
+    max_samples: int | None = field(default=None, metadata=bounded(ge=1))  # read at most this many samples
 
 
 @dataclass
@@ -73,10 +82,10 @@ class EGNNConfig(ModelConfig):
     """Space-time EGNN (E(n)- and permutation-equivariant), :class:`physdiff.models.egnn.SpaceTimeEGNN`."""
 
     kind: str = "egnn"
-    hidden: int = 64
-    layers: int = 3
-    vector_channels: int = 8
-    heads: int = 4
+    hidden: int = field(default=64, metadata=bounded(ge=1))
+    layers: int = field(default=3, metadata=bounded(ge=1))
+    vector_channels: int = field(default=8, metadata=bounded(ge=1))
+    heads: int = field(default=4, metadata=bounded(ge=1))
     rotation_augmentation: bool = False
 
 
@@ -86,9 +95,9 @@ class TransformerConfig(ModelConfig):
     three-body setting trains it with random rotations)."""
 
     kind: str = "transformer"
-    hidden: int = 64
-    layers: int = 3
-    heads: int = 4
+    hidden: int = field(default=64, metadata=bounded(ge=1))
+    layers: int = field(default=3, metadata=bounded(ge=1))
+    heads: int = field(default=4, metadata=bounded(ge=1))
     rotation_augmentation: bool = True
 
 
@@ -97,11 +106,11 @@ class UNetConfig(ModelConfig):
     """EDM-style U-Net for fields, :class:`physdiff.models.unet.UNet`."""
 
     kind: str = "unet"
-    base_channels: int = 16
-    channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2])
-    num_res_blocks: int = 1
+    base_channels: int = field(default=16, metadata=bounded(ge=1))
+    channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2], metadata=bounded(ge=1))
+    num_res_blocks: int = field(default=1, metadata=bounded(ge=1))
     attention: bool = False
-    dropout: float = 0.0
+    dropout: float = field(default=0.0, metadata=bounded(ge=0, lt=1))
     time_as_channels: bool = True  # 2-D fields with time: frames stacked as channels of a 2-D U-Net
 
 
@@ -110,8 +119,8 @@ MODEL_CONFIGS: dict[str, type[ModelConfig]] = {"egnn": EGNNConfig, "transformer"
 
 @dataclass
 class DiffusionConfig:
-    schedule: str = "linear"  # linear | cosine
-    prediction: str = "x0"  # what the network predicts: eps | x0 | v
+    schedule: str = field(default="linear", metadata=one_of(lambda: tuple(SCHEDULES)))  # linear | cosine
+    prediction: str = field(default="x0", metadata=one_of(PREDICTIONS))  # what the network predicts
 
 
 @dataclass
@@ -120,12 +129,14 @@ class ConstraintConfig:
     rows: every trained arm is sampled once more with it."""
 
     priors: list[str] = field(default_factory=lambda: ["momentum"])  # prior names (with a residual)
-    mode: str = "projection"  # projection | guidance
-    t_start: float = 1.0  # act at diffusion times t <= t_start
-    iterations: int = 1  # guidance steps; for a projection the most Gauss–Newton steps (exact in 1 if linear)
-    scale: float = 0.1  # guidance step size
-    tol: float = 1e-6  # a projection stops once max |R| <= tol (physical units)
-    cg_iters: int = 50  # conjugate-gradient iterations per projection step (large residuals: PDE fields)
+    mode: str = field(default="projection", metadata=one_of(lambda: CONSTRAINT_MODES))  # projection | guidance
+    t_start: float = field(default=1.0, metadata=bounded(gt=0, le=1))  # act at diffusion times t <= t_start
+    # guidance steps; for a projection the most Gauss–Newton steps (exact in 1 if linear)
+    iterations: int = field(default=1, metadata=bounded(ge=1))
+    scale: float = field(default=0.1, metadata=bounded(gt=0))  # guidance step size
+    tol: float = field(default=1e-6, metadata=bounded(ge=0))  # a projection stops once max |R| <= tol
+    # conjugate-gradient iterations per projection step (large residuals: PDE fields)
+    cg_iters: int = field(default=50, metadata=bounded(ge=1))
 
     @property
     def label(self) -> str:
@@ -134,11 +145,11 @@ class ConstraintConfig:
 
 @dataclass
 class SampleConfig:
-    sampler: str = "ddim"
-    steps: int = 50
-    eta: float = 0.0
-    n_test: int = 100  # evaluation samples (the first ones of the split)
-    batch_size: int = 100
+    sampler: str = field(default="ddim", metadata=one_of(lambda: tuple(SAMPLERS)))
+    steps: int = field(default=50, metadata=bounded(ge=1))
+    eta: float = field(default=0.0, metadata=bounded(ge=0, le=1))
+    n_test: int = field(default=100, metadata=bounded(ge=1))  # evaluation samples (the first ones of the split)
+    batch_size: int = field(default=100, metadata=bounded(ge=1))
     constraints: list[ConstraintConfig] = field(default_factory=list)
 
 
@@ -151,13 +162,13 @@ class PriorConfig:
     """
 
     name: str = "energy"
-    weight: float = 1.0
+    weight: float = field(default=1.0, metadata=bounded(ge=0))
     # w(t): "one" (w ≡ 1), "alpha2" (w = α_t²) or "low_noise" (≈ 1 where σ_t < 0.35): the Tweedie estimate
     # is uninformative at high noise, where nonlinear features such as 1/R_ij of a collapsed x̂0 explode
-    time_weight: str = "one"
+    time_weight: str = field(default="one", metadata=one_of(TIME_WEIGHTS))
     # h̃_θ of a nonlinear prior (method.md §3.3): "tweedie" matches h(x̂0) to h(x0); "aux_head" trains an
     # extra head on the denoiser's hidden node states to predict h(x0)
-    variant: str = "tweedie"
+    variant: str = field(default="tweedie", metadata=one_of(PRIOR_VARIANTS))
     # further keyword settings of the prior object, e.g. {kinetic_per_component: false}
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -172,16 +183,29 @@ class ExperimentConfig:
     preset: str = "quick"
     task: str = "particles"
     metrics: dict[str, str] = field(default_factory=dict)
-    cond_drop: float = 0.0  # fraction of training samples without the condition (one model, both sub-tasks)
+    # fraction of training samples without the condition (one model, both sub-tasks)
+    cond_drop: float = field(default=0.0, metadata=bounded(ge=0, lt=1))
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=EGNNConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(objective="x0"))
     sample: SampleConfig = field(default_factory=SampleConfig)
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] = field(default_factory=lambda: [0], metadata=bounded(ge=0))
     priors: list[PriorConfig] = field(default_factory=list)
 
     SUBTASKS: ClassVar[tuple[str, ...]] = ("prediction", "generation")
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ConfigError("config key 'seeds' names no seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"config key 'seeds' lists a seed twice: {self.seeds}")
+        bad = {k: v for k, v in self.metrics.items() if v not in self.SUBTASKS}
+        if bad:
+            raise ConfigError(f"config key 'metrics': sub-tasks {bad} are not one of {self.SUBTASKS}")
+        names = [p.name for p in self.priors]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"config key 'priors' names a prior twice: {names} (arms are named prior:<name>)")
 
     @property
     def subtasks(self) -> list[str]:

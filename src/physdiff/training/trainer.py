@@ -21,14 +21,15 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from physdiff.diffusion.objective import LossOutput, diffusion_loss, sample_time
+from physdiff.config import bounded, one_of
+from physdiff.diffusion.objective import OBJECTIVES, LossOutput, diffusion_loss, sample_time
 from physdiff.diffusion.parametrisation import Denoiser
 from physdiff.training.checkpoint import (
     CheckpointError,
@@ -56,17 +57,19 @@ Augment = Callable[[dict[str, Tensor], torch.Generator], dict[str, Tensor]]
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup: int = 100
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    objective: str = "eps"
-    log_every: int = 25
-    checkpoint_every: int = 500
-    seed: int = 0
+    """Training settings; each numeric field declares its valid range (checked when a config is read)."""
+
+    steps: int = field(default=1000, metadata=bounded(ge=1))
+    batch_size: int = field(default=64, metadata=bounded(ge=1))
+    lr: float = field(default=1e-3, metadata=bounded(gt=0))
+    weight_decay: float = field(default=0.0, metadata=bounded(ge=0))
+    warmup: int = field(default=100, metadata=bounded(ge=0))
+    grad_clip: float = field(default=1.0, metadata=bounded(gt=0))
+    ema_decay: float = field(default=0.999, metadata=bounded(ge=0, lt=1))
+    objective: str = field(default="eps", metadata=one_of(OBJECTIVES))
+    log_every: int = field(default=25, metadata=bounded(ge=1))
+    checkpoint_every: int = field(default=500, metadata=bounded(ge=1))
+    seed: int = field(default=0, metadata=bounded(ge=0))
     tensorboard: bool = False
 
 
