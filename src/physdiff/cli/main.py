@@ -78,7 +78,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
     info = init_distributed(dev)
     try:
         prep = prepare(cfg, Path(a.cache_dir or run / "data"), progress=info.is_main)
-        train_arm(prep, a.arm, a.seed, run, device=dev, resume=a.resume, progress=info.is_main, dist_info=info)
+        train_arm(
+            prep, a.arm, a.seed, run, device=dev, resume=a.resume, force=a.force, progress=info.is_main, dist_info=info
+        )
     finally:
         cleanup(info)
     if info.is_main:
@@ -170,6 +172,7 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
             cache_dir=a.cache_dir,
             device=a.device,
             resume=a.resume,
+            force=a.force,
             split=a.split,
         )
         print()
@@ -204,6 +207,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
 def _cmd_plot(a: argparse.Namespace) -> int:
     import numpy as np
 
+    from physdiff.experiments import tables
     from physdiff.experiments.harness import configure, samples_name
     from physdiff.experiments.task import make_task
 
@@ -218,7 +222,7 @@ def _cmd_plot(a: argparse.Namespace) -> int:
     generated: dict[str, dict] = {}
     idx = None
     for arm in info["arms"]:
-        folder = res / "arms" / arm.replace(":", "_") / f"seed{seed}"
+        folder = tables.run_dir(res, arm, seed)
         for subtask in cfg.subtasks:
             s = task.read_samples(folder / samples_name(subtask))
             idx = np.asarray(s.pop("source_indices"), dtype=np.int64)
@@ -273,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--run-dir", required=True)
     t.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.pt")
+    t.add_argument("--force", action="store_true", help="clear a run folder that holds a run and start over")
     add_common(t)
     t.set_defaults(fn=_cmd_train)
 
@@ -303,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="results folder")
     r.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
     r.add_argument("--arms", default=None, help="comma-separated arms, e.g. no_prior,prior:energy")
-    r.add_argument("--resume", action="store_true")
+    r.add_argument("--resume", action="store_true", help="continue the runs of an earlier call (same settings)")
+    r.add_argument("--force", action="store_true", help="clear the runs of an earlier call and start over")
     r.add_argument(
         "--split",
         default="test",

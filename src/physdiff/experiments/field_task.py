@@ -178,7 +178,15 @@ class FieldTask(Task):
         return data
 
     def fit_scaling(self, train: FieldData) -> FieldScaling:
-        return FieldScaling.fit(train)
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaling = FieldScaling.fit(train)
+        values = [*scaling.mean, *scaling.std, scaling.cond_mean, scaling.cond_std]
+        if not np.all(np.isfinite(values)):
+            raise ValueError(
+                f"{train.source or 'data'}: the training split's fields give a non-finite normalisation "
+                f"(mean {scaling.mean}, std {scaling.std}); are the values overflowing?"
+            )
+        return scaling
 
     def scaling_from_dict(self, d: Mapping[str, Any]) -> FieldScaling:
         return FieldScaling(**d)

@@ -38,6 +38,9 @@ from physdiff.training.trainer import TrainConfig, load_ema_weights, train
 
 __all__ = [
     "Prepared",
+    "RunFolderError",
+    "check_run_folder",
+    "clear_run_folder",
     "configure",
     "prepare",
     "train_arm",
@@ -116,6 +119,45 @@ def _run_config(prep: Prepared, arm: str, seed: int) -> dict[str, Any]:
     return {**cfg, "arm": arm, "seed": seed}
 
 
+class RunFolderError(ValueError):
+    """A run folder holds another run (or one of another configuration)."""
+
+
+#: what a run folder holds besides the data cache (``data/``): cleared by ``force``
+RUN_OUTPUTS = ("checkpoint*", "metrics.csv", "samples_*.h5", "scaling.json", "config.yaml", "run.log", "tb")
+
+
+def clear_run_folder(run_dir: Path) -> None:
+    """Remove a previous run's outputs from ``run_dir`` (``--force``); the data cache ``data/`` stays."""
+    import shutil
+
+    for pattern in RUN_OUTPUTS:
+        for p in run_dir.glob(pattern):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def check_run_folder(run_dir: Path, config: Mapping[str, Any], *, resume: bool, force: bool) -> None:
+    """Refuse, before anything is written, to train into a folder that holds a run unless resuming it
+    (with the same model, data and diffusion settings) or ``force`` (which clears it)."""
+    from physdiff.training.checkpoint import check_config_matches, load_latest_checkpoint, previous_path
+
+    ckpt = run_dir / "checkpoint.pt"
+    exists = ckpt.is_file() or previous_path(ckpt).is_file()
+    if not exists:
+        return
+    if resume:
+        state, used = load_latest_checkpoint(ckpt)
+        check_config_matches(used, state.get("config", {}), dict(config), ("model", "data", "diffusion"))
+        return
+    if force:
+        clear_run_folder(run_dir)
+        return
+    raise RunFolderError(
+        f"{run_dir} holds a trained run ({ckpt.name}); pass --resume to continue it or --force to start over "
+        "(which clears the folder)"
+    )
+
+
 def train_arm(
     prep: Prepared,
     arm: str,
@@ -124,10 +166,14 @@ def train_arm(
     *,
     device: torch.device = torch.device("cpu"),
     resume: bool = False,
+    force: bool = False,
     progress: bool = True,
     dist_info: DistInfo = DistInfo(),
 ) -> Denoiser:
-    """Train one arm with one seed in ``run_dir``; returns the denoiser with its EMA weights loaded."""
+    """Train one arm with one seed in ``run_dir``; returns the denoiser with its EMA weights loaded.
+
+    A folder that holds a run is refused unless ``resume`` (same settings) or ``force`` (cleared first);
+    nothing is written before the priors and the folder are checked."""
     task, cfg = prep.task, prep.cfg
     specs = cfg.arms()
     if arm not in specs:
@@ -151,6 +197,8 @@ def train_arm(
         log.info(
             "[%s | seed %d] training %d steps on %d samples → %s", arm, seed, tcfg.steps, len(tensors["x0"]), run_dir
         )
+    if dist_info.is_main:
+        check_run_folder(run_dir, _run_config(prep, arm, seed), resume=resume, force=force)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir) if dist_info.is_main else contextlib.nullcontext():  # one writer per run folder
         if dist_info.is_main:
@@ -281,12 +329,15 @@ def reproduce(
     cache_dir: str | Path | None = None,
     device: str = "auto",
     resume: bool = False,
+    force: bool = False,
     progress: bool = True,
     split: str = "test",
     config: ExperimentConfig | None = None,
 ) -> dict[str, Any]:
     """Run an experiment's table (arms × seeds) and write its results folder; returns ``results.json``'s
-    content. ``config``: a config to start from instead of the preset."""
+    content. ``config``: a config to start from instead of the preset. Everything is validated (config,
+    priors, constraints, run folders) before anything is written; a folder holding runs is refused unless
+    ``resume`` or ``force``."""
     cfg = configure(config or preset_config(experiment, preset), overrides, seeds).with_arms(arms)
     out = Path(out or f"results/{experiment}-{cfg.preset}")
     dev = resolve_device(device)
@@ -299,12 +350,16 @@ def reproduce(
     for specs in arm_specs.values():  # a bad prior (name, system, variant, sign/scale) fails before training
         task.build_priors(specs, prep.train, prep.scaling)
     constraints = task.build_constraints(prep.train, prep.scaling)
+    for arm in arm_specs:  # every run folder is checked before the first is trained
+        for seed in cfg.seeds:
+            run_dir = tables.run_dir(out, arm, seed)
+            check_run_folder(run_dir, _run_config(prep, arm, seed), resume=resume, force=force)
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "config.yaml")
     constrained: dict[str, dict[int, dict[str, np.ndarray]]] = {}  # "<arm> + <mode>:<priors>" → seed → metrics
 
     def run_one(arm: str, seed: int, run_dir: Path):
-        den = train_arm(prep, arm, seed, run_dir, device=dev, resume=resume, progress=progress)
+        den = train_arm(prep, arm, seed, run_dir, device=dev, resume=resume, force=force, progress=progress)
         samples, metrics = sample_and_evaluate(prep, den, seed, run_dir, device=dev, progress=progress)
         for c in constraints:  # beyond the paper: the same model, sampled with a sampling-time constraint
             _, m_c = sample_and_evaluate(prep, den, seed, run_dir, device=dev, progress=progress, constraint=c)

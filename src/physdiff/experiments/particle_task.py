@@ -85,18 +85,41 @@ class ParticleTask(Task):
     def load(self, cache_dir: Path, progress: bool = True) -> ParticleData:
         d = self.cfg.data
         if d.path:
-            return load_particles(d.path, d.system)
+            return self.check_data(load_particles(d.path, d.system))
         tag = "".join(f"_{k}{v}" for k, v in sorted(d.settings.items()))
         path = Path(cache_dir) / f"{d.system}_n{d.n}_seed{d.seed}{tag}.h5"
         if not path.is_file():
             summary = simulate_to_file(d.system, path, d.n, d.seed, progress=progress, **d.settings)
             if progress:
                 print(f"simulated {d.n} {d.system} trajectories in {summary['seconds']:.1f} s → {path}")
-        return load_particles(path)
+        return self.check_data(load_particles(path))
+
+    @staticmethod
+    def check_data(data: ParticleData) -> ParticleData:
+        """Refuse data the task cannot learn from: fewer than 2 particles or 3 frames (the Newton residual
+        needs interior frames), or non-finite / non-positive physical constants."""
+        n, frames, k, _ = data.shape
+        where = data.path or "data"
+        if k < 2:
+            raise ValueError(f"{where}: 'positions' has K = {k} particle(s); an interacting system needs K >= 2")
+        if frames < 3:
+            raise ValueError(f"{where}: 'positions' has L = {frames} frame(s); trajectories need L >= 3 frames")
+        for name, value in data.constants.items():
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{where}: attribute {name!r} = {value!r}; the constant must be finite and > 0")
+        return data
 
     def fit_scaling(self, train: ParticleData) -> ParticleScaling:
         r = train.positions - _com(train.positions, train.masses)
-        return ParticleScaling(positions=float(r.std()), velocities=float(train.velocities.std()))
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaling = ParticleScaling(positions=float(r.std()), velocities=float(train.velocities.std()))
+        for key, value in scaling.to_dict().items():
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"{train.path or 'data'}: the training split's {key} have standard deviation {value:.3g}; the "
+                    "model needs a finite, positive scale (are the values overflowing, or all equal?)"
+                )
+        return scaling
 
     def scaling_from_dict(self, d: Mapping[str, Any]) -> ParticleScaling:
         return ParticleScaling(**d)

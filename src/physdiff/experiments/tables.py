@@ -31,6 +31,7 @@ from physdiff.evaluation.statistics import aggregate_seeds, paired_difference
 
 __all__ = [
     "select_arms",
+    "run_dir",
     "aggregate",
     "paired",
     "paired_constraints",
@@ -93,6 +94,13 @@ def paired_constraints(
     return out
 
 
+def run_dir(out: Path, arm: str, seed: int) -> Path:
+    """The run folder of one arm and seed in a results folder: ``arms/<arm>/seed<k>`` (``:`` and ``/`` of
+    user prior paths replaced)."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in arm)
+    return out / "arms" / safe / f"seed{seed}"
+
+
 def run_arms(
     arms: Iterable[str], seeds: Sequence[int], out: Path, run_one: Callable[[str, int, Path], tuple[PerSample, Any]]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any], float]:
@@ -107,7 +115,7 @@ def run_arms(
     for arm in arms:
         per_arm[arm] = {}
         for seed in seeds:
-            metrics, samples = run_one(arm, seed, out / "arms" / arm.replace(":", "_") / f"seed{seed}")
+            metrics, samples = run_one(arm, seed, run_dir(out, arm, seed))
             per_arm[arm][seed] = metrics
             generated.setdefault(arm, samples)
     return {a: aggregate(m) for a, m in per_arm.items()}, generated, round(time.time() - t_start, 1)
