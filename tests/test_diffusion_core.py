@@ -10,6 +10,8 @@ from physdiff.diffusion import (
     DDPM,
     SAMPLERS,
     Denoiser,
+    DPMSolverPP2M,
+    Euler,
     Heun,
     Sampler,
     diffusion_loss,
@@ -204,7 +206,7 @@ def test_objectives_have_known_minimisers(objective):
     assert torch.allclose(got, expected, atol=0.02), (got - expected).abs().max()
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "heun"])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "heun", "euler", "dpmpp2m"])
 def test_masked_conditioning_keeps_known_entries_exact(sampler):
     d = _gaussian_denoiser()
     n = 32
@@ -244,7 +246,7 @@ def test_x0_hook_is_applied():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(sampler="euler"), "unknown sampler 'euler'"),
+        (dict(sampler="rk45"), "unknown sampler 'rk45'"),
         (dict(sampler="ddim", steps=0), "positive integer"),
         (dict(sampler="heun", steps=-3), "positive integer"),
         (dict(sampler="ddim", steps=10, eta=2.0), "eta"),
@@ -276,16 +278,28 @@ def _assert_gaussian_moments(x):
 
 
 def test_registry_names_classes_defaults_and_evaluations():
-    assert list(SAMPLERS) == ["ddpm", "ddim", "heun"]
-    assert "ddim" in SAMPLERS and "euler" not in SAMPLERS
-    assert SAMPLERS == {"ddpm": DDPM, "ddim": DDIM, "heun": Heun}
+    assert list(SAMPLERS) == ["ddpm", "ddim", "heun", "euler", "dpmpp2m"]
+    assert "ddim" in SAMPLERS and "rk45" not in SAMPLERS
+    assert SAMPLERS == {"ddpm": DDPM, "ddim": DDIM, "heun": Heun, "euler": Euler, "dpmpp2m": DPMSolverPP2M}
     for name, cls in SAMPLERS.items():
         assert issubclass(cls, Sampler) and cls.name == name
-    assert {n: c.default_steps for n, c in SAMPLERS.items()} == {"ddpm": 1000, "ddim": 50, "heun": 25}
-    assert {n: c.default_spacing for n, c in SAMPLERS.items()} == {"ddpm": "uniform", "ddim": "uniform", "heun": "edm"}
+    assert {n: c.default_steps for n, c in SAMPLERS.items()} == {
+        "ddpm": 1000,
+        "ddim": 50,
+        "heun": 25,
+        "euler": 50,
+        "dpmpp2m": 25,
+    }
+    assert {n: c.default_spacing for n, c in SAMPLERS.items()} == {
+        "ddpm": "uniform",
+        "ddim": "uniform",
+        "heun": "edm",
+        "euler": "uniform",
+        "dpmpp2m": "edm",
+    }
     # denoiser evaluations per sample: one per step (two for Heun) plus the final Tweedie denoise
-    assert [DDPM.evaluations(10), DDIM.evaluations(10), Heun.evaluations(10)] == [11, 11, 21]
-    assert [DDPM.evaluations(), DDIM.evaluations(), Heun.evaluations()] == [1001, 51, 51]
+    assert [c.evaluations(10) for c in (DDPM, DDIM, Heun, Euler, DPMSolverPP2M)] == [11, 11, 21, 11, 11]
+    assert [c.evaluations() for c in (DDPM, DDIM, Heun, Euler, DPMSolverPP2M)] == [1001, 51, 51, 51, 26]
 
 
 def test_make_sampler_builds_the_named_class():
@@ -300,8 +314,8 @@ def test_make_sampler_builds_the_named_class():
 
 
 def test_unknown_sampler_lists_the_valid_names():
-    with pytest.raises(ValueError, match="unknown sampler 'euler'") as err:
-        make_sampler("euler", _gaussian_denoiser())
+    with pytest.raises(ValueError, match="unknown sampler 'rk45'") as err:
+        make_sampler("rk45", _gaussian_denoiser())
     assert all(repr(name) in str(err.value) for name in SAMPLERS)
 
 
@@ -317,15 +331,15 @@ def test_unknown_sampler_lists_the_valid_names():
         (dict(spacing="log"), "unknown time spacing 'log'.*uniform.*edm"),
     ],
 )
-@pytest.mark.parametrize("name", ["ddpm", "ddim", "heun"])
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "heun", "euler", "dpmpp2m"])
 def test_make_sampler_refuses_bad_arguments(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_sampler(name, _gaussian_denoiser(), **kwargs)
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
-@pytest.mark.parametrize("spacing", ["uniform", "edm"])
-@pytest.mark.parametrize("cls", [DDPM, DDIM, Heun])
+@pytest.mark.parametrize("spacing", ["uniform", "edm", "logsnr"])
+@pytest.mark.parametrize("cls", [DDPM, DDIM, Heun, Euler, DPMSolverPP2M])
 def test_timesteps_decrease_from_t_max_to_t_eps(cls, spacing, schedule):
     d = _gaussian_denoiser(schedule)
     for steps in (1, 7, 50):
@@ -393,7 +407,7 @@ class _Counting(torch.nn.Module):
 
 @pytest.mark.parametrize(
     "name,eta,draws_per_step",
-    [("ddpm", None, 1), ("ddim", 0.0, 0), ("ddim", 0.5, 1), ("heun", None, 0)],
+    [("ddpm", None, 1), ("ddim", 0.0, 0), ("ddim", 0.5, 1), ("heun", None, 0), ("euler", None, 0), ("dpmpp2m", None, 0)],
 )
 def test_mask_hook_and_projection_are_applied_once_per_evaluation(name, eta, draws_per_step):
     """Per denoiser evaluation: the net sees the mask and context once, the hook runs once; every noise

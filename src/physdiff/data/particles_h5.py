@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -36,6 +35,7 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 
+from physdiff.data.hdf5 import atomic_write, decode_attr, nonfinite
 from physdiff.systems.particle_system import ParticleSystem
 from physdiff.systems.registry import PARTICLE_SYSTEMS, get_system
 
@@ -179,12 +179,9 @@ def validate_particle_arrays(
             a = np.asarray(data[key])
             if not np.issubdtype(a.dtype, np.number):
                 raise ValueError(f"{where}: {key!r} has non-numeric dtype {a.dtype}")
-            bad = ~np.isfinite(a)
-            if bad.any():
-                first = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise ValueError(
-                    f"{where}: {key!r} {_shape(a)} contains {int(bad.sum())} NaN/inf value(s), first at {first}"
-                )
+            bad, first = nonfinite(a)
+            if bad:
+                raise ValueError(f"{where}: {key!r} {_shape(a)} contains {bad} NaN/inf value(s), first at {first}")
     m = np.asarray(data["masses"])
     if (m <= 0).any():
         first = tuple(int(i) for i in np.argwhere(m <= 0)[0])
@@ -228,14 +225,6 @@ def _attr_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value):
         return np.asarray(value)
     return json.dumps(value)
-
-
-def _decode_attr(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _resolve_constants(system: ParticleSystem, attrs: Mapping[str, Any], where: str) -> dict[str, float]:
@@ -317,24 +306,15 @@ def write_particles(
             if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= N)):
                 raise ValueError(f"{where}: split {name!r} must be 1-D indices in [0, {N})")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for key, value in arrays.items():
-                f.create_dataset(key, data=value)
-            if splits is not None:
-                group = f.create_group("splits")
-                for name, idx in splits.items():
-                    group.create_dataset(name, data=np.asarray(idx, dtype=np.int64))
-            for key, value in all_attrs.items():
-                f.attrs[key] = _attr_value(value)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        for key, value in arrays.items():
+            f.create_dataset(key, data=value)
+        if splits is not None:
+            group = f.create_group("splits")
+            for name, idx in splits.items():
+                group.create_dataset(name, data=np.asarray(idx, dtype=np.int64))
+        for key, value in all_attrs.items():
+            f.attrs[key] = _attr_value(value)
     return path
 
 
@@ -355,7 +335,7 @@ def load_particles(path: str | os.PathLike[str], system: str | None = None) -> P
     if not path.is_file():
         raise FileNotFoundError(f"{where}: no such particle file")
     with h5py.File(path, "r") as f:
-        attrs = {k: _decode_attr(v) for k, v in f.attrs.items()}
+        attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
         arrays = {k: f[k][()] for k in ARRAY_KEYS if k in f and isinstance(f[k], h5py.Dataset)}
         extra = [k for k in f if k not in ARRAY_KEYS and k != "splits"]
         splits = {}

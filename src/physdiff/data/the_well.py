@@ -70,7 +70,6 @@ boundary-condition groups named ``<dim>_periodic`` / ``<dim>_wall`` / ``<dim>_op
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +77,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from physdiff.data.hdf5 import GridSpacing, atomic_write, check_downsample, decode_attr, nonfinite
 
 __all__ = ["TheWellFormatError", "WellData", "load_the_well", "write_the_well", "BC_TYPES"]
 
@@ -91,7 +92,7 @@ class TheWellFormatError(ValueError):
 
 
 @dataclass
-class WellData:
+class WellData(GridSpacing):
     """A loaded Well file (2-D).
 
     Attributes:
@@ -137,22 +138,6 @@ class WellData:
         except ValueError:
             raise KeyError(f"no channel {name!r}; channels: {list(self.channels)}") from None
 
-    def _spacing(self, key: str) -> float | None:
-        c = self.coords.get(key)
-        return float(c[1] - c[0]) if c is not None and len(c) > 1 else None
-
-    @property
-    def dt(self) -> float | None:
-        return self._spacing("t")
-
-    @property
-    def dx(self) -> float | None:
-        return self._spacing("x")
-
-    @property
-    def dy(self) -> float | None:
-        return self._spacing("y")
-
 
 # ------------------------------------------------------------------------------------------------
 # helpers
@@ -170,19 +155,13 @@ class _Ctx:
         return TheWellFormatError(f"{self.path}: {key!r}: {msg}")
 
 
-def _decode(v: Any) -> str:
-    if isinstance(v, bytes | np.bytes_):
-        return bytes(v).decode()
-    return str(v)
-
-
 def _str_attr(obj: h5py.HLObject, name: str, ctx: _Ctx, key: str) -> str:
     v = obj.attrs[name]
     if isinstance(v, np.ndarray) and v.size == 1:
         v = v.reshape(()).item()
     if not isinstance(v, str | bytes | np.bytes_ | np.str_):
         raise ctx.error(f"{key}@{name}", f"attribute must be a string, got {v!r}")
-    return _decode(v)
+    return str(decode_attr(v))
 
 
 def _str_list_attr(obj: h5py.HLObject, name: str, ctx: _Ctx, key: str) -> list[str]:
@@ -190,13 +169,13 @@ def _str_list_attr(obj: h5py.HLObject, name: str, ctx: _Ctx, key: str) -> list[s
         raise ctx.error(f"{key}@{name}", "missing attribute")
     v = obj.attrs[name]
     if isinstance(v, str | bytes | np.bytes_ | np.str_):  # a single name stored as a plain string
-        return [_decode(v)]
+        return [str(decode_attr(v))]
     arr = np.asarray(v)
     if arr.size == 0:
         return []
     if arr.ndim != 1 or arr.dtype.kind not in "OSU":
         raise ctx.error(f"{key}@{name}", f"attribute must be a list of strings, got {v!r}")
-    return [_decode(s) for s in arr]
+    return [str(decode_attr(s)) for s in arr]
 
 
 def _bool_attr(obj: h5py.HLObject, name: str, default: bool, ctx: _Ctx, key: str, messages: list[str]) -> bool:
@@ -257,8 +236,8 @@ def _read(ds: h5py.Dataset, sel: Any, ctx: _Ctx, key: str) -> np.ndarray:
 
 
 def _finite(arr: np.ndarray, ctx: _Ctx, key: str) -> None:
-    if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
-        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    bad = nonfinite(arr)[0] if arr.dtype.kind in "fc" else 0
+    if bad:
         raise ctx.error(key, f"contains {bad} NaN/inf values (shape {arr.shape})")
 
 
@@ -273,16 +252,6 @@ def _uniform_step(c: np.ndarray, stored: np.dtype) -> tuple[bool, float]:
     eps = float(np.finfo(stored).eps) if np.dtype(stored).kind == "f" else float(np.finfo(np.float64).eps)
     tol = max(1e-3 * abs(mean), 8.0 * eps * float(np.max(np.abs(c))))
     return bool(np.max(np.abs(d - mean)) <= tol), mean
-
-
-def _check_downsample(name: str, step: Any) -> int:
-    try:
-        ok = not isinstance(step, bool) and int(step) == step and step >= 1
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{name} must be an integer >= 1, got {step!r}")
-    return int(step)
 
 
 def _int_root_attr(f: h5py.File, name: str, ctx: _Ctx) -> int:
@@ -343,8 +312,8 @@ def load_the_well(
         isinstance(max_samples, bool) or int(max_samples) != max_samples or max_samples < 1
     ):
         raise ValueError(f"max_samples must be an integer >= 1, got {max_samples!r}")
-    sx = _check_downsample("downsample_x", downsample_x)
-    st = _check_downsample("downsample_t", downsample_t)
+    sx = check_downsample("downsample_x", downsample_x)
+    st = check_downsample("downsample_t", downsample_t)
     if fields is not None:
         if isinstance(fields, str):
             fields = [fields]
@@ -898,66 +867,57 @@ def write_the_well(
         else:
             raise ValueError(f"{path}: scalar {sname!r} must be a number or an array [N={n_traj}], got shape {v.shape}")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["dataset_name"] = str(dataset_name)
-            f.attrs["grid_type"] = str(grid_type)
-            f.attrs["n_spatial_dims"] = np.int64(_N_DIMS)
-            f.attrs["n_trajectories"] = np.int64(n_traj)
-            f.attrs["simulation_parameters"] = _str_array(list(const_params))
-            for sname, v in const_params.items():
-                f.attrs[sname] = v
+    with atomic_write(path) as f:
+        f.attrs["dataset_name"] = str(dataset_name)
+        f.attrs["grid_type"] = str(grid_type)
+        f.attrs["n_spatial_dims"] = np.int64(_N_DIMS)
+        f.attrs["n_trajectories"] = np.int64(n_traj)
+        f.attrs["simulation_parameters"] = _str_array(list(const_params))
+        for sname, v in const_params.items():
+            f.attrs[sname] = v
 
-            dims = f.create_group("dimensions")
-            dims.attrs["spatial_dims"] = _str_array(["x", "y"])
-            for key, c, tv in (("time", t, True), ("x", x, False), ("y", y, False)):
-                ds = dims.create_dataset(key, data=c.astype(dtype))
-                ds.attrs["sample_varying"] = False
-                ds.attrs["time_varying"] = tv
+        dims = f.create_group("dimensions")
+        dims.attrs["spatial_dims"] = _str_array(["x", "y"])
+        for key, c, tv in (("time", t, True), ("x", x, False), ("y", y, False)):
+            ds = dims.create_dataset(key, data=c.astype(dtype))
+            ds.attrs["sample_varying"] = False
+            ds.attrs["time_varying"] = tv
 
-            bcs = f.create_group("boundary_conditions")
-            for dim, size, per in zip(("x", "y"), (n_x, n_y), periodic, strict=True):
-                bc_type = "PERIODIC" if per else nonperiodic_bc
-                g = bcs.create_group(f"{dim}_{bc_type.lower()}")
-                g.attrs["associated_dims"] = _str_array([dim])
-                g.attrs["associated_fields"] = _str_array([])
-                g.attrs["bc_type"] = bc_type
-                g.attrs["sample_varying"] = False
-                g.attrs["time_varying"] = False
-                mask = np.zeros(size, dtype=bool)
-                mask[0] = mask[-1] = True
-                g.create_dataset("mask", data=mask)
-                g.create_dataset("values", data=np.zeros(int(mask.sum()), dtype=dtype))
+        bcs = f.create_group("boundary_conditions")
+        for dim, size, per in zip(("x", "y"), (n_x, n_y), periodic, strict=True):
+            bc_type = "PERIODIC" if per else nonperiodic_bc
+            g = bcs.create_group(f"{dim}_{bc_type.lower()}")
+            g.attrs["associated_dims"] = _str_array([dim])
+            g.attrs["associated_fields"] = _str_array([])
+            g.attrs["bc_type"] = bc_type
+            g.attrs["sample_varying"] = False
+            g.attrs["time_varying"] = False
+            mask = np.zeros(size, dtype=bool)
+            mask[0] = mask[-1] = True
+            g.create_dataset("mask", data=mask)
+            g.create_dataset("values", data=np.zeros(int(mask.sum()), dtype=dtype))
 
-            sc = f.create_group("scalars")
-            sc.attrs["field_names"] = _str_array(list(const_params) + list(varying_params))
-            for sname, v in const_params.items():
-                ds = sc.create_dataset(sname, data=np.asarray(v, dtype=np.float64))
-                ds.attrs["sample_varying"] = False
-                ds.attrs["time_varying"] = False
-            for sname, v in varying_params.items():
-                ds = sc.create_dataset(sname, data=v.astype(np.float64))
+        sc = f.create_group("scalars")
+        sc.attrs["field_names"] = _str_array(list(const_params) + list(varying_params))
+        for sname, v in const_params.items():
+            ds = sc.create_dataset(sname, data=np.asarray(v, dtype=np.float64))
+            ds.attrs["sample_varying"] = False
+            ds.attrs["time_varying"] = False
+        for sname, v in varying_params.items():
+            ds = sc.create_dataset(sname, data=v.astype(np.float64))
+            ds.attrs["sample_varying"] = True
+            ds.attrs["time_varying"] = False
+
+        for order, gname in enumerate(_FIELD_GROUPS):
+            g = f.create_group(gname)
+            g.attrs["field_names"] = _str_array([fn for fn, _, _ in entries[order]])
+            for fname, a, tv in entries[order]:
+                ds = g.create_dataset(fname, data=a.astype(dtype))
+                ds.attrs["dim_varying"] = np.array([True, True])
                 ds.attrs["sample_varying"] = True
-                ds.attrs["time_varying"] = False
-
-            for order, gname in enumerate(_FIELD_GROUPS):
-                g = f.create_group(gname)
-                g.attrs["field_names"] = _str_array([fn for fn, _, _ in entries[order]])
-                for fname, a, tv in entries[order]:
-                    ds = g.create_dataset(fname, data=a.astype(dtype))
-                    ds.attrs["dim_varying"] = np.array([True, True])
-                    ds.attrs["sample_varying"] = True
-                    ds.attrs["time_varying"] = tv
-                    if order == 2:
-                        at = np.swapaxes(a, -1, -2)
-                        ds.attrs["symmetric"] = bool(np.array_equal(a, at))
-                        ds.attrs["antisymmetric"] = bool(np.array_equal(a, -at))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+                ds.attrs["time_varying"] = tv
+                if order == 2:
+                    at = np.swapaxes(a, -1, -2)
+                    ds.attrs["symmetric"] = bool(np.array_equal(a, at))
+                    ds.attrs["antisymmetric"] = bool(np.array_equal(a, -at))
     return path

@@ -1,0 +1,127 @@
+"""What the HDF5 readers and writers of the data formats share (PDEBench, The Well, particle files).
+
+* :func:`atomic_write`: a new file appears at its path only once it is completely written (a temporary
+  file in the same folder, then :func:`os.replace`; nothing is left behind on error).
+* :func:`describe`: the datasets of a file with their shapes, for error messages.
+* :func:`nonfinite`: how many NaN/inf values an array holds and where the first is, for the finite
+  checks that name the file and the key.
+* :func:`decode_attr`: an attribute value as a plain Python value (``bytes`` decoded, numpy scalars
+  unwrapped).
+* :func:`check_downsample`: validation of a reader's ``downsample_x`` / ``downsample_t`` argument.
+* :class:`GridSpacing`: ``dt``, ``dx``, ``dy`` of loaded data from their ``coords``.
+
+Each format keeps its own error class and message wording; these helpers hold the logic they share.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+__all__ = ["GridSpacing", "atomic_write", "check_downsample", "decode_attr", "describe", "nonfinite"]
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
+    """Open a new HDF5 file for writing that replaces ``path`` only when the ``with`` block completes.
+
+    The file is written as a hidden temporary file in the destination folder (created if needed) and
+    moved into place with :func:`os.replace`; if the block raises, the temporary file is removed and
+    ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def describe(f: h5py.Group, limit: int = 12) -> str:
+    """The datasets under ``f`` as ``"name (shape), ..."`` (at most ``limit``, then a count of the rest);
+    the top-level groups when there are no datasets."""
+    items: list[str] = []
+    count = 0
+
+    def visit(name: str, obj: Any) -> None:
+        nonlocal count
+        if isinstance(obj, h5py.Dataset):
+            count += 1
+            if len(items) < limit:
+                items.append(f"{name} {obj.shape}")
+
+    f.visititems(visit)
+    if not items:
+        groups = sorted(f.keys())[:limit]
+        return f"(no datasets; groups: {', '.join(groups)})" if groups else "(no datasets)"
+    more = f", ... ({count - len(items)} more)" if count > len(items) else ""
+    return ", ".join(items) + more
+
+
+def nonfinite(arr: np.ndarray) -> tuple[int, tuple[int, ...] | None]:
+    """The number of NaN/inf entries of ``arr`` and the index of the first one (``None`` when all are
+    finite). ``arr`` must be numeric (``np.isfinite`` raises ``TypeError`` otherwise)."""
+    bad = ~np.isfinite(arr)
+    count = int(np.count_nonzero(bad))
+    return count, (tuple(int(i) for i in np.argwhere(bad)[0]) if count else None)
+
+
+def decode_attr(value: Any) -> Any:
+    """An HDF5 attribute value as a plain Python value: ``bytes`` decoded to ``str``, numpy scalars
+    unwrapped with ``.item()``; anything else (arrays, str) unchanged."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def check_downsample(name: str, step: Any) -> int:
+    """``step`` as an ``int`` if it is an integer ``>= 1`` (``True``/``False`` are refused), else a
+    ``ValueError`` naming the argument ``name``."""
+    try:
+        ok = not isinstance(step, bool) and int(step) == step and step >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be an integer >= 1, got {step!r}")
+    return int(step)
+
+
+class GridSpacing:
+    """Mixin for loaded data with uniform coordinate arrays ``coords`` (``t``, ``x``, ``y`` as present):
+    the spacings ``dt``, ``dx``, ``dy`` (``None`` where the axis is absent or has a single point)."""
+
+    coords: Mapping[str, np.ndarray]
+
+    def _spacing(self, key: str) -> float | None:
+        c = self.coords.get(key)
+        return float(c[1] - c[0]) if c is not None and len(c) > 1 else None
+
+    @property
+    def dt(self) -> float | None:
+        """Time between stored frames (``None`` for steady problems)."""
+        return self._spacing("t")
+
+    @property
+    def dx(self) -> float | None:
+        """Grid spacing along the first spatial axis."""
+        return self._spacing("x")
+
+    @property
+    def dy(self) -> float | None:
+        """Grid spacing along the second spatial axis."""
+        return self._spacing("y")
