@@ -26,11 +26,29 @@ def _experiments() -> tuple[str, ...]:
     return experiments()
 
 
+def check_output_file(path: Path, option: str) -> Path:
+    """Refuse, before any work, an output file path that is a folder or lies under a file."""
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a file name (e.g. {path / 'out.h5'})")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"{option} {path}: {parent} is a file, not a folder")
+    return path
+
+
+def check_output_folder(path: Path, option: str) -> Path:
+    """Refuse, before any work, an output folder path that is a file or lies under a file."""
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"{option} {path}: {p} is a file, not a folder")
+    return path
+
+
 def _cmd_simulate(a: argparse.Namespace) -> int:
     from physdiff.experiments.task import task_for_system
 
     task = task_for_system(a.system)
-    out = Path(a.out or f"data/{a.system.replace('-', '_')}.h5")
+    out = check_output_file(Path(a.out or f"data/{a.system.replace('-', '_')}.h5"), "--out")
     settings = {"n_frames": a.frames} if a.frames is not None else {}
     s = task.simulate_to_file(a.system, out, a.n, a.seed, **settings)
     print(f"wrote {a.n} {a.system} samples to {out}")
@@ -73,7 +91,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from physdiff.training.distributed import cleanup, init_distributed, resolve_device
 
     cfg = _experiment_cfg(a).with_arms([a.arm])
-    run = Path(a.run_dir)
+    run = check_output_folder(Path(a.run_dir), "--run-dir")
     dev = resolve_device(a.device, int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(dev)
     try:
@@ -127,6 +145,8 @@ def _run_config(run: Path):
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from physdiff.experiments.task import task_for_file
 
+    if a.json:
+        check_output_file(Path(a.json), "--json")
     res = task_for_file(a.reference).evaluate_files(Path(a.samples), Path(a.reference), system=a.system, task=a.task)
     for k, v in res["metrics"].items():
         fl = res["floor"].get(k)
@@ -160,6 +180,8 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
     from physdiff.experiments.harness import reproduce
 
     exps = list(_experiments()) if a.experiment == "all" else [a.experiment]
+    if a.out:
+        check_output_folder(Path(a.out), "--out")
     for exp in exps:
         out = Path(a.out) / exp if a.out and len(exps) > 1 else Path(a.out or f"results/{exp}-{a.preset}")
         reproduce(
@@ -237,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="physdiff",
         description="Generate physical dynamics with diffusion models under priors (ICLR 2025, arXiv 2409.00730).",
     )
+    from physdiff import __version__
+
+    p.add_argument("--version", action="version", version=f"physdiff {__version__}")
     p.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors")
     p.add_argument("--verbose", "-v", action="store_true", help="debug messages")
     sub = p.add_subparsers(dest="command", required=True)
@@ -364,12 +389,49 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args)
     try:
         return args.fn(args)
-    except (ConfigError, CheckpointError, RunLockedError, ValueError, FileNotFoundError, KeyError) as e:
-        print(f"physdiff {args.command}: error: {e}", file=sys.stderr)
+    except EXPECTED as e:
+        print(f"physdiff {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # the trainer saved a consistent checkpoint and said so
         print(f"physdiff {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - a bug: one line here, the traceback in a log file
+        where = _write_traceback(args)
+        print(
+            f"physdiff {args.command}: internal error: {type(e).__name__}: {_one_line(e)} "
+            f"(full traceback in {where}; please report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+#: errors of bad input: reported as one line, exit code 2 (OSError: unreadable, truncated or non-HDF5 files,
+#: a directory where a file is expected, a path under a file, permissions)
+EXPECTED = (ConfigError, CheckpointError, RunLockedError, ValueError, KeyError, OSError)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    if isinstance(e, KeyError) and len(e.args) == 1:
+        text = str(e.args[0])
+    return " ".join(text.split())
+
+
+def _write_traceback(args: argparse.Namespace) -> str:
+    """Append the current traceback to the command's ``run.log`` (its run or results folder, if it exists),
+    else to a file in the temporary folder; returns where."""
+    import tempfile
+    import traceback
+
+    folder = getattr(args, "run_dir", None) or getattr(args, "out", None) or getattr(args, "results", None)
+    path = Path(folder) / "run.log" if folder and Path(folder).is_dir() else None
+    if path is None:
+        fd, name = tempfile.mkstemp(prefix="physdiff-error-", suffix=".log")
+        os.close(fd)
+        path = Path(name)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"physdiff {' '.join(sys.argv[1:])}\n{traceback.format_exc()}\n")
+    return str(path)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from physdiff.priors.base import Prior, total_prior_loss
 from physdiff.priors.sampling import constraint_hook
 from physdiff.training.distributed import DistInfo, resolve_device
 from physdiff.training.lock import RunLock
+from physdiff.training.metrics_log import require_tensorboard, tensorboard_writer
 from physdiff.training.trainer import TrainConfig, load_ema_weights, train
 
 __all__ = [
@@ -84,7 +85,9 @@ def configure(
     """Apply ``key=value`` overrides and a seed list to a config (validated, nothing written)."""
     cfg = apply_overrides(cfg, list(overrides))
     if seeds is not None:
-        cfg.seeds = list(seeds)
+        cfg = apply_overrides(cfg, [f"seeds={list(seeds)}"])
+    if cfg.train.tensorboard:
+        require_tensorboard()
     return cfg
 
 
@@ -158,6 +161,36 @@ def check_run_folder(run_dir: Path, config: Mapping[str, Any], *, resume: bool, 
     )
 
 
+@contextlib.contextmanager
+def log_to(path: Path, enabled: bool = True):
+    """Copy the ``physdiff`` logger's messages (INFO and up) into ``path`` (a run's ``run.log``) for the block."""
+    if not enabled:
+        yield
+        return
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setLevel(logging.INFO)
+    log.addHandler(handler)
+    previous = log.level
+    if previous == logging.NOTSET or previous > logging.INFO:
+        log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+        log.setLevel(previous)
+
+
+def validation_tensors(prep: Prepared, max_samples: int = 256) -> dict[str, Tensor] | None:
+    """Model tensors of the first validation samples (the trainer's validation loss), or None without a split."""
+    idx = prep.data.splits.get("val")
+    if idx is None or len(idx) == 0:
+        return None
+    data = prep.data.subset(np.asarray(idx[:max_samples], dtype=np.int64))
+    return prep.task.to_tensors(data, prep.scaling, prep.cfg.subtasks[0])
+
+
 def train_arm(
     prep: Prepared,
     arm: str,
@@ -204,20 +237,22 @@ def train_arm(
         if dist_info.is_main:
             (run_dir / "scaling.json").write_text(json.dumps(prep.scaling.to_dict()))
             save_yaml(_run_config(prep, arm, seed), run_dir / "config.yaml")
-        train(
-            den,
-            tensors,
-            tcfg,
-            run_dir,
-            config_dict=_run_config(prep, arm, seed),
-            extra_loss=extra,
-            augment=task.augment(),
-            return_hidden=bool(heads),
-            resume=resume,
-            device=device,
-            progress=progress,
-            dist_info=dist_info,
-        )
+        with log_to(run_dir / "run.log", dist_info.is_main):
+            train(
+                den,
+                tensors,
+                tcfg,
+                run_dir,
+                config_dict=_run_config(prep, arm, seed),
+                extra_loss=extra,
+                augment=task.augment(),
+                return_hidden=bool(heads),
+                resume=resume,
+                device=device,
+                progress=progress,
+                dist_info=dist_info,
+                val_data=validation_tensors(prep),
+            )
     load_ema_weights(den, run_dir / "checkpoint.pt", device=device)
     return den.eval()
 
@@ -361,6 +396,10 @@ def reproduce(
     def run_one(arm: str, seed: int, run_dir: Path):
         den = train_arm(prep, arm, seed, run_dir, device=dev, resume=resume, force=force, progress=progress)
         samples, metrics = sample_and_evaluate(prep, den, seed, run_dir, device=dev, progress=progress)
+        if cfg.train.tensorboard:  # the sample metrics next to the training and validation losses
+            with contextlib.closing(tensorboard_writer(run_dir)) as tb:
+                for k, v in metrics.items():
+                    tb.add_scalar(f"sample/{k}", float(np.mean(v)), cfg.train.steps)
         for c in constraints:  # beyond the paper: the same model, sampled with a sampling-time constraint
             _, m_c = sample_and_evaluate(prep, den, seed, run_dir, device=dev, progress=progress, constraint=c)
             constrained.setdefault(f"{arm} + {c[0].label}", {})[seed] = m_c

@@ -309,8 +309,11 @@ def task_for_file(path: str | Path) -> type[Task]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     for cls in TASKS.values():
-        if cls.recognises(path):
-            return cls
+        try:
+            if cls.recognises(path):
+                return cls
+        except OSError as e:
+            raise ValueError(f"{path}: not a readable HDF5 file ({e})") from None
     raise ValueError(f"{path}: not a particle (positions/velocities) or field (PDEBench layout) HDF5 file")
 
 

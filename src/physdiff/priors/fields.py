@@ -30,6 +30,7 @@ from physdiff.systems.pde_registry import PDESystem, get_pde_system
 
 __all__ = ["FieldResidualPrior", "make_field_prior", "noise_gain"]
 
+
 @dataclass
 class FieldResidualPrior(ResidualPrior):
     """The residual of a PDE system on model-space fields.

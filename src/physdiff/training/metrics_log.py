@@ -9,11 +9,10 @@ import secrets
 import time
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
+from physdiff.progress import progress_bar
 from physdiff.training.interrupts import defer_sigint
 
-__all__ = ["MetricsLog", "truncate_metrics"]
+__all__ = ["MetricsLog", "truncate_metrics", "tensorboard_writer", "require_tensorboard"]
 
 
 class MetricsLog:
@@ -30,10 +29,11 @@ class MetricsLog:
         if enabled:
             self.fields, elapsed = truncate_metrics(self.path, start)
         self.t0 = time.time() - elapsed
-        self.tb = _tensorboard_writer(self.path.parent) if enabled and tensorboard else None
-        self.bar = tqdm(
-            total=total, initial=start, desc="training", disable=not (progress and enabled), dynamic_ncols=True
-        )
+        self.val_path = self.path.with_name("validation.csv")
+        if enabled:
+            truncate_metrics(self.val_path, start)
+        self.tb = tensorboard_writer(self.path.parent) if enabled and tensorboard else None
+        self.bar = progress_bar(total, initial=start, desc="training", enabled=progress and enabled)
 
     def advance(self, loss: float) -> None:
         self.bar.update()
@@ -54,6 +54,19 @@ class MetricsLog:
             for k, v in row.items():
                 if k != "step" and isinstance(v, float) and math.isfinite(v):
                     self.tb.add_scalar(k, v, row["step"])
+
+    def write_validation(self, step: int, loss: float) -> None:
+        """Append the validation loss at ``step`` to ``validation.csv`` (and TensorBoard's ``val_loss``)."""
+        if not self.enabled:
+            return
+        new = not self.val_path.is_file()
+        with defer_sigint(), open(self.val_path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["step", "val_loss"])
+            w.writerow([step, loss])
+        if self.tb is not None and math.isfinite(loss):
+            self.tb.add_scalar("val_loss", loss, step)
 
     def close(self) -> None:
         self.bar.close()
@@ -98,9 +111,22 @@ def truncate_metrics(path: Path, step: int) -> tuple[list[str] | None, float]:
     return header, elapsed
 
 
-def _tensorboard_writer(run_dir: Path):
+def require_tensorboard() -> None:
+    """Raise a clear error (how to install it) unless TensorBoard can be imported."""
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            "train.tensorboard=true needs TensorBoard: pip install tensorboard (or pip install 'physdiff[tensorboard]')"
+        ) from None
+
+
+def tensorboard_writer(run_dir: Path):
+    """A TensorBoard writer logging to ``run_dir/tb``; a clear error when TensorBoard is not installed."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        return None
+        raise ValueError(
+            "train.tensorboard=true needs TensorBoard: pip install tensorboard (or pip install 'physdiff[tensorboard]')"
+        ) from None
     return SummaryWriter(str(run_dir / "tb"))

@@ -137,12 +137,15 @@ def train(
     dist_info: DistInfo = DistInfo(),
     progress: bool = True,
     checkpoint_name: str = "checkpoint.pt",
+    val_data: dict[str, Tensor] | None = None,
 ) -> TrainState:
     """Train ``denoiser`` on in-memory ``data`` (``x0`` [N, ...], optional ``mask``, context tensors).
 
     Writes ``run_dir/metrics.csv`` and ``run_dir/checkpoint.pt`` (model, EMA, optimiser, step, config; the
     one before it as ``checkpoint.prev.pt``), holding the folder's lock. Raises ``RunLockedError`` when
     another process trains in ``run_dir``; re-raises ``KeyboardInterrupt`` after saving the state.
+    ``val_data`` (same layout): the EMA model's denoising loss on it, at fixed diffusion times and noise, is
+    logged to ``validation.csv`` (and TensorBoard) at every checkpoint.
     """
     _check_inputs(data, cfg, dist_info)
     run_dir = Path(run_dir)
@@ -169,7 +172,10 @@ def train(
             while run.completed < cfg.steps:
                 losses.append(_train_step(run, job, log))
                 if run.completed % cfg.checkpoint_every == 0:
+                    _validate(run, job, log, val_data)
                     _save(run, ckpt, config_dict, dist_info)
+            if run.saved != run.completed:
+                _validate(run, job, log, val_data)
             _save(run, ckpt, config_dict, dist_info)
         except KeyboardInterrupt:
             _save_on_interrupt(run, ckpt, config_dict, dist_info)
@@ -362,6 +368,38 @@ def _global_terms(job: _Job, loss: Tensor, terms: dict[str, float]) -> dict[str,
     """``{"loss": …, **terms}`` averaged over the ranks, i.e. over the global batch (as one process sees it)."""
     named = {"loss": float(loss.detach()), **terms}
     return dict(zip(named, all_reduce_mean(job.dist_info, [float(v) for v in named.values()], job.device), strict=True))
+
+
+# -------------------------------------------------------------------------------------- validation
+@torch.no_grad()
+def _validation_loss(run: _Run, job: _Job, data: dict[str, Tensor], max_samples: int = 256) -> float:
+    """The EMA network's denoising loss on ``data`` at fixed, stratified diffusion times and seeded noise (a
+    pure function of the weights: comparable across steps, and no random state of training is touched)."""
+    sched = job.denoiser.schedule
+    part = {k: v[:max_samples].to(job.device) for k, v in data.items()}
+    x0, mask, known = part.pop("x0"), part.pop("mask", None), part.pop("known", None)
+    g = torch.Generator().manual_seed(0)
+    t = sched.t_eps + (sched.t_max - sched.t_eps) * (torch.arange(x0.shape[0], dtype=x0.dtype) + 0.5) / x0.shape[0]
+    eps = job.denoiser.project(torch.randn(x0.shape, generator=g, dtype=x0.dtype), **part)
+    ema_den = Denoiser(run.ema.model, sched, job.denoiser.prediction, job.denoiser._project)
+    out = diffusion_loss(
+        ema_den,
+        x0,
+        objective=job.cfg.objective,
+        known=known,
+        mask=mask,
+        t=t.to(job.device),
+        eps=eps.to(job.device),
+        **part,
+    )
+    return float(out.loss)
+
+
+def _validate(run: _Run, job: _Job, log: MetricsLog, data: dict[str, Tensor] | None) -> None:
+    """Log the validation loss at ``run.completed`` (main rank; nothing without validation data)."""
+    if data is None or not job.dist_info.is_main or run.saved == run.completed:
+        return
+    log.write_validation(run.completed, _validation_loss(run, job, data))
 
 
 # -------------------------------------------------------------------------------------- logs and saves
