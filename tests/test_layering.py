@@ -14,6 +14,7 @@ ROOT = Path(physdiff.__file__).resolve().parent
 LAYERS = {
     "config": 0,  # typed dataclass ⇄ YAML machinery, no physics
     "presets": 0,
+    "progress": 0,  # progress bars as lines off a terminal
     "physics": 1,
     "systems": 2,
     "data": 3,
