@@ -12,6 +12,7 @@ ROOT = Path(physdiff.__file__).resolve().parent
 
 #: layer of each top-level part of the package (lower imports nothing higher)
 LAYERS = {
+    "_version": 0,
     "config": 0,  # typed dataclass ⇄ YAML machinery, no physics
     "presets": 0,
     "progress": 0,  # progress bars as lines off a terminal

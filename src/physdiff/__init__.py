@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.2.0"
+from physdiff._version import __version__
 __all__ = ["__version__", "load_run", "Run"]
 
 

@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="physdiff",
         description="Generate physical dynamics with diffusion models under priors (ICLR 2025, arXiv 2409.00730).",
     )
-    from physdiff import __version__
+    from physdiff._version import __version__
 
     p.add_argument("--version", action="version", version=f"physdiff {__version__}")
     p.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors")
