@@ -70,6 +70,7 @@ class Run:
         self,
         condition: Mapping[str, Any] | None = None,
         *,
+        data: Any = None,
         n: int | None = None,
         subtask: str = "prediction",
         sampler: str | None = None,
@@ -83,6 +84,8 @@ class Run:
         Args:
             condition: the conditions (module docstring); ``None``: the first ``n`` of the evaluation split
                 (their row numbers are returned as ``source_indices``).
+            data: instead of ``condition``, a data set of the task (e.g. another file's) whose conditions are
+                used (its first ``n`` samples; ``source_indices`` number its rows).
             subtask: ``prediction`` (given the condition) or ``generation`` (unconditional).
             sampler, steps: override the run's sampler settings.
             seed: the sampling seed (default: the run's).
@@ -92,15 +95,19 @@ class Run:
         over += [f"sample.steps={steps}"] if steps is not None else []
         over += [f"sample.batch_size={batch_size}"] if batch_size is not None else []
         cfg = configure(self.config, over)
-        if condition is None:
-            data = self.prepared.evaluation
-            idx = self.prepared.indices
+        if condition is not None and data is not None:
+            raise ValueError("give a condition or a data set to sample from, not both")
+        if condition is not None:
+            data, idx = self.task.condition_from(condition, self.data), None
+        else:
+            if data is None:
+                data, idx, where = self.prepared.evaluation, self.prepared.indices, "the evaluation split"
+            else:
+                idx, where = np.arange(_length(data)), "the data"
             if n is not None:
                 if not 1 <= n <= len(idx):
-                    raise ValueError(f"n must lie in [1, {len(idx)}] (the evaluation split's size), got {n}")
+                    raise ValueError(f"n must lie in [1, {len(idx)}] (the size of {where}), got {n}")
                 data, idx = data.subset(np.arange(n)), idx[:n]
-        else:
-            data, idx = self.task.condition_from(condition, self.data), None
         tensors = self.task.to_tensors(data, self.prepared.scaling, subtask)
         x = sample_tensors(
             self.denoiser,
@@ -139,16 +146,28 @@ class Run:
         return summarize_samples(self.task.evaluate(dict(samples), ref, subtask))
 
 
-def load_run(path: str | Path, *, device: str = "cpu", split: str = "test", cache_dir: str | Path | None = None) -> Run:
+def _length(data: Any) -> int:
+    """The number of samples of a particle or field data set."""
+    return int((data.fields if hasattr(data, "fields") else data.positions).shape[0])
+
+
+def load_run(
+    path: str | Path,
+    *,
+    device: str = "cpu",
+    split: str = "test",
+    cache_dir: str | Path | None = None,
+    overrides: Sequence[str] = (),
+) -> Run:
     """A trained run: its config, scaling, EMA weights and task (``path``: the folder with ``config.yaml``,
-    ``scaling.json`` and ``checkpoint.pt``)."""
+    ``scaling.json`` and ``checkpoint.pt``); ``overrides``: ``key=value`` changes of the sampling settings."""
     path = Path(path)
     for name in ("config.yaml", "scaling.json", "checkpoint.pt"):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path}: not a trained run folder (no {name})")
     raw = load_yaml_dict(path / "config.yaml")
     arm, seed = str(raw.pop("arm", "no_prior")), int(raw.pop("seed", 0))
-    cfg = from_dict(ExperimentConfig, raw, where=str(path / "config.yaml"))
+    cfg = configure(from_dict(ExperimentConfig, raw, where=str(path / "config.yaml")), overrides)
     dev = resolve_device(device)
     scaling = json.loads((path / "scaling.json").read_text())
     prep = prepare(cfg, Path(cache_dir or path / "data"), split=split, progress=False, scaling=scaling)

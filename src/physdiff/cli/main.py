@@ -74,7 +74,12 @@ def _experiment_cfg(a: argparse.Namespace):
             raise ConfigError(f"{a.config} is a config of {cfg.experiment!r}, not {a.experiment!r}")
     else:
         cfg = preset_config(a.experiment, a.preset)
-    return configure(cfg, a.overrides)
+    over = list(a.overrides)
+    if getattr(a, "data", None):
+        over.append(f"data.path={Path(a.data).resolve()}")
+    if getattr(a, "system", None):
+        over.append(f"data.system={a.system}")
+    return configure(cfg, over)
 
 
 def _cmd_config(a: argparse.Namespace) -> int:
@@ -107,28 +112,52 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_sample(a: argparse.Namespace) -> int:
-    from physdiff.config import load_yaml_dict
-    from physdiff.experiments.harness import configure, load_arm, prepare, sample_and_evaluate
-    from physdiff.training.distributed import resolve_device
+    import numpy as np
 
-    run = Path(a.run_dir)
-    if not (run / "config.yaml").is_file() or not (run / "scaling.json").is_file():
-        raise FileNotFoundError(f"{run}: not a run folder of 'physdiff train' or 'reproduce' (no config.yaml)")
-    cfg = _run_config(run)
-    seed = a.seed if a.seed is not None else int(load_yaml_dict(run / "config.yaml").get("seed", 0))
-    over = list(a.overrides)
-    over += [f"sample.sampler={a.sampler}"] if a.sampler else []
-    over += [f"sample.steps={a.steps}"] if a.steps is not None else []
-    cfg = configure(cfg, over)
-    dev = resolve_device(a.device)
-    stored = json.loads((run / "scaling.json").read_text())
-    prep = prepare(cfg, Path(a.cache_dir or run / "data"), scaling=stored, split=a.split)
-    den = load_arm(prep, run, dev)
-    _, metrics = sample_and_evaluate(prep, den, seed, run, device=dev, progress=True)
-    for task in cfg.subtasks:
-        print(f"wrote {run / f'samples_{task}.h5'}")
-    for k, v in metrics.items():
-        print(f"  {k}: {v.mean():.4g} ± {v.std(ddof=1) if v.size > 1 else 0.0:.2g}")
+    from physdiff.api import load_run
+    from physdiff.evaluation.statistics import summarize_samples
+    from physdiff.experiments.config import ConstraintConfig
+    from physdiff.experiments.harness import configure, prepare, samples_name
+
+    run_dir = Path(a.run_dir)
+    r = load_run(run_dir, device=a.device, split=a.split, cache_dir=a.cache_dir, overrides=a.overrides)
+    subtasks = [a.subtask] if a.subtask else r.config.subtasks
+    if a.out and len(subtasks) > 1:
+        raise ValueError(f"--out names one file but this run samples {subtasks}; choose one with --subtask")
+    constraint = None
+    if a.constraint:
+        constraint = ConstraintConfig(priors=a.constraint.split(","), mode=a.constraint_mode)
+        r._constraints([constraint])  # validated before anything is sampled or written
+    source, split = None, a.split
+    if a.condition:  # the conditions of a user's file of the task's format
+        over = [f"data.path={Path(a.condition).resolve()}"] + ([f"data.system={a.system}"] if a.system else [])
+        cfg = configure(r.config, over)
+        source, split = prepare(cfg, run_dir / "data", split=a.split, progress=False).data, "file"
+    paths = {}
+    for subtask in subtasks:
+        path = check_output_file(Path(a.out) if a.out else run_dir / samples_name(subtask, constraint), "--out")
+        if path.exists() and not a.force:
+            raise ValueError(f"{path} exists; pass --force to overwrite it (or --out another file)")
+        paths[subtask] = path
+    for subtask, path in paths.items():
+        out = r.sample(
+            data=source,
+            n=a.n,
+            subtask=subtask,
+            sampler=a.sampler,
+            steps=a.steps,
+            seed=a.seed,
+            constraints=[constraint] if constraint else None,
+        )
+        idx = out.pop("source_indices")
+        if source is not None:
+            reference = source.subset(idx)
+        else:
+            reference = r.prepared.evaluation.subset(np.arange(len(idx)))
+        r.task.write_samples(path, out, reference, idx, split, subtask)
+        print(f"wrote {path}")
+        for k, v in summarize_samples(r.task.evaluate(out, reference, subtask)).items():
+            print(f"  {k}: {v['mean']:.4g} ± {v['std']:.2g}")
     return 0
 
 
@@ -184,11 +213,14 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
         check_output_folder(Path(a.out), "--out")
     for exp in exps:
         out = Path(a.out) / exp if a.out and len(exps) > 1 else Path(a.out or f"results/{exp}-{a.preset}")
+        over = list(a.overrides)
+        over += [f"data.path={Path(a.data).resolve()}"] if a.data else []
+        over += [f"data.system={a.system}"] if a.system else []
         reproduce(
             exp,
             a.preset,
             out,
-            overrides=a.overrides,
+            overrides=over,
             seeds=_seeds(a),
             arms=_arms(a),
             cache_dir=a.cache_dir,
@@ -254,6 +286,28 @@ def _cmd_plot(a: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1 (``--steps 0`` is refused at parse time, not ignored)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    """argparse type: an integer ≥ 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="physdiff",
@@ -269,9 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("simulate", help="simulate a data set and write it as HDF5")
     s.add_argument("system", help="a system name, e.g. three-body, five-spring, advection, darcy")
-    s.add_argument("--n", type=int, default=1000, help="number of trajectories / samples")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--frames", type=int, default=None, help="frames per trajectory (particles)")
+    s.add_argument("--n", type=_positive_int, default=1000, help="number of trajectories / samples")
+    s.add_argument("--seed", type=_nonnegative_int, default=0)
+    s.add_argument("--frames", type=_positive_int, default=None, help="frames per trajectory (particles)")
     s.add_argument("--out", default=None, help="output .h5 file")
     s.set_defaults(fn=_cmd_simulate)
 
@@ -283,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     def add_experiment(q: argparse.ArgumentParser, extra: tuple[str, ...] = ()) -> None:
         q.add_argument("experiment", choices=exps + extra)
         q.add_argument("--preset", default="quick", choices=PRESETS)
+
+    def add_data(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--data", default=None, help="a data file to use instead of simulating (= data.path=FILE)")
+        q.add_argument(
+            "--system", default=None, help="the system of a data file without a 'system' attribute (= data.system)"
+        )
 
     c = sub.add_parser("config", help="print the resolved config of an experiment (preset + overrides) as YAML")
     add_experiment(c)
@@ -299,19 +359,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="no_prior or prior:<name>: a prior of the config (prior:energy, prior:residual) or a user prior class "
         "by import path (prior:my_module:MyPrior, prior:path/to/file.py:MyPrior)",
     )
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_nonnegative_int, default=0)
     t.add_argument("--run-dir", required=True)
     t.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.pt")
     t.add_argument("--force", action="store_true", help="clear a run folder that holds a run and start over")
+    add_data(t)
     add_common(t)
     t.set_defaults(fn=_cmd_train)
 
     sm = sub.add_parser("sample", help="sample the evaluation split from a trained run and evaluate it")
     sm.add_argument("run_dir")
-    sm.add_argument("--sampler", default=None, help="a sampler name (ddpm, ddim, heun)")
-    sm.add_argument("--steps", type=int, default=None)
-    sm.add_argument("--seed", type=int, default=None, help="sampling seed (default: the run's)")
-    sm.add_argument("--split", default="test", choices=("val", "test"))
+    sm.add_argument("--sampler", default=None, help="a sampler name (ddpm, ddim, heun, ...)")
+    sm.add_argument("--steps", type=_positive_int, default=None, help="sampler steps")
+    sm.add_argument("--seed", type=_nonnegative_int, default=None, help="sampling seed (default: the run's)")
+    sm.add_argument("--split", default="test", choices=("val", "test"), help="whose conditions to sample")
+    sm.add_argument("--n", type=_positive_int, default=None, help="the first N conditions (default: sample.n_test)")
+    sm.add_argument("--subtask", default=None, choices=("prediction", "generation"), help="default: the run's")
+    sm.add_argument("--condition", default=None, help="a data file of the task's format whose conditions to use")
+    sm.add_argument("--constraint", default=None, help="sampling-time constraint: comma-separated priors")
+    sm.add_argument("--constraint-mode", default="projection", choices=("projection", "guidance"))
+    sm.add_argument("--out", default=None, help="the samples file (default: the run folder's samples_<subtask>.h5)")
+    sm.add_argument("--force", action="store_true", help="overwrite an existing samples file")
+    sm.add_argument("--system", default=None, help="the system of a --condition file without a 'system' attribute")
     add_common(sm)
     sm.set_defaults(fn=_cmd_sample)
 
@@ -335,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--arms", default=None, help="comma-separated arms, e.g. no_prior,prior:energy")
     r.add_argument("--resume", action="store_true", help="continue the runs of an earlier call (same settings)")
     r.add_argument("--force", action="store_true", help="clear the runs of an earlier call and start over")
+    add_data(r)
     r.add_argument(
         "--split",
         default="test",

@@ -177,6 +177,12 @@ class FieldTask(Task):
                 print(f"note ({path.name}): {msg}")
         return data
 
+    def describe(self, data: FieldData) -> dict[str, Any]:
+        """What a data file holds, for a run's ``config.yaml``: the sample count, grid and parameters."""
+        params = {k: v for k, v in data.parameters.items() if isinstance(v, (int, float, str))}
+        grid = {f"n_{k}": len(v) for k, v in data.coords.items()}
+        return {"n": data.n_samples, "settings": {**grid, **params}}
+
     def fit_scaling(self, train: FieldData) -> FieldScaling:
         with np.errstate(over="ignore", invalid="ignore"):
             scaling = FieldScaling.fit(train)

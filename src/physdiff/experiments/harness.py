@@ -118,6 +118,8 @@ def prepare(
 def _run_config(prep: Prepared, arm: str, seed: int) -> dict[str, Any]:
     """A run's ``config.yaml``: the experiment config with the data file it read, its arm and seed."""
     cfg = to_dict(prep.cfg)
+    if prep.cfg.data.path:  # a user's file: record what it holds, not the preset's simulation settings
+        cfg["data"] |= prep.task.describe(prep.data)
     cfg["data"]["path"] = prep.data_path or cfg["data"]["path"]
     return {**cfg, "arm": arm, "seed": seed}
 

@@ -10,6 +10,7 @@ and frame 0 is known. Context: ``masses`` ``[N, K]`` and, for springs, ``edges``
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from physdiff.data.augment import random_orthogonal, rotate_particle_state
-from physdiff.data.particles_h5 import ParticleData, load_particles, simulate_to_file, write_particles
+from physdiff.data.particles_h5 import ParticleData, load_particles, make_splits, simulate_to_file, write_particles
 from physdiff.data.provenance import fingerprint
 from physdiff.diffusion import Denoiser, make_schedule
 from physdiff.evaluation.particle_metrics import evaluate_files, floor_metrics, per_sample_metrics
@@ -35,6 +36,8 @@ from physdiff.priors.particles import PARTICLE_PRIORS, ParticlePrior, make_prior
 from physdiff.systems.registry import PARTICLE_SYSTEMS
 
 __all__ = ["ParticleScaling", "ParticleTask", "zero_com_projection"]
+
+log = logging.getLogger("physdiff")
 
 
 @dataclass
@@ -100,6 +103,13 @@ class ParticleTask(Task):
         needs interior frames), or non-finite / non-positive physical constants."""
         n, frames, k, _ = data.shape
         where = data.path or "data"
+        if not data.splits:  # a user's file without splits: the default seeded split, said aloud
+            data.splits = make_splits(n, 0)
+            log.info(
+                "note (%s): no 'splits' group; using the default seeded split (train/val/test = %d/%d/%d)",
+                where,
+                *(len(data.splits[k]) for k in ("train", "val", "test")),
+            )
         if k < 2:
             raise ValueError(f"{where}: 'positions' has K = {k} particle(s); an interacting system needs K >= 2")
         if frames < 3:
@@ -149,6 +159,11 @@ class ParticleTask(Task):
         vcm = (m[:, :, None] * data.velocities[:, 0]).sum(1) / m.sum(1, keepdims=True)  # [N, D]
         steps = np.arange(r.shape[1])[None, :, None, None] * data.constants["dt"]
         return {"positions": r + com0 + steps * vcm[:, None, None, :], "velocities": v}
+
+    def describe(self, data: ParticleData) -> dict[str, Any]:
+        """What a data file holds, for a run's ``config.yaml``: sizes and physical constants."""
+        n, frames, k, d = data.shape
+        return {"n": n, "settings": {"n_frames": frames, "n_particles": k, "n_dims": d, **data.constants}}
 
     # ------------------------------------------------------------------------------ components
     def build_denoiser(self, scaling: ParticleScaling, example: Mapping[str, Tensor]) -> Denoiser:

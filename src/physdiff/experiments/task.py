@@ -116,6 +116,10 @@ class Task(ABC):
         """The whole data set (simulated into ``cache_dir`` if needed) with its ``splits``."""
 
     @abstractmethod
+    def describe(self, data: Any) -> dict[str, Any]:
+        """What a data set holds (``n`` and ``settings``: sizes, grid, constants), recorded in a run's config."""
+
+    @abstractmethod
     def fit_scaling(self, train: Any) -> Any:
         """The normalisation of the model's tensors, fitted on the training split (``to_dict``-able)."""
 
