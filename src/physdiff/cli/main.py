@@ -100,7 +100,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     dev = resolve_device(a.device, int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(dev)
     try:
-        prep = prepare(cfg, Path(a.cache_dir or run / "data"), progress=info.is_main)
+        prep = prepare(cfg, Path(a.cache_dir or run / "data"), progress=info.is_main, dist_info=info)
         train_arm(
             prep, a.arm, a.seed, run, device=dev, resume=a.resume, force=a.force, progress=info.is_main, dist_info=info
         )
@@ -207,10 +207,19 @@ def _arms(a: argparse.Namespace) -> list[str] | None:
 
 def _cmd_reproduce(a: argparse.Namespace) -> int:
     from physdiff.experiments.harness import reproduce
+    from physdiff.training.distributed import cleanup, init_distributed, resolve_device
 
     exps = list(_experiments()) if a.experiment == "all" else [a.experiment]
     if a.out:
         check_output_folder(Path(a.out), "--out")
+    info = init_distributed(resolve_device(a.device, int(os.environ.get("LOCAL_RANK", "0"))))
+    try:
+        return _reproduce_all(a, exps, info, reproduce)
+    finally:
+        cleanup(info)
+
+
+def _reproduce_all(a: argparse.Namespace, exps: list[str], info, reproduce) -> int:
     for exp in exps:
         out = Path(a.out) / exp if a.out and len(exps) > 1 else Path(a.out or f"results/{exp}-{a.preset}")
         over = list(a.overrides)
@@ -228,10 +237,12 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
             resume=a.resume,
             force=a.force,
             split=a.split,
+            dist_info=info,
         )
-        print()
-        print((out / "table.md").read_text())
-        print(f"results folder: {out.resolve()}")
+        if info.is_main:
+            print()
+            print((out / "table.md").read_text())
+            print(f"results folder: {out.resolve()}")
     return 0
 
 

@@ -32,7 +32,7 @@ from physdiff.experiments.task import Samples, Task, make_task
 from physdiff.priors.aux_head import AuxHeadPrior, attach_aux_heads
 from physdiff.priors.base import Prior, total_prior_loss
 from physdiff.priors.sampling import constraint_hook
-from physdiff.training.distributed import DistInfo, resolve_device
+from physdiff.training.distributed import DistInfo, all_gather_objects, barrier, main_first, resolve_device
 from physdiff.training.lock import RunLock
 from physdiff.training.metrics_log import require_tensorboard, tensorboard_writer
 from physdiff.training.trainer import TrainConfig, load_ema_weights, train
@@ -98,12 +98,15 @@ def prepare(
     split: str = "test",
     progress: bool = True,
     scaling: Mapping[str, Any] | None = None,
+    dist_info: DistInfo = DistInfo(),
 ) -> Prepared:
-    """Load (simulating if needed) the data of ``cfg`` and split it; ``scaling``: a run's stored one."""
+    """Load (simulating if needed) the data of ``cfg`` and split it; ``scaling``: a run's stored one. Under
+    DDP rank 0 loads (and caches a simulation) first, the other ranks after it."""
     if split not in SPLITS:
         raise ValueError(f"evaluation split must be one of {SPLITS}, got {split!r}")
     task = make_task(cfg)
-    data = task.load(Path(cache_dir), progress)
+    with main_first(dist_info):
+        data = task.load(Path(cache_dir), progress and dist_info.is_main)
     where = getattr(data, "path", None) or "the data"
     for name in ("train", split):
         if name not in data.splits or len(data.splits[name]) == 0:
@@ -255,6 +258,7 @@ def train_arm(
                 dist_info=dist_info,
                 val_data=validation_tensors(prep),
             )
+    barrier(dist_info)  # rank 0 has written the final checkpoint
     load_ema_weights(den, run_dir / "checkpoint.pt", device=device)
     return den.eval()
 
@@ -277,16 +281,23 @@ def sample_tensors(
     device: torch.device = torch.device("cpu"),
     progress: bool = False,
     constraint: Constrained | None = None,
+    dist_info: DistInfo = DistInfo(),
 ) -> Tensor:
-    """Samples shaped like ``tensors['x0']``, batched and seeded: the known entries (``mask``) and the context
-    tensors condition them; ``constraint``: a sampling-time constraint and its priors applied to x̂0."""
+    """Samples shaped like ``tensors['x0']``: the known entries (``mask``) and the context tensors condition
+    them; ``constraint``: a sampling-time constraint and its priors applied to x̂0.
+
+    Batches of ``cfg.batch_size`` are seeded by (``seed``, batch index), so the samples do not depend on how
+    the batches are shared out: under DDP rank r samples batches r, r + W, … and every rank receives all of
+    them, in order.
+    """
     x0, mask_all = tensors["x0"], tensors["mask"]
     conditional = bool(mask_all.any())
     ctx_all = {k: v for k, v in tensors.items() if k not in ("x0", "mask")}
-    g = torch.Generator(device=device).manual_seed(seed)
-    out = []
-    for i in range(0, x0.shape[0], cfg.batch_size):
-        sl = slice(i, i + cfg.batch_size)
+    starts = list(range(0, x0.shape[0], cfg.batch_size))
+    mine = {}
+    for b in range(dist_info.rank, len(starts), dist_info.world_size):
+        sl = slice(starts[b], starts[b] + cfg.batch_size)
+        g = torch.Generator(device=device).manual_seed((seed * 1_000_003 + b) % (2**63 - 1))
         ctx = {k: v[sl].to(device) for k, v in ctx_all.items()}
         known = x0[sl].to(device)
         cond = {"known": known, "mask": mask_all[sl].to(device)} if conditional else {}
@@ -304,7 +315,7 @@ def sample_tensors(
                 tol=c.tol,
                 cg_iters=c.cg_iters,
             )
-        x = sample(
+        mine[b] = sample(
             den,
             known.shape,
             sampler=cfg.sampler,
@@ -317,9 +328,9 @@ def sample_tensors(
             device=device,
             **cond,
             **ctx,
-        )
-        out.append(x.cpu())
-    return torch.cat(out)
+        ).cpu()
+    batches = {b: x for part in all_gather_objects(dist_info, mine) for b, x in part.items()}
+    return torch.cat([batches[b] for b in range(len(starts))])
 
 
 def samples_name(subtask: str, constraint: ConstraintConfig | None = None) -> str:
@@ -337,18 +348,21 @@ def sample_and_evaluate(
     device: torch.device = torch.device("cpu"),
     progress: bool = False,
     constraint: Constrained | None = None,
+    dist_info: DistInfo = DistInfo(),
 ) -> tuple[dict[str, Samples], dict[str, np.ndarray]]:
-    """Sample every sub-task on the evaluation split, write the samples to ``run_dir`` (unless ``None``) and
-    return them with the per-sample metrics."""
+    """Sample every sub-task on the evaluation split, write the samples to ``run_dir`` (unless ``None``; rank 0
+    under DDP, where the ranks share the batches) and return them with the per-sample metrics."""
     task, cfg = prep.task, prep.cfg
     samples: dict[str, Samples] = {}
     metrics: dict[str, np.ndarray] = {}
     for subtask in cfg.subtasks:
         tensors = task.to_tensors(prep.evaluation, prep.scaling, subtask)
-        x = sample_tensors(den, tensors, cfg.sample, seed, device=device, progress=progress, constraint=constraint)
+        x = sample_tensors(
+            den, tensors, cfg.sample, seed, device=device, progress=progress, constraint=constraint, dist_info=dist_info
+        )
         out = task.from_tensors(x, prep.evaluation, prep.scaling)
         samples[subtask] = out
-        if run_dir is not None:
+        if run_dir is not None and dist_info.is_main:
             name = samples_name(subtask, None if constraint is None else constraint[0])
             task.write_samples(run_dir / name, out, prep.evaluation, prep.indices, prep.split, subtask)
         metrics |= task.evaluate(out, prep.evaluation, subtask)
@@ -370,15 +384,19 @@ def reproduce(
     progress: bool = True,
     split: str = "test",
     config: ExperimentConfig | None = None,
+    dist_info: DistInfo = DistInfo(),
 ) -> dict[str, Any]:
     """Run an experiment's table (arms × seeds) and write its results folder; returns ``results.json``'s
     content. ``config``: a config to start from instead of the preset. Everything is validated (config,
     priors, constraints, run folders) before anything is written; a folder holding runs is refused unless
-    ``resume`` or ``force``."""
+    ``resume`` or ``force``. Under torchrun (``dist_info``) every arm trains with DDP and the ranks share the
+    sampling; rank 0 writes."""
     cfg = configure(config or preset_config(experiment, preset), overrides, seeds).with_arms(arms)
     out = Path(out or f"results/{experiment}-{cfg.preset}")
-    dev = resolve_device(device)
-    prep = prepare(cfg, Path(cache_dir or out / "data"), split=split, progress=progress)
+    dev = resolve_device(device, dist_info.local_rank)
+    main = dist_info.is_main
+    progress = progress and main
+    prep = prepare(cfg, Path(cache_dir or out / "data"), split=split, progress=progress, dist_info=dist_info)
     task = prep.task
     arm_specs = tables.select_arms(cfg.arms(), arms)
     if not task.supports_priors(prep.data):
@@ -387,23 +405,28 @@ def reproduce(
     for specs in arm_specs.values():  # a bad prior (name, system, variant, sign/scale) fails before training
         task.build_priors(specs, prep.train, prep.scaling)
     constraints = task.build_constraints(prep.train, prep.scaling)
-    for arm in arm_specs:  # every run folder is checked before the first is trained
-        for seed in cfg.seeds:
-            run_dir = tables.run_dir(out, arm, seed)
-            check_run_folder(run_dir, _run_config(prep, arm, seed), resume=resume, force=force)
-    out.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, out / "config.yaml")
+    if main:
+        for arm in arm_specs:  # every run folder is checked before the first is trained
+            for seed in cfg.seeds:
+                run_dir = tables.run_dir(out, arm, seed)
+                check_run_folder(run_dir, _run_config(prep, arm, seed), resume=resume, force=force)
+        out.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, out / "config.yaml")
+    barrier(dist_info)  # folders checked (and cleared with force) once, by rank 0
     constrained: dict[str, dict[int, dict[str, np.ndarray]]] = {}  # "<arm> + <mode>:<priors>" → seed → metrics
 
     def run_one(arm: str, seed: int, run_dir: Path):
-        den = train_arm(prep, arm, seed, run_dir, device=dev, resume=resume, force=force, progress=progress)
-        samples, metrics = sample_and_evaluate(prep, den, seed, run_dir, device=dev, progress=progress)
-        if cfg.train.tensorboard:  # the sample metrics next to the training and validation losses
+        den = train_arm(
+            prep, arm, seed, run_dir, device=dev, resume=resume, force=False, progress=progress, dist_info=dist_info
+        )
+        kw = {"device": dev, "progress": progress, "dist_info": dist_info}
+        samples, metrics = sample_and_evaluate(prep, den, seed, run_dir, **kw)
+        if cfg.train.tensorboard and main:  # the sample metrics next to the training and validation losses
             with contextlib.closing(tensorboard_writer(run_dir)) as tb:
                 for k, v in metrics.items():
                     tb.add_scalar(f"sample/{k}", float(np.mean(v)), cfg.train.steps)
         for c in constraints:  # beyond the paper: the same model, sampled with a sampling-time constraint
-            _, m_c = sample_and_evaluate(prep, den, seed, run_dir, device=dev, progress=progress, constraint=c)
+            _, m_c = sample_and_evaluate(prep, den, seed, run_dir, constraint=c, **kw)
             constrained.setdefault(f"{arm} + {c[0].label}", {})[seed] = m_c
         return metrics, samples
 
@@ -424,6 +447,8 @@ def reproduce(
         "data": prep.data_path,
         "wall_time_s": wall,
     }
+    if not main:
+        return results
     tables.write_results(out, results, tables.markdown_table(results, list(cfg.metrics), note=task.table_note))
     try:
         task.plot(out / "plots", prep.evaluation, generated)

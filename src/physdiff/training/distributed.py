@@ -7,6 +7,7 @@ gloo backend on CPU and nccl on CUDA. In a plain process everything is a no-op.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -76,3 +77,24 @@ def all_ranks_agree(info: DistInfo, ok: bool, device: torch.device) -> bool:
     t = torch.tensor([int(ok)], dtype=torch.int32, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item())
+
+
+def all_gather_objects(info: DistInfo, obj: object) -> list[object]:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` in one process); pickled, for small
+    results such as sampled batches."""
+    if not (info.enabled and dist.is_initialized()):
+        return [obj]
+    out: list[object] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+@contextmanager
+def main_first(info: DistInfo):
+    """Run the block on rank 0 first and on the other ranks after it (e.g. simulating and caching data
+    once): a barrier after rank 0's block, and one after the others'."""
+    if info.enabled and not info.is_main:
+        barrier(info)
+    yield
+    if info.enabled and info.is_main:
+        barrier(info)

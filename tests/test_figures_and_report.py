@@ -1,0 +1,489 @@
+"""Paper figures (particles, fields, training curves) and the self-contained HTML reports."""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.colors import LogNorm
+
+from physdiff.data.particles_h5 import ParticleData
+from physdiff.data.pdebench import FieldData
+from physdiff.evaluation.field_plots import field_curves_figure, field_figure, plot_field_results
+from physdiff.evaluation.plots import (
+    conservation_figure,
+    plot_particle_results,
+    read_training_logs,
+    training_figure,
+    trajectory_figure,
+)
+from physdiff.evaluation.report import PNG_SIGNATURE, write_report, write_sweep_report
+from physdiff.systems.pde_registry import get_pde_system
+from physdiff.systems.registry import get_system
+
+Image = pytest.importorskip("PIL.Image")
+
+ARMS = ("no_prior", "prior:energy")
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+def _noisy(a: np.ndarray, scale: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = a + scale * (np.abs(a).mean() + 1e-3) * rng.standard_normal(a.shape)
+    out[:, 0] = a[:, 0]  # the conditioned first frame is kept
+    return out
+
+
+@pytest.fixture(scope="module")
+def particles() -> ParticleData:
+    system = get_system("three-body").with_settings(n_frames=6)
+    d = system.simulate(4, seed=0)
+    return ParticleData(d["positions"], d["velocities"], d["masses"], None, "three-body", dict(system.constants))
+
+
+def _particle_samples(ref: ParticleData, scale: float, seed: int) -> dict[str, np.ndarray]:
+    return {"positions": _noisy(ref.positions, scale, seed), "velocities": _noisy(ref.velocities, scale, seed + 1)}
+
+
+def _logs(steps: int = 40) -> dict[str, dict[int, dict[str, np.ndarray]]]:
+    step = np.arange(1, steps + 1) * 5.0
+    return {
+        arm: {
+            seed: {
+                "step": step,
+                "loss": np.exp(-step / 80) + 0.1 * (i + 1) + 0.01 * seed,
+                "loss_score": np.exp(-step / 80),
+            }
+            for seed in (0, 1)
+        }
+        for i, arm in enumerate(ARMS)
+    }
+
+
+@pytest.fixture(scope="module")
+def particle_files(particles, tmp_path_factory) -> tuple[Path, list[Path]]:
+    per_seed = {
+        arm: {s: _particle_samples(particles, 0.05 * (i + 1), 10 * s + i) for s in (0, 1)} for i, arm in enumerate(ARMS)
+    }
+    constraints = {
+        "no_prior + projection:momentum+energy": {s: _particle_samples(particles, 0.02, 50 + s) for s in (0, 1)}
+    }
+    generated = {arm: (seeds[0]["positions"], seeds[0]["velocities"]) for arm, seeds in per_seed.items()}
+    out = tmp_path_factory.mktemp("particle_plots")
+    files = plot_particle_results(
+        out, particles, generated, per_seed=per_seed, constraints=constraints, training_logs=_logs()
+    )
+    return out, files
+
+
+@pytest.fixture(scope="module")
+def advection() -> FieldData:
+    sim = get_pde_system("advection").simulate(3, 0, nx=16, nt=8)
+    return FieldData("advection", sim.fields, sim.coords, sim.parameters)
+
+
+def _field_generated(data: FieldData, tasks=("prediction", "generation")) -> dict[str, dict[str, np.ndarray]]:
+    return {
+        arm: {t: _noisy(data.fields, 0.05 * (i + 1), i) for t in tasks}
+        for i, arm in enumerate(("no_prior", "prior:residual"))
+    }
+
+
+@pytest.fixture(scope="module")
+def field_files(advection, tmp_path_factory) -> tuple[Path, list[Path]]:
+    out = tmp_path_factory.mktemp("field_plots")
+    generated = _field_generated(advection, ("prediction",))
+    per_seed = {arm: {0: per, 1: {t: u + 0.01 for t, u in per.items()}} for arm, per in generated.items()}
+    constraints = {"no_prior + projection:residual": {0: generated["prior:residual"]}}
+    return out, plot_field_results(out, advection, generated, per_seed=per_seed, constraints=constraints)
+
+
+# ------------------------------------------------------------------------------------------------ checks
+def _check_png(path: Path, min_dpi: float = 200.0) -> None:
+    assert path.read_bytes().startswith(PNG_SIGNATURE), path
+    with Image.open(path) as im:
+        dpi = im.info.get("dpi")
+        assert dpi is not None and min(dpi) >= min_dpi - 0.5, (path, dpi)  # the pHYs chunk
+        assert min(im.size) >= 2 * min_dpi  # pixels = inches × dpi, every figure at least 2 in high and wide
+
+
+def _check_pdf(path: Path) -> None:
+    assert path.is_file() and path.read_bytes().startswith(b"%PDF"), path
+
+
+def _overlaps(fig) -> list[str]:
+    """Pairs of texts of different axes (titles, axis and tick labels, legends, suptitle) whose boxes
+    intersect, and texts that leave the figure."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = []
+    for i, ax in enumerate(fig.axes):
+        if not ax.get_visible():
+            continue
+        texts = [ax.title, ax.xaxis.label, ax.yaxis.label]
+        for axis in (ax.xaxis, ax.yaxis):  # the tick labels drawn: ticks inside the view
+            lo, hi = sorted(axis.get_view_interval())
+            locs, labels = axis.get_majorticklocs(), axis.get_majorticklabels()
+            texts += [
+                t
+                for loc, t in zip(locs, labels, strict=False)
+                if lo - 1e-9 * abs(hi - lo) <= loc <= hi + 1e-9 * abs(hi - lo)
+            ]
+        boxes += [(i, t.get_text(), t.get_window_extent(renderer)) for t in texts if t.get_visible() and t.get_text()]
+    if fig._suptitle is not None:
+        boxes.append((-1, "suptitle", fig._suptitle.get_window_extent(renderer)))
+    boxes += [(-2 - j, "legend", leg.get_window_extent(renderer)) for j, leg in enumerate(fig.legends)]
+    frame = fig.bbox
+    bad = [
+        f"outside: {txt!r}"
+        for _, txt, b in boxes
+        if b.x0 < frame.x0 - 1 or b.x1 > frame.x1 + 1 or b.y0 < frame.y0 - 1 or b.y1 > frame.y1 + 1
+    ]
+    for (i, a, ba), (j, b, bb) in itertools.combinations(boxes, 2):
+        if i != j and ba.overlaps(bb) and ba.intersection(ba, bb).width > 1 and ba.intersection(ba, bb).height > 1:
+            bad.append(f"{a!r} (axes {i}) overlaps {b!r} (axes {j})")
+    return bad
+
+
+# ------------------------------------------------------------------------------------------------- tests
+def test_particle_figures_are_written_at_paper_resolution(particle_files):
+    out, files = particle_files
+    names = {p.name for p in files}
+    for stem in ("trajectories", "conservation", "training_loss"):
+        assert {f"{stem}.png", f"{stem}.pdf"} <= names
+        _check_png(out / f"{stem}.png")
+        _check_pdf(out / f"{stem}.pdf")
+    gif = out / "trajectories.gif"
+    assert gif in files
+    with Image.open(gif) as im:
+        assert im.format == "GIF" and im.n_frames == 6  # one frame per trajectory frame
+
+
+def test_particle_figures_read_well(particles):
+    generated = {arm: _particle_samples(particles, 0.05, i) for i, arm in enumerate(ARMS)}
+    fig = trajectory_figure(particles, generated, samples=(0, 1, 2))
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 3 * 3  # three test samples × (ground truth + two arms)
+    assert all(ax.get_xlabel() == "x" for ax in axes) and axes[0].get_ylabel() == "y"
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert {"particle 1", "particle 2", "particle 3", "conditioned frame 0"} <= set(legend)
+    assert _overlaps(fig) == []
+
+    per_seed = {
+        arm: {s: _particle_samples(particles, 0.05 * (i + 1), s) for s in (0, 1, 2)} for i, arm in enumerate(ARMS)
+    }
+    rows = {"no_prior + projection:energy": {s: _particle_samples(particles, 0.01, s) for s in (0, 1)}}
+    fig = conservation_figure(particles, per_seed, rows)
+    ax = fig.axes[0]
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert [line.get_label() for line in dashed] == ["no_prior + projection:energy"]
+    assert len(ax.collections) >= 3  # a seed band per arm and row, and the ground-truth floor band
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert set(ARMS) <= set(legend) and "ground-truth floor (simulator)" in legend
+    assert _overlaps(fig) == []
+
+
+def test_field_figures_are_written(field_files):
+    out, files = field_files
+    names = {p.name for p in files}
+    for task in ("prediction",):
+        for stem in (f"fields_{task}", f"fields_{task}_curves"):
+            assert {f"{stem}.png", f"{stem}.pdf"} <= names
+            _check_png(out / f"{stem}.png")
+            _check_pdf(out / f"{stem}.pdf")
+
+
+def test_field_panels_share_one_colour_scale_per_row(advection):
+    generated = {arm: per["prediction"] for arm, per in _field_generated(advection, ("prediction",)).items()}
+    ff = field_figure(advection, generated, "prediction")
+    assert set(ff.groups.values()) == {"field", "error", "residual"}
+    for key, images in ff.rows.items():
+        shown = [im for im in images if im is not None]
+        assert len(shown) >= 2
+        assert all(im.norm is ff.norms[ff.groups[key]] for im in shown), key  # one norm object per row
+        assert len({im.get_clim() for im in shown}) == 1, key
+        assert ff.colorbars[key].mappable.norm is ff.norms[ff.groups[key]]  # the row's colour bar shows it
+    assert ff.rows["error"][0] is None  # the reference has no error panel
+    assert isinstance(ff.norms["residual"], LogNorm)
+    # the field scale covers the ground truth and every arm
+    lo, hi = ff.norms["field"].vmin, ff.norms["field"].vmax
+    for u in [advection.fields, *generated.values()]:
+        assert lo <= u[0].min() + 1e-12 and u[0].max() <= hi + 1e-12
+    # physical axes from the coordinates: x across, t up, pixel edges halfway between the centres
+    im = ff.rows["u#0"][0]
+    x, t = advection.coords["x"], advection.coords["t"]
+    dx, dt = x[1] - x[0], t[1] - t[0]
+    assert np.allclose(im.get_extent(), [x[0] - dx / 2, x[-1] + dx / 2, t[0] - dt / 2, t[-1] + dt / 2])
+    assert im.axes.get_xlabel() == "x" and im.axes.get_ylabel() == "t"
+    assert _overlaps(ff.fig) == []
+
+    # generation: two samples per column on one field scale, no error row
+    generated = {arm: per["generation"] for arm, per in _field_generated(advection, ("generation",)).items()}
+    ff = field_figure(advection, generated, "generation")
+    assert [k for k, g in ff.groups.items() if g == "field"] == ["u#0", "u#1"] and "error" not in ff.rows
+    assert all(im.norm is ff.norms["field"] for k in ("u#0", "u#1") for im in ff.rows[k])
+
+
+def test_curves_against_time_and_steps(advection):
+    generated = _field_generated(advection, ("prediction",))
+    per_seed = {arm: {s: per["prediction"] + 0.01 * s for s in (0, 1, 2)} for arm, per in generated.items()}
+    rows = {"no_prior + projection:residual": {0: generated["prior:residual"]["prediction"]}}
+    fig = field_curves_figure(advection, per_seed, "prediction", rows)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["RMSE against the ground truth", "PDE residual RMS"]
+    assert all(ax.get_xlabel() == "t" for ax in fig.axes)
+    assert [line.get_label() for line in fig.axes[0].get_lines() if line.get_linestyle() == "--"] == list(rows)
+    assert _overlaps(fig) == []
+    assert field_curves_figure(advection, per_seed, "generation") is not None  # the residual alone
+
+    fig = training_figure(_logs())
+    assert [ax.get_title() for ax in fig.axes] == ["total training loss", "denoising (score) loss"]
+    assert all(ax.get_xlabel() == "training step" for ax in fig.axes)
+    line = fig.axes[0].get_lines()[0]
+    assert line.get_label() == "no_prior" and np.allclose(line.get_xdata(), _logs()["no_prior"][0]["step"])
+    assert len(fig.axes[0].collections) == 2  # a band over the two seeds per arm
+    assert _overlaps(fig) == []
+    assert training_figure({"no_prior": {0: {"step": np.arange(3.0)}}}) is None  # no loss column: no figure
+
+
+def test_shallow_water_shows_h_at_several_frames():
+    sim = get_pde_system("shallow-water").simulate(2, 0, nx=12, ny=12, nt=6)
+    data = FieldData("shallow-water", sim.fields, sim.coords, sim.parameters, channels=("h", "hu", "hv"))
+    ff = field_figure(data, {"no_prior": _noisy(data.fields, 0.02, 0)}, "prediction", units={"x": "m", "y": "m"})
+    h_rows = [k for k, g in ff.groups.items() if g == "field"]
+    assert len(h_rows) == 3 and all(k.startswith("h@") for k in h_rows)
+    norm = ff.norms["field"]
+    assert all(im.norm is norm for k in h_rows for im in ff.rows[k])  # one h scale for every frame shown
+    assert ff.rows[h_rows[0]][0].axes.get_xlabel() == "x [m]"
+    assert [cb.ax.get_ylabel() for cb in ff.colorbars.values()][:3] == ["h"] * 3
+
+
+def test_read_training_logs(tmp_path):
+    run = tmp_path / "arms" / "prior_energy" / "seed3"
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text(
+        "step,loss,loss_score,energy,grad_norm,lr,elapsed_s\n1,2.0,1.5,0.5,1,0.001,0.1\n2,1.0,0.8,0.2,1,0.001,0.2\n"
+    )
+    logs = read_training_logs(tmp_path, ["no_prior", "prior:energy"], [3])
+    assert list(logs) == ["prior:energy"] and list(logs["prior:energy"]) == [3]
+    assert np.array_equal(logs["prior:energy"][3]["loss"], [2.0, 1.0])
+
+
+# ------------------------------------------------------------------------------------------------ report
+class _Doc(HTMLParser):
+    """Tables (by id: header cells and rows of cell texts), <img> sources and <pre> texts (by id)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, dict[str, list]] = {}
+        self.imgs: list[str] = []
+        self.pres: dict[str, str] = {}
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+        self._row: list[str] | None = None
+        self._pre: str | None = None
+        self._head = False
+        self.scripts = 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table":
+            self._table = a.get("id", f"table{len(self.tables)}")
+            self.tables[self._table] = {"header": [], "rows": []}
+        elif tag == "thead":
+            self._head = True
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "img":
+            self.imgs.append(a.get("src", ""))
+        elif tag == "pre":
+            self._pre = a.get("id", "")
+            self.pres[self._pre] = ""
+        elif tag == "script":
+            self.scripts += 1
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self._table is not None:
+            table = self.tables[self._table]
+            if self._head:
+                table["header"] = self._row
+            else:
+                table["rows"].append(self._row)
+            self._row = None
+        elif tag == "thead":
+            self._head = False
+        elif tag == "table":
+            self._table = None
+        elif tag == "pre":
+            self._pre = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._pre is not None:
+            self.pres[self._pre] += data
+
+
+def _parse(path: Path) -> _Doc:
+    doc = _Doc()
+    doc.feed(path.read_text(encoding="utf-8"))
+    return doc
+
+
+def _results() -> dict:
+    per = {"no_prior": [0.30, 0.32, 0.31], "prior:energy": [0.20, 0.22, 0.25]}
+    arms = {
+        arm: {
+            "traj_error": {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)), "per_seed": v, "nonfinite": 0},
+            "energy_error": {
+                "mean": 0.1 * float(np.mean(v)),
+                "std": 0.01,
+                "per_seed": [0.1 * x for x in v],
+                "nonfinite": 0,
+            },
+        }
+        for arm, v in per.items()
+    }
+    pair = {"mean_diff": -0.0867, "ci95": [-0.1217, -0.0516], "better_seeds": 3, "n": 3}
+    return {
+        "experiment": "three-body",
+        "split": "test",
+        "preset": "quick",
+        "seeds": [0, 1, 2],
+        "metric_tasks": {"traj_error": "prediction", "energy_error": "prediction"},
+        "arms": arms,
+        "paired": {
+            "prior:energy": {"traj_error": pair, "energy_error": {**pair, "ci95": [-0.02, 0.01], "better_seeds": 2}}
+        },
+        "floor": {"energy_error": 1e-9},
+        "sampling_constraints": {"no_prior + projection:momentum+energy": arms["prior:energy"]},
+        "sampling_constraints_paired": {
+            "no_prior + projection:momentum+energy": {"traj_error": {**pair, "against": "no_prior"}}
+        },
+        "data": "/data/three-body <n=10>.h5",
+        "wall_time_s": 12.3,
+    }
+
+
+def test_report_is_self_contained_html(tmp_path, field_files):
+    out_figs, files = field_files
+    config = "experiment: three-body\nnote: '<script>alert(1)</script> & more'\n"
+    path = write_report(
+        tmp_path,
+        _results(),
+        table_md="| method | traj_error |\n|---|---|\n",
+        config_yaml=config,
+        figures=files,
+        command="physdiff reproduce three-body --seeds 0 1 2 <&>",
+        versions={"python": "3.11", "torch": "2.x", "numpy": "1.x", "physdiff": "0.1"},
+    )
+    assert path == tmp_path / "report.html"
+    text = path.read_text(encoding="utf-8")
+    assert "<script>" not in text and "&lt;script&gt;" in text  # every input text escaped
+    doc = _parse(path)
+    assert doc.scripts == 0
+    results = doc.tables["results"]
+    assert results["header"] == ["method", "traj_error (prediction)", "energy_error (prediction)"]
+    labels = [r[0] for r in results["rows"]]
+    assert labels[:2] == ["no_prior", "prior:energy"] and "ground-truth floor" in labels
+    assert "ratio prior:energy : no_prior" in labels
+    floor = results["rows"][labels.index("ground-truth floor")]
+    assert floor[1] == "—" and floor[2] == "1e-09"
+    paired = doc.tables["paired"]
+    assert paired["header"][:5] == ["arm", "metric", "mean Δ (arm − no_prior)", "95 % CI", "better seeds"]
+    row = paired["rows"][0]
+    assert row[0] == "prior:energy" and row[3] == "[-0.122, -0.0516]" and row[4] == "3/3" and row[5] == "yes: better"
+    assert paired["rows"][1][5] == "no"  # the interval [-0.02, 0.01] contains 0
+    assert doc.tables["per-seed"]["header"] == ["arm", "metric", "seed 0", "seed 1", "seed 2"]
+    assert [r[0] for r in doc.tables["constraints"]["rows"]][0] == "no_prior + projection:momentum+energy"
+    assert doc.tables["constraints-paired"]["rows"][0][1] == "no_prior"
+    versions = {r[0]: r[1] for r in doc.tables["versions"]["rows"]}
+    assert set(versions) == {"python", "torch", "numpy", "physdiff"}
+    run = {r[0]: r[1] for r in doc.tables["run"]["rows"]}
+    assert run["command"] == "physdiff reproduce three-body --seeds 0 1 2 <&>" and run["seeds"] == "0, 1, 2"
+    assert run["wall time"] == "12.3 s"
+    assert doc.pres["config"] == config
+    # every figure is embedded as a PNG data URI that decodes to the written file
+    pngs = [p for p in files if p.suffix == ".png"]
+    assert len(doc.imgs) == len(pngs) >= 2
+    for src, png in zip(doc.imgs, pngs, strict=True):
+        assert src.startswith("data:image/png;base64,")
+        data = base64.b64decode(src.split(",", 1)[1], validate=True)
+        assert data.startswith(PNG_SIGNATURE) and data == png.read_bytes()
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+    assert 'href="' in text and ".pdf" in text  # the PDF versions are linked
+
+
+def test_sweep_report(tmp_path):
+    sweep = {
+        "experiment": "three-body",
+        "preset": "quick",
+        "split": "val",
+        "seeds": [0, 1],
+        "grid": {"priors.0.weight": ["0.1", "1"]},
+        "fixed_overrides": ["train.steps=10"],
+        "max_worse": 0.05,
+        "metrics": ["traj_error", "energy_error"],
+        "baseline": {"traj_error": 0.3, "energy_error": 0.03},
+        "floor": {"energy_error": 1e-9},
+        "points": [
+            {
+                "overrides": ["priors.0.weight=0.1"],
+                "arms": {
+                    "prior:energy": {
+                        "mean": {"traj_error": 0.28, "energy_error": 0.02},
+                        "ratio": {"traj_error": 0.933, "energy_error": 0.667},
+                        "score": 0.789,
+                        "below_floor": [],
+                        "worse": [],
+                    }
+                },
+            },
+            {
+                "overrides": ["priors.0.weight=1"],
+                "arms": {
+                    "prior:energy": {
+                        "mean": {"traj_error": 0.36, "energy_error": 0.01},
+                        "ratio": {"traj_error": 1.2, "energy_error": 0.333},
+                        "score": 0.632,
+                        "below_floor": [],
+                        "worse": ["traj_error"],
+                    }
+                },
+            },
+        ],
+        "best": {
+            "prior:energy": {"overrides": ["priors.0.weight=0.1"], "score": 0.789, "ratio": {"traj_error": 0.933}}
+        },
+    }
+    path = write_sweep_report(tmp_path, sweep, command="physdiff sweep three-body", versions={"python": "3.11"})
+    doc = _parse(path)
+    table = doc.tables["sweep"]
+    assert table["header"] == [
+        "arm",
+        "setting",
+        "traj_error (ratio)",
+        "energy_error (ratio)",
+        "score",
+        "below floor",
+        "worse",
+        "eligible",
+        "best",
+    ]
+    rows = {r[1]: r for r in table["rows"] if r[0] == "prior:energy"}
+    assert rows["priors.0.weight=0.1"][-2:] == ["yes", "★ best"] and rows["priors.0.weight=0.1"][2] == "0.28 (0.933)"
+    assert rows["priors.0.weight=1"][-3:] == ["traj_error", "no", ""]
+    assert [r[0] for r in table["rows"]][:2] == ["no_prior", "ground-truth floor"]
+    assert doc.tables["best"]["rows"][0][:3] == ["prior:energy", "priors.0.weight=0.1", "0.789"]
+    assert doc.tables["grid"]["rows"][0] == ["priors.0.weight", "0.1, 1"]
