@@ -295,7 +295,7 @@ def test_registry_names_classes_defaults_and_evaluations():
         "ddim": "uniform",
         "heun": "edm",
         "euler": "uniform",
-        "dpmpp2m": "edm",
+        "dpmpp2m": "logsnr",
     }
     # denoiser evaluations per sample: one per step (two for Heun) plus the final Tweedie denoise
     assert [c.evaluations(10) for c in (DDPM, DDIM, Heun, Euler, DPMSolverPP2M)] == [11, 11, 21, 11, 11]
@@ -407,7 +407,14 @@ class _Counting(torch.nn.Module):
 
 @pytest.mark.parametrize(
     "name,eta,draws_per_step",
-    [("ddpm", None, 1), ("ddim", 0.0, 0), ("ddim", 0.5, 1), ("heun", None, 0), ("euler", None, 0), ("dpmpp2m", None, 0)],
+    [
+        ("ddpm", None, 1),
+        ("ddim", 0.0, 0),
+        ("ddim", 0.5, 1),
+        ("heun", None, 0),
+        ("euler", None, 0),
+        ("dpmpp2m", None, 0),
+    ],
 )
 def test_mask_hook_and_projection_are_applied_once_per_evaluation(name, eta, draws_per_step):
     """Per denoiser evaluation: the net sees the mask and context once, the hook runs once; every noise

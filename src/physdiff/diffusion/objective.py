@@ -1,8 +1,16 @@
 """Denoising objectives: noise, data and v matching, from one denoiser evaluation.
 
+With x_t = α_t x_0 + σ_t ε from the denoiser's process (``denoiser.schedule``, VP or flow) and
+t ~ U[t_eps, t_max]:
+
 J_noise(θ) = E_{t,x0,ε} w(t) ‖ε_θ(x_t, t) − ε‖²,   minimiser ε* = −σ_t ∇ log q_t(x_t)
 J_data(θ)  = E_{t,x0,ε} w(t) ‖x_θ(x_t, t) − x_0‖², minimiser x* = E[x_0 | x_t]  (Tweedie)
-J_v(θ)     = E_{t,x0,ε} w(t) ‖v_θ(x_t, t) − v‖²,   v = α_t ε − σ_t x_0
+J_v(θ)     = E_{t,x0,ε} w(t) ‖v_θ(x_t, t) − v‖²,   v the process's velocity
+                                                   (parametrisation.velocity):
+             VP:   v = α_t ε − σ_t x_0 (Salimans & Ho 2022);
+             flow: v = ε − x_0, so J_v is the (conditional) flow-matching loss of Lipman et al. 2023
+                   (eq. 23 with σ_min = 0) / rectified flow (Liu et al. 2023), minimiser
+                   v* = E[ε − x_0 | x_t] = (x_t − E[x_0 | x_t]) / t.
 
 Only unknown entries (mask = 0) enter the loss. The returned :class:`LossOutput` exposes the Tweedie
 estimate x̂0 so physical priors can add their penalty J_R on the same forward pass.
@@ -16,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from physdiff.diffusion.parametrisation import Denoiser, DenoiserOutput, v_from_eps_x0
+from physdiff.diffusion.parametrisation import Denoiser, DenoiserOutput, velocity
 
 __all__ = ["OBJECTIVES", "LossOutput", "diffusion_loss", "sample_time", "masked_mean"]
 
@@ -82,7 +90,8 @@ def diffusion_loss(
     Args:
         denoiser: the parametrised denoiser.
         x0: a batch of clean data (in the data subspace, e.g. zero centre of mass).
-        objective: ``"eps"`` (noise matching), ``"x0"`` (data matching) or ``"v"``.
+        objective: ``"eps"`` (noise matching), ``"x0"`` (data matching) or ``"v"`` (the process's velocity:
+            flow matching for the flow process).
         known, mask: conditioning; known entries are excluded from the loss.
         weight: w(t), default 1.
         t: optional fixed diffusion times [B] (drawn stratified-uniform otherwise).
@@ -108,7 +117,7 @@ def diffusion_loss(
     elif objective == "x0":
         sq = (pred.x0 - x0) ** 2
     else:
-        sq = (pred.v - v_from_eps_x0(eps, x0, alpha, sigma)) ** 2
+        sq = (pred.v - velocity(sched).from_eps_x0(eps, x0, alpha, sigma)) ** 2
     per_sample = masked_mean(sq, mask)
     w = torch.ones_like(t) if weight is None else weight(t)
     loss = (w * per_sample).mean()

@@ -1,10 +1,18 @@
 """Parametrisations of one denoiser: ε-, x0- and v-prediction, the score, and the Tweedie estimate.
 
-With x_t = α_t x_0 + σ_t ε (α² + σ² = 1) the optimal predictions are linked by
+With x_t = α_t x_0 + σ_t ε (any process of :mod:`physdiff.diffusion.schedule`) the optimal predictions
+are linked by
 
-* Tweedie:   E[x_0 | x_t] = (x_t − σ_t ε*) / α_t = x_θ*                      (x0_from_eps)
-* score:     ∇ log q_t(x_t) = −ε* / σ_t                                      (score_from_eps)
-* velocity:  v = α_t ε − σ_t x_0,  x_0 = α_t x_t − σ_t v,  ε = σ_t x_t + α_t v
+* Tweedie:   E[x_0 | x_t] = (x_t − σ_t ε*) / α_t = x_θ*                      (x0_from_eps; any process)
+* score:     ∇ log q_t(x_t) = −ε* / σ_t                                      (score_from_eps; any process)
+* velocity, the derivative of x along the process's own clock, so it depends on the family:
+
+  - VP (α² + σ² = 1; Salimans & Ho 2022): v = α_t ε − σ_t x_0 = dx/dφ for α = cos φ, σ = sin φ;
+    x_0 = α_t x_t − σ_t v,  ε = σ_t x_t + α_t v          (v_from_eps_x0, x0_from_v, eps_from_v)
+  - flow (α = 1 − t, σ = t; Lipman et al. 2023): v = dx_t/dt = ε − x_0, the flow-matching target;
+    x_0 = x_t − σ_t v = x_t − t v,  ε = x_t + α_t v      (flow_v_from_eps_x0, flow_x0_from_v, flow_eps_from_v)
+
+  :func:`velocity` picks the pair for a process (:data:`VELOCITIES`, keyed by ``process.kind``).
 
 The :class:`Denoiser` wraps a network (which knows nothing of schedules) and turns its raw output
 into the Tweedie estimate x̂0 that every physical prior acts on. Known (conditioned) entries are
@@ -24,12 +32,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from physdiff.diffusion.schedule import VPSchedule
+from physdiff.diffusion.schedule import DiffusionProcess
 
 __all__ = [
     "PREDICTIONS",
+    "VELOCITIES",
     "DenoiserOutput",
     "Denoiser",
+    "Velocity",
     "x0_from_eps",
     "eps_from_x0",
     "score_from_eps",
@@ -37,6 +47,10 @@ __all__ = [
     "v_from_eps_x0",
     "x0_from_v",
     "eps_from_v",
+    "flow_v_from_eps_x0",
+    "flow_x0_from_v",
+    "flow_eps_from_v",
+    "velocity",
 ]
 
 PREDICTIONS = ("eps", "x0", "v")
@@ -63,18 +77,58 @@ def eps_from_score(score: Tensor, sigma: Tensor) -> Tensor:
 
 
 def v_from_eps_x0(eps: Tensor, x0: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
-    """v = α_t ε − σ_t x_0 (Salimans & Ho 2022)."""
+    """VP: v = α_t ε − σ_t x_0 (Salimans & Ho 2022)."""
     return alpha * eps - sigma * x0
 
 
 def x0_from_v(x_t: Tensor, v: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
-    """x̂0 = α_t x_t − σ_t v̂."""
+    """VP: x̂0 = α_t x_t − σ_t v̂ (uses α² + σ² = 1)."""
     return alpha * x_t - sigma * v
 
 
 def eps_from_v(x_t: Tensor, v: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
-    """ε̂ = σ_t x_t + α_t v̂."""
+    """VP: ε̂ = σ_t x_t + α_t v̂ (uses α² + σ² = 1)."""
     return sigma * x_t + alpha * v
+
+
+def flow_v_from_eps_x0(eps: Tensor, x0: Tensor, alpha: Tensor | None = None, sigma: Tensor | None = None) -> Tensor:
+    """Flow: v = dx_t/dt = ε − x_0, the flow-matching target (α, σ unused; accepted for a common signature)."""
+    return eps - x0
+
+
+def flow_x0_from_v(x_t: Tensor, v: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+    """Flow: x̂0 = x_t − σ_t v̂ = x_t − t v̂ (uses α + σ = 1; the Tweedie estimate of a velocity model)."""
+    return x_t - sigma * v
+
+
+def flow_eps_from_v(x_t: Tensor, v: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+    """Flow: ε̂ = x_t + α_t v̂ = x_t + (1 − t) v̂ (uses α + σ = 1)."""
+    return x_t + alpha * v
+
+
+@dataclass(frozen=True)
+class Velocity:
+    """The velocity v of one process family and its conversions, each with the signature of the VP ones."""
+
+    from_eps_x0: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]  # (ε, x0, α, σ) → v
+    to_x0: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]  # (x_t, v, α, σ) → x̂0
+    to_eps: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]  # (x_t, v, α, σ) → ε̂
+
+
+#: the velocity of each process family (``DiffusionProcess.kind``)
+VELOCITIES: dict[str, Velocity] = {
+    "vp": Velocity(v_from_eps_x0, x0_from_v, eps_from_v),
+    "flow": Velocity(flow_v_from_eps_x0, flow_x0_from_v, flow_eps_from_v),
+}
+
+
+def velocity(process: DiffusionProcess | str) -> Velocity:
+    """The velocity conversions of a process (or of a family name ``"vp"``/``"flow"``)."""
+    kind = process if isinstance(process, str) else process.kind
+    try:
+        return VELOCITIES[kind]
+    except KeyError:
+        raise ValueError(f"no velocity parametrisation for process {kind!r}; known: {sorted(VELOCITIES)}") from None
 
 
 @dataclass
@@ -87,6 +141,7 @@ class DenoiserOutput:
     sigma: Tensor
     raw: Tensor
     hidden: Tensor | None = None
+    process: str = "vp"  # the family (``DiffusionProcess.kind``), which fixes what v means
 
     @property
     def score(self) -> Tensor:
@@ -94,7 +149,8 @@ class DenoiserOutput:
 
     @property
     def v(self) -> Tensor:
-        return v_from_eps_x0(self.eps, self.x0, self.alpha, self.sigma)
+        """The process's velocity from (x̂0, ε̂): α ε̂ − σ x̂0 for VP, ε̂ − x̂0 for flow."""
+        return velocity(self.process).from_eps_x0(self.eps, self.x0, self.alpha, self.sigma)
 
 
 class Denoiser(nn.Module):
@@ -106,8 +162,10 @@ class Denoiser(nn.Module):
     Args:
         net: a network with signature ``net(x_t, noise, known, mask, **context)``, ``noise`` the noise
             level c_noise ``[B]`` (docs/architecture.md).
-        schedule: the VP schedule.
-        prediction: what the raw output means: ``"eps"``, ``"x0"`` or ``"v"``.
+        schedule: the noising process (a VP schedule or the flow interpolant, :mod:`~physdiff.diffusion.schedule`);
+            everything process-specific (α_t, σ_t, what v means) comes from it.
+        prediction: what the raw output means: ``"eps"``, ``"x0"`` or ``"v"`` (the process's velocity:
+            α ε − σ x0 for VP, ε − x0 for flow, whose Tweedie estimate is x̂0 = x_t − t v̂).
         project: an optional linear orthogonal projection ``project(x, **context)`` onto the data subspace
             (e.g. zero mass-weighted centre of mass for particle positions, which needs the ``masses`` of
             the context), applied to the raw output and to every noise draw.
@@ -116,7 +174,7 @@ class Denoiser(nn.Module):
     def __init__(
         self,
         net: nn.Module,
-        schedule: VPSchedule,
+        schedule: DiffusionProcess,
         prediction: str = "eps",
         project: Callable[..., Tensor] | None = None,
     ) -> None:
@@ -133,7 +191,8 @@ class Denoiser(nn.Module):
         return x if self._project is None else self._project(x, **context)
 
     def noise_level(self, t: Tensor) -> Tensor:
-        """The network's conditioning c_noise = log(σ_t/α_t) = −½ λ(t), from the schedule's stable log-SNR."""
+        """The network's conditioning c_noise = log(σ_t/α_t) = −½ λ(t), from the process's stable log-SNR
+        (VP: −½ log(α²/(1 − α²)); flow: log(t/(1 − t)))."""
         return -0.5 * self.schedule.log_snr(t)
 
     def noise_like(self, x: Tensor, generator: torch.Generator | None = None, **context: Tensor) -> Tensor:
@@ -173,10 +232,13 @@ class Denoiser(nn.Module):
             x0 = raw
             eps = eps_from_x0(x_t, x0, alpha, sigma)
         else:
-            x0 = x0_from_v(x_t, raw, alpha, sigma)
-            eps = eps_from_v(x_t, raw, alpha, sigma)
+            conv = velocity(self.schedule)
+            x0 = conv.to_x0(x_t, raw, alpha, sigma)
+            eps = conv.to_eps(x_t, raw, alpha, sigma)
         # known entries are exact in the Tweedie estimate; ε̂ there is the noise actually in x_t
         is_known = mask > 0.5
         x0 = torch.where(is_known, known, x0)
         eps = torch.where(is_known, eps_from_x0(x_t, known, alpha, sigma), eps)
-        return DenoiserOutput(x0=x0, eps=eps, alpha=alpha, sigma=sigma, raw=raw, hidden=hidden)
+        return DenoiserOutput(
+            x0=x0, eps=eps, alpha=alpha, sigma=sigma, raw=raw, hidden=hidden, process=self.schedule.kind
+        )
