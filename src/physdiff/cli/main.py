@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -229,6 +230,7 @@ def _reproduce_all(a: argparse.Namespace, exps: list[str], info, reproduce) -> i
             exp,
             a.preset,
             out,
+            command=shlex.join(["physdiff", *sys.argv[1:]]),
             overrides=over,
             seeds=_seeds(a),
             arms=_arms(a),
@@ -270,29 +272,17 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
 
 
 def _cmd_plot(a: argparse.Namespace) -> int:
-    import numpy as np
-
-    from physdiff.experiments import tables
-    from physdiff.experiments.harness import configure, samples_name
+    from physdiff.experiments.harness import configure, draw_figures_and_report
     from physdiff.experiments.task import make_task
 
-    res = Path(a.results)
+    res = Path(a.results).resolve()
     if not (res / "results.json").is_file():
         raise FileNotFoundError(f"{res}: not a results folder of 'physdiff reproduce' (no results.json)")
     info = json.loads((res / "results.json").read_text())
     cfg = configure(_run_config(res), [f"data.path={info['data']}"])
     task = make_task(cfg)
     data = task.load(res / "data", progress=False)
-    seed = info["seeds"][0]
-    generated: dict[str, dict] = {}
-    idx = None
-    for arm in info["arms"]:
-        folder = tables.run_dir(res, arm, seed)
-        for subtask in cfg.subtasks:
-            s = task.read_samples(folder / samples_name(subtask))
-            idx = np.asarray(s.pop("source_indices"), dtype=np.int64)
-            generated.setdefault(arm, {})[subtask] = s
-    for p in task.plot(res / "plots", data.subset(idx), generated):
+    for p in draw_figures_and_report(task, res, info, data, command=info.get("command")):
         print(f"wrote {p}")
     return 0
 

@@ -39,6 +39,7 @@ from physdiff.evaluation.plots import (
     DEFAULT_FORMATS,
     STYLE,
     _band_label,
+    _constraint_style,
     _positive_floor,
     _unit,
     arm_colours,
@@ -358,7 +359,12 @@ def field_curves_figure(
                     tk = _coord(reference, "t", mean.size)[0]
                     sl = slice(1, None) if key == "rmse" else slice(None)  # frame 0 is given in prediction
                     (line,) = ax.plot(
-                        tk[sl], mean[sl], ls="--" if dashed else "-", color=colours[name], lw=1.3, label=name
+                        tk[sl],
+                        mean[sl],
+                        ls=_constraint_style(name, extra) if dashed else "-",
+                        color=colours[name],
+                        lw=1.3,
+                        label=name,
                     )
                     if len(curves) > 1:
                         ax.fill_between(

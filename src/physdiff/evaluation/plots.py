@@ -24,7 +24,7 @@ import importlib.util
 import math
 import textwrap
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +258,14 @@ def _square_limits(paths: Sequence[np.ndarray], truth: np.ndarray, cap: float = 
 
 
 # ---------------------------------------------------------------------------------------- conservation
+def _constraint_style(row: str, rows: Mapping[str, Any]) -> Any:
+    """A line style per sampling constraint (the part after ``" + "``), the same for every arm: dashed,
+    dotted, dash-dotted, then custom dashes."""
+    labels = sorted({r.split(" + ", 1)[-1] for r in rows})
+    styles = ["--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2))]
+    return styles[labels.index(row.split(" + ", 1)[-1]) % len(styles)]
+
+
 def conservation_curves(ref: ParticleData, positions: np.ndarray, velocities: np.ndarray) -> dict[str, np.ndarray]:
     """Per-frame errors of trajectories ``[N, L, K, D]`` row-aligned with ``ref``, each ``[N, L]``:
     ``energy`` |E_l − E_0|, ``momentum`` ‖P_l − P_0‖ (E_0, P_0: the ground truth's frame 0) and ``newton``,
@@ -310,7 +318,7 @@ def conservation_figure(
                 for name, seeds in rows.items():
                     curves = [conservation_curves(ref, r, v)[key].mean(0) for _, (r, v) in sorted(seeds.items())]
                     mean, lo, hi = seed_band(curves, band)
-                    ls = "--" if dashed else "-"
+                    ls = _constraint_style(name, extra) if dashed else "-"
                     (line,) = ax.plot(frames[1:], mean[1:], ls=ls, color=colours[name], lw=1.3, label=name)
                     if len(curves) > 1:
                         ax.fill_between(
@@ -404,14 +412,22 @@ def animate_trajectory(
 
 # ------------------------------------------------------------------------------------------- training logs
 def read_training_logs(
-    results_dir: str | Path, arms: Sequence[str], seeds: Sequence[int]
+    results_dir: str | Path,
+    arms: Sequence[str],
+    seeds: Sequence[int],
+    run_dir: Callable[[Path, str, int], Path] | None = None,
 ) -> dict[str, dict[int, dict[str, np.ndarray]]]:
-    """``{arm: {seed: {column: array}}}`` from ``results_dir/arms/<arm>/seed<k>/metrics.csv`` (the arm's
-    ``:`` written as ``_`` in the folder name, as the harness does); missing files are skipped."""
+    """``{arm: {seed: {column: array}}}`` from each run's ``metrics.csv``; ``run_dir(results_dir, arm, seed)``
+    names the run folder (default ``arms/<arm with ':' as '_'>/seed<k>``); missing files are skipped."""
     out: dict[str, dict[int, dict[str, np.ndarray]]] = {}
     for arm in arms:
         for seed in seeds:
-            path = Path(results_dir) / "arms" / arm.replace(":", "_") / f"seed{seed}" / "metrics.csv"
+            folder = (
+                run_dir(Path(results_dir), arm, seed)
+                if run_dir
+                else Path(results_dir) / "arms" / arm.replace(":", "_") / f"seed{seed}"
+            )
+            path = folder / "metrics.csv"
             if path.is_file():
                 log = _read_csv(path)
                 if log:

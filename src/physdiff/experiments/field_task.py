@@ -332,8 +332,8 @@ class FieldTask(Task):
         splits = {"train": [], "val": [], "test": np.arange(n)}
         return write_pde(path, reference.system, arrays, reference.coords, attrs, splits=splits)
 
-    def read_samples(self, path: Path) -> Samples:
-        s = load_pde(path, self.cfg.data.system)
+    def read_samples(self, path: Path, max_samples: int | None = None) -> Samples:
+        s = load_pde(path, self.cfg.data.system, max_samples=max_samples)
         return {"u": s.fields, "source_indices": np.asarray(s.parameters["source_indices"], dtype=np.int64)}
 
     def condition_from(self, condition: Mapping[str, Any], template: FieldData) -> FieldData:
@@ -370,11 +370,22 @@ class FieldTask(Task):
         fields = np.repeat(u0[:, None], shape[0], axis=1)
         return dataclasses.replace(template, fields=fields, coefficient=None, splits={}, source=None)
 
-    def plot(self, out_dir: Path, reference: FieldData, generated: Mapping[str, Mapping[str, Samples]]) -> list[Path]:
+    def plot(
+        self,
+        out_dir: Path,
+        reference: FieldData,
+        generated: Mapping[str, Mapping[str, Samples]],
+        *,
+        per_seed=None,
+        constraints=None,
+        training_logs=None,
+    ) -> list[Path]:
         from physdiff.evaluation.field_plots import plot_field_results
 
         fields = {arm: {task: s["u"] for task, s in per.items()} for arm, per in generated.items()}
-        return plot_field_results(out_dir, reference, fields)
+        return plot_field_results(
+            out_dir, reference, fields, per_seed=per_seed, constraints=constraints, training_logs=training_logs
+        )
 
     # ------------------------------------------------------------------------------ file-level
     @classmethod

@@ -49,6 +49,7 @@ __all__ = [
     "sample_tensors",
     "sample_and_evaluate",
     "samples_name",
+    "draw_figures_and_report",
     "reproduce",
 ]
 
@@ -369,6 +370,54 @@ def sample_and_evaluate(
     return samples, metrics
 
 
+def draw_figures_and_report(
+    task: Task,
+    out: Path,
+    results: Mapping[str, Any],
+    reference: Any,
+    *,
+    max_samples: int = 64,
+    command: str | None = None,
+) -> list[Path]:
+    """Figures of a results folder (every seed's samples read back from the run folders, the first
+    ``max_samples`` of each; the sampling-constraint rows; the training logs) and its ``report.html``;
+    returns the written files. ``reference``: the data set the samples' ``source_indices`` point into."""
+    from physdiff.evaluation.plots import read_training_logs
+    from physdiff.evaluation.report import write_report
+
+    arms, seeds = list(results["arms"]), list(results["seeds"])
+    subtasks = list(dict.fromkeys(results.get("metric_tasks", {}).values())) or ["prediction"]
+    labels = {row: row.split(" + ", 1) for row in results.get("sampling_constraints", {})}
+
+    def read(arm: str, seed: int, label: str | None = None) -> dict[str, Samples]:
+        folder = tables.run_dir(out, arm, seed)
+        got = {}
+        for subtask in subtasks:
+            suffix = "" if label is None else "_" + label.replace(":", "_")
+            path = folder / f"samples_{subtask}{suffix}.h5"
+            if path.is_file():
+                got[subtask] = task.read_samples(path, max_samples)
+        return got
+
+    per_seed = {arm: {seed: read(arm, seed) for seed in seeds} for arm in arms}
+    constrained = {row: {seed: read(arm, seed, label) for seed in seeds} for row, (arm, label) in labels.items()}
+    first = {arm: per[seeds[0]] for arm, per in per_seed.items()}
+    sources = [s["source_indices"] for per in first.values() for s in per.values()]
+    n = min((len(i) for i in sources), default=0)
+    ref = reference.subset(np.asarray(sources[0][:n], dtype=np.int64)) if n else reference
+    logs = read_training_logs(out, arms, seeds, run_dir=tables.run_dir)
+    figures = task.plot(out / "plots", ref, first, per_seed=per_seed, constraints=constrained, training_logs=logs)
+    report = write_report(
+        out,
+        dict(results),
+        table_md=(out / "table.md").read_text() if (out / "table.md").is_file() else "",
+        config_yaml=(out / "config.yaml").read_text() if (out / "config.yaml").is_file() else "",
+        figures=[f for f in figures if f.suffix == ".png"],
+        command=command,
+    )
+    return [*figures, report]
+
+
 def reproduce(
     experiment: str,
     preset: str = "quick",
@@ -385,6 +434,7 @@ def reproduce(
     split: str = "test",
     config: ExperimentConfig | None = None,
     dist_info: DistInfo = DistInfo(),
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Run an experiment's table (arms × seeds) and write its results folder; returns ``results.json``'s
     content. ``config``: a config to start from instead of the preset. Everything is validated (config,
@@ -446,12 +496,13 @@ def reproduce(
         "sampling_constraints_paired": tables.paired_constraints(rows, arm_metrics),
         "data": prep.data_path,
         "wall_time_s": wall,
+        "command": command,
     }
     if not main:
         return results
     tables.write_results(out, results, tables.markdown_table(results, list(cfg.metrics), note=task.table_note))
     try:
-        task.plot(out / "plots", prep.evaluation, generated)
+        draw_figures_and_report(task, out, results, prep.data, command=command)
     except Exception as e:  # noqa: BLE001 - a plotting failure must not lose the results
-        log.warning("warning: plotting failed: %s", e)
+        log.warning("warning: the figures or the report failed: %s: %s", type(e).__name__, e)
     return results

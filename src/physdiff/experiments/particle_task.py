@@ -281,9 +281,14 @@ class ParticleTask(Task):
         }
         return write_particles(path, arrays, attrs, splits=None, floor=False)
 
-    def read_samples(self, path: Path) -> Samples:
+    def read_samples(self, path: Path, max_samples: int | None = None) -> Samples:
         s = load_particles(path)
-        return {"positions": s.positions, "velocities": s.velocities, "source_indices": s.source_indices}
+        keep = slice(None, max_samples)
+        return {
+            "positions": s.positions[keep],
+            "velocities": s.velocities[keep],
+            "source_indices": s.source_indices[keep],
+        }
 
     def condition_from(self, condition: Mapping[str, Any], template: ParticleData) -> ParticleData:
         """Initial frames to sample from: ``positions``, ``velocities`` ``[N, K, D]`` (or ``[N, 1, K, D]``),
@@ -315,13 +320,25 @@ class ParticleTask(Task):
         )
 
     def plot(
-        self, out_dir: Path, reference: ParticleData, generated: Mapping[str, Mapping[str, Samples]]
+        self,
+        out_dir: Path,
+        reference: ParticleData,
+        generated: Mapping[str, Mapping[str, Samples]],
+        *,
+        per_seed=None,
+        constraints=None,
+        training_logs=None,
     ) -> list[Path]:
         from physdiff.evaluation.plots import plot_particle_results
 
         first = {arm: s[next(iter(s))] for arm, s in generated.items() if s}
         return plot_particle_results(
-            out_dir, reference, {arm: (s["positions"], s["velocities"]) for arm, s in first.items()}
+            out_dir,
+            reference,
+            {arm: (s["positions"], s["velocities"]) for arm, s in first.items()},
+            per_seed=per_seed,
+            constraints=constraints,
+            training_logs=training_logs,
         )
 
     # ------------------------------------------------------------------------------ file-level

@@ -179,8 +179,8 @@ class Task(ABC):
         """Write samples in the data's layout, with ``source_indices`` and the reference's provenance."""
 
     @abstractmethod
-    def read_samples(self, path: Path) -> Samples:
-        """Samples written by :meth:`write_samples`."""
+    def read_samples(self, path: Path, max_samples: int | None = None) -> Samples:
+        """Samples written by :meth:`write_samples` (the first ``max_samples``), with their ``source_indices``."""
 
     @abstractmethod
     def condition_from(self, condition: Mapping[str, Any], template: Any) -> Any:
@@ -188,8 +188,18 @@ class Task(ABC):
         from (the public run API); ``template`` (the run's data) gives the grid, frames and constants."""
 
     @abstractmethod
-    def plot(self, out_dir: Path, reference: Any, generated: Mapping[str, Mapping[str, Samples]]) -> list[Path]:
-        """Figures of ``generated[arm][subtask]`` against the reference; returns the written files."""
+    def plot(
+        self,
+        out_dir: Path,
+        reference: Any,
+        generated: Mapping[str, Mapping[str, Samples]],
+        *,
+        per_seed: Mapping[str, Mapping[int, Mapping[str, Samples]]] | None = None,
+        constraints: Mapping[str, Mapping[int, Mapping[str, Samples]]] | None = None,
+        training_logs: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]] | None = None,
+    ) -> list[Path]:
+        """Figures of ``generated[arm][subtask]`` (and, when given, every seed's samples, the sampling-constraint
+        rows' samples and the training logs) against the reference; returns the written files."""
 
     # ------------------------------------------------------------------------------ file-level (CLI)
     @classmethod
