@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from physdiff.config import ConfigError, bounded, from_dict, load_yaml_dict, one_of
 from physdiff.diffusion.parametrisation import PREDICTIONS
 from physdiff.diffusion.samplers import SAMPLERS
-from physdiff.diffusion.schedule import SCHEDULES
+from physdiff.diffusion.schedule import PROCESSES, SCHEDULES
 from physdiff.presets import PRESETS, experiments, preset_path
 from physdiff.priors.aux_head import PRIOR_VARIANTS
 from physdiff.priors.sampling import CONSTRAINT_MODES
@@ -119,8 +119,24 @@ MODEL_CONFIGS: dict[str, type[ModelConfig]] = {"egnn": EGNNConfig, "transformer"
 
 @dataclass
 class DiffusionConfig:
-    schedule: str = field(default="linear", metadata=one_of(lambda: tuple(SCHEDULES)))  # linear | cosine
-    prediction: str = field(default="x0", metadata=one_of(PREDICTIONS))  # what the network predicts
+    """The generative process: ``vp`` (variance preserving, with a ``schedule``) or ``flow`` (the linear
+    interpolant of flow matching; its schedule is ``linear``), and what the network predicts."""
+
+    process: str = field(default="vp", metadata=one_of(lambda: tuple(PROCESSES)))  # vp | flow
+    schedule: str = field(default="linear", metadata=one_of(lambda: tuple(SCHEDULES)))  # linear | cosine (vp)
+    prediction: str = field(default="x0", metadata=one_of(PREDICTIONS))  # eps | x0 | v (flow: v = ε − x0)
+
+    def __post_init__(self) -> None:
+        if self.process == "flow" and self.schedule != "linear":
+            raise ConfigError(
+                f"config key 'diffusion.schedule': the flow process has the linear interpolant only, got "
+                f"{self.schedule!r} (leave diffusion.schedule=linear)"
+            )
+        if self.process == "flow" and self.prediction == "eps":
+            raise ConfigError(
+                "config key 'diffusion.prediction': with the flow process predict 'v' or 'x0' (x̂0 from ε̂ divides by "
+                "1 − t and amplifies errors ~1000× near t = 1)"
+            )
 
 
 @dataclass

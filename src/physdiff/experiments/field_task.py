@@ -232,7 +232,11 @@ class FieldTask(Task):
             dropout=model.dropout,
             attention=model.attention,
         )
-        return Denoiser(net, make_schedule(self.cfg.diffusion.schedule), prediction=self.cfg.diffusion.prediction)
+        return Denoiser(
+            net,
+            make_schedule(self.cfg.diffusion.schedule, process=self.cfg.diffusion.process),
+            prediction=self.cfg.diffusion.prediction,
+        )
 
     def _residual_kwargs(self, data: FieldData, scaling: FieldScaling) -> dict[str, Any]:
         layout = self.layout(scaling)

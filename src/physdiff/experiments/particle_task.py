@@ -175,7 +175,7 @@ class ParticleTask(Task):
         dim = example["x0"].shape[-1] // 2
         return Denoiser(
             ignore_aux_head_weights(_build_network(self.cfg.model, dim)),
-            make_schedule(self.cfg.diffusion.schedule),
+            make_schedule(self.cfg.diffusion.schedule, process=self.cfg.diffusion.process),
             prediction=self.cfg.diffusion.prediction,
             project=zero_com_projection(dim),
         )

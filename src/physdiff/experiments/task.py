@@ -108,7 +108,7 @@ class Task(ABC):
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
-        self.schedule = make_schedule(cfg.diffusion.schedule)
+        self.schedule = make_schedule(cfg.diffusion.schedule, process=cfg.diffusion.process)
 
     # ------------------------------------------------------------------------------------- data
     @abstractmethod
