@@ -35,10 +35,12 @@ def test_reproduce_pde_table_both_arms(tmp_path, capsys, experiment, keys):
     res = json.loads((out / "results.json").read_text())
     assert res["experiment"] == experiment and res["seeds"] == [0, 1] and res["split"] == "test"
     assert set(res["arms"]) == {"no_prior", "prior:residual"}
+    pdebench = {"nrmse", "crmse", "brmse", "max_error", "frmse_low", "frmse_mid", "frmse_high"}
     for arm in res["arms"].values():
-        assert set(arm) == set(keys)
-        for k in keys:
+        assert set(arm) == set(keys) | pdebench  # PDEBench's metrics on the prediction samples too
+        for k in [*keys, "nrmse", "crmse", "brmse", "frmse_low"]:
             assert np.isfinite(arm[k]["mean"]) and arm[k]["std"] >= 0 and len(arm[k]["per_seed"]) == 2
+    assert "nrmse (prediction)" in (out / "table.md").read_text()
     assert res["floor"]["constraint_rmse"] >= 0
     for k in keys:  # paired comparison over the two seeds
         p = res["paired"]["prior:residual"][k]

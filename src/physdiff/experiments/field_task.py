@@ -31,6 +31,7 @@ from physdiff.data.pdebench import FieldData, load_pde, simulate_to_file, write_
 from physdiff.data.provenance import fingerprint
 from physdiff.diffusion import Denoiser, make_schedule
 from physdiff.evaluation.field_metrics import evaluate_field_files, is_field_file, rmse
+from physdiff.evaluation.pdebench_metrics import pdebench_metrics
 from physdiff.experiments.config import PriorConfig, UNetConfig
 from physdiff.experiments.task import Augment, Samples, Task, register_task
 from physdiff.models.unet import UNet
@@ -290,8 +291,12 @@ class FieldTask(Task):
     # ------------------------------------------------------------------------------ evaluation
     def evaluate(self, samples: Samples, reference: FieldData, subtask: str) -> dict[str, np.ndarray]:
         """``rmse``: against the ground truth over the unknown entries; ``constraint_rmse``: RMSE of the system's
-        residual over the stencil's points (physical units)."""
+        residual over the stencil's points (physical units); on prediction samples also PDEBench's metrics
+        (``nrmse``, ``crmse``, ``brmse``, ``frmse_low|mid|high``, ``max_error``;
+        :mod:`physdiff.evaluation.pdebench_metrics`), the given first frame excluded."""
         out: dict[str, np.ndarray] = {}
+        if subtask == "prediction" and subtask in self.cfg.metrics.values():
+            out |= self.pdebench(samples["u"], reference)
         for key, task in self.cfg.metrics.items():
             if task != subtask:
                 continue
@@ -304,6 +309,26 @@ class FieldTask(Task):
             else:
                 raise ValueError(f"metrics: unknown field metric {key!r}; choose 'rmse' or 'constraint_rmse'")
         return out
+
+    def pdebench(self, pred: np.ndarray, reference: FieldData) -> dict[str, np.ndarray]:
+        """PDEBench's per-sample metrics of predictions against the reference (their ``rmse`` is left out: the
+        table's ``rmse`` is over the unknown entries, the same quantity)."""
+        axes = self.system.field_axes
+        known = self.system.prediction_mask(reference.fields.shape)
+        lengths = [
+            float(np.ptp(reference.coords[a]) + (reference.coords[a][1] - reference.coords[a][0]))
+            for a in self.system.spatial_axes
+        ]
+        values = pdebench_metrics(
+            pred,
+            reference.fields,
+            spatial_dims=len(self.system.spatial_axes),
+            channel_axis=1 + axes.index("c") if "c" in axes else None,
+            time_axis=1 + axes.index("t") if "t" in axes else None,
+            mask=None if known is None else np.broadcast_to(known, reference.fields.shape),
+            domain_lengths=lengths,
+        )
+        return {k: v for k, v in values.items() if k != "rmse"}
 
     def floor(self, reference: FieldData) -> dict[str, float]:
         if not reference.priors_available or "constraint_rmse" not in self.cfg.metrics:

@@ -500,7 +500,7 @@ def reproduce(
     }
     if not main:
         return results
-    tables.write_results(out, results, tables.markdown_table(results, list(cfg.metrics), note=task.table_note))
+    tables.write_results(out, results, tables.markdown_table(results, tables.table_keys(results), note=task.table_note))
     try:
         draw_figures_and_report(task, out, results, prep.data, command=command)
     except Exception as e:  # noqa: BLE001 - a plotting failure must not lose the results

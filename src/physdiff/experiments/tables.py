@@ -32,6 +32,7 @@ from physdiff.evaluation.statistics import aggregate_seeds, paired_difference
 __all__ = [
     "select_arms",
     "run_dir",
+    "table_keys",
     "aggregate",
     "paired",
     "paired_constraints",
@@ -121,6 +122,17 @@ def run_arms(
     return {a: aggregate(m) for a, m in per_arm.items()}, generated, round(time.time() - t_start, 1)
 
 
+#: metrics shown after the table's own when present (PDEBench's, on prediction samples)
+EXTRA_KEYS = ("nrmse", "crmse", "brmse", "frmse_low", "frmse_mid", "frmse_high")
+
+
+def table_keys(results: Mapping[str, Any]) -> list[str]:
+    """The table's columns: its metrics (``metric_tasks``, in order), then PDEBench's when every arm has them."""
+    keys = list(results.get("metric_tasks") or next(iter(results["arms"].values()), {}))
+    arms = results["arms"].values()
+    return keys + [k for k in EXTRA_KEYS if k not in keys and arms and all(k in m for m in arms)]
+
+
 def _cell(m: Mapping[str, Any]) -> str:
     cell = f"{m['mean']:.4g} ± {m['std']:.2g}"
     return cell + (f" ({m['nonfinite']} non-finite)" if m.get("nonfinite") else "")
@@ -142,7 +154,8 @@ def markdown_table(
     each with-prior arm to ``no_prior`` and its paired difference with the 95 % interval over seeds."""
     arms = results["arms"]
     keys = [k for k in keys if all(k in m for m in arms.values())]
-    tasks = results.get("metric_tasks") or {}
+    tasks = dict(results.get("metric_tasks") or {})
+    tasks |= {k: "prediction" for k in EXTRA_KEYS if k in keys and k not in tasks}
     labels = labels or {k: f"{k} ({t})" for k, t in tasks.items()}
     header = ["| method | " + " | ".join(labels.get(k, k) for k in keys) + " |", "|---|" + "---|" * len(keys)]
     lines = [
