@@ -300,7 +300,11 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
-BUILTIN_TASK_MODULES = ("physdiff.experiments.particle_task", "physdiff.experiments.field_task")
+BUILTIN_TASK_MODULES = (
+    "physdiff.experiments.particle_task",
+    "physdiff.experiments.field_task",
+    "physdiff.experiments.well_task",
+)
 
 
 def _load_builtin_tasks() -> None:

@@ -29,7 +29,15 @@ from physdiff.physics import pde_residuals as R
 from physdiff.physics.finite_difference import time_derivative
 from physdiff.systems import advection, burgers, darcy, shallow_water
 
-__all__ = ["PDESimulation", "PDESystem", "Residual", "get_pde_system", "PDE_SYSTEMS", "spacing_from_coords"]
+__all__ = [
+    "PDESimulation",
+    "PDESystem",
+    "Residual",
+    "get_pde_system",
+    "register_pde_system",
+    "PDE_SYSTEMS",
+    "spacing_from_coords",
+]
 
 
 def spacing_from_coords(coords: Mapping[str, np.ndarray]) -> dict[str, float | None]:
@@ -295,8 +303,23 @@ PDE_SYSTEMS: Mapping[str, PDESystem] = MappingProxyType(
 )
 
 
+#: systems described by a data file at run time (e.g. a The Well data set: its fields, channels, periodic axes)
+_FROM_FILES: dict[str, PDESystem] = {}
+
+
+def register_pde_system(system: PDESystem) -> PDESystem:
+    """Make a system described by a data file known by its name for this process (the built-ins cannot be
+    replaced); returns it."""
+    if system.name in PDE_SYSTEMS:
+        raise ValueError(f"{system.name!r} is a built-in PDE system and cannot be replaced")
+    _FROM_FILES[system.name] = system
+    return system
+
+
 def get_pde_system(name: str) -> PDESystem:
     """Look up a PDE system by name (``shallow_water`` is accepted for ``shallow-water``)."""
+    if name in _FROM_FILES:
+        return _FROM_FILES[name]
     key = name.strip().lower().replace("_", "-")
     if key not in PDE_SYSTEMS:
         raise ValueError(f"unknown PDE system {name!r}; valid names: {', '.join(PDE_SYSTEMS)}")
