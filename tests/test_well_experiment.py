@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from physdiff.cli.main import main
 from physdiff.data.the_well import write_the_well
@@ -51,10 +52,7 @@ def test_the_well_file_trains_samples_and_evaluates(tmp_path, capsys):
     js = tmp_path / "m.json"
     assert main(["evaluate", str(run / "samples_prediction.h5"), "--reference", str(data), "--json", str(js)]) == 0
     ev = json.loads(js.read_text())
-    assert (
-        ev["metrics"]["rmse"]["mean"] == np.float64(m["rmse"]["per_seed"][0])
-        or abs(ev["metrics"]["rmse"]["mean"] - m["rmse"]["per_seed"][0]) < 1e-9
-    )
+    assert ev["metrics"]["rmse"]["mean"] == pytest.approx(m["rmse"]["per_seed"][0], rel=1e-9)
     capsys.readouterr()
     assert main(["reproduce", "the-well", "--out", str(tmp_path / "x"), *TINY]) == 2
     assert "--data FILE" in capsys.readouterr().err
