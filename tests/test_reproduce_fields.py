@@ -122,6 +122,10 @@ def test_sweep_command_runs_the_grid_on_val_and_names_the_best(tmp_path, capsys)
     else:  # a tiny model can undershoot the floor of a tiny grid: then no point is named
         assert "prior:residual" not in res["best"]
     assert "score" in (out / "sweep.md").read_text()
+    html = (out / "report.html").read_text()
+    assert "priors.0.weight=0.1" in html and "physdiff sweep burgers" in html
+    (out / "report.html").unlink()
+    assert main(["plot", str(out)]) == 0 and (out / "report.html").is_file()
     assert (out / "priors.0.weight-0.1" / "arms" / "prior_residual").is_dir()
     assert not (out / "priors.0.weight-0.1" / "arms" / "no_prior").exists()  # the baseline runs once
     # a second call resumes every run from its checkpoint and gives the same numbers
@@ -139,6 +143,8 @@ def test_train_and_sample_one_pde_arm_cli(tmp_path, capsys):
     assert main(["sample", str(run), "--steps", "3", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "rmse" in out and "constraint_rmse" in out
+    assert main(["plot", str(run)]) == 0  # a run folder: its training curves
+    assert "wrote" in capsys.readouterr().out
     for task in ("prediction", "generation"):
         with h5py.File(run / f"samples_{task}.h5") as f:
             assert f["tensor"].shape == (4, 8, 16) and f.attrs["task"] == task

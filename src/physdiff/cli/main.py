@@ -230,7 +230,7 @@ def _reproduce_all(a: argparse.Namespace, exps: list[str], info, reproduce) -> i
             exp,
             a.preset,
             out,
-            command=shlex.join(["physdiff", *sys.argv[1:]]),
+            command=a.command_line,
             overrides=over,
             seeds=_seeds(a),
             arms=_arms(a),
@@ -264,6 +264,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
         device=a.device,
         cache_dir=a.cache_dir,
         max_worse=a.max_worse,
+        command=a.command_line,
     )
     print()
     print((out / "sweep.md").read_text())
@@ -272,19 +273,35 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
 
 
 def _cmd_plot(a: argparse.Namespace) -> int:
-    from physdiff.experiments.harness import configure, draw_figures_and_report
-    from physdiff.experiments.task import make_task
+    """Figures and report of a results folder (``results.json``), a sweep (``sweep.json``) or a run folder."""
+    from physdiff.experiments.harness import configure, draw_figures_and_report, draw_run_figures
 
     res = Path(a.results).resolve()
-    if not (res / "results.json").is_file():
-        raise FileNotFoundError(f"{res}: not a results folder of 'physdiff reproduce' (no results.json)")
-    info = json.loads((res / "results.json").read_text())
-    cfg = configure(_run_config(res), [f"data.path={info['data']}"])
-    task = make_task(cfg)
-    data = task.load(res / "data", progress=False)
-    for p in draw_figures_and_report(task, res, info, data, command=info.get("command")):
-        print(f"wrote {p}")
-    return 0
+    if (res / "sweep.json").is_file():
+        from physdiff.evaluation.report import write_sweep_report
+
+        info = json.loads((res / "sweep.json").read_text())
+        md = (res / "sweep.md").read_text() if (res / "sweep.md").is_file() else ""
+        print(f"wrote {write_sweep_report(res, info, sweep_md=md)}")
+        return 0
+    if (res / "results.json").is_file():
+        from physdiff.experiments.task import make_task
+
+        info = json.loads((res / "results.json").read_text())
+        cfg = configure(_run_config(res), [f"data.path={info['data']}"])
+        task = make_task(cfg)
+        data = task.load(res / "data", progress=False)
+        for p in draw_figures_and_report(task, res, info, data, command=info.get("command")):
+            print(f"wrote {p}")
+        return 0
+    if (res / "checkpoint.pt").is_file() and (res / "config.yaml").is_file():
+        for p in draw_run_figures(res):
+            print(f"wrote {p}")
+        return 0
+    raise FileNotFoundError(
+        f"{res}: not a results folder (results.json), a sweep folder (sweep.json) or a run folder (config.yaml, "
+        "checkpoint.pt)"
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -436,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(sw)
     sw.set_defaults(fn=_cmd_sweep)
 
-    pl = sub.add_parser("plot", help="(re)draw the plots of a results folder")
+    pl = sub.add_parser("plot", help="(re)draw the figures and report of a results, sweep or run folder")
     pl.add_argument("results")
     pl.set_defaults(fn=_cmd_plot)
     return p
@@ -450,6 +467,7 @@ def _configure_logging(a: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.command_line = shlex.join(["physdiff", *(sys.argv[1:] if argv is None else argv)])
     bad = [e for e in extra if "=" not in e or e.startswith("-")]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")

@@ -1,4 +1,4 @@
-"""Self-contained HTML reports of a results folder (``report.html``) and of a sweep (``sweep.html``).
+"""Self-contained HTML reports (``report.html``) of a results folder and of a sweep folder.
 
 A report opens in a browser from the file system: no server, no JavaScript, no external files. PNG figures
 are embedded as ``data:image/png;base64`` URIs; other figure files (PDF, SVG, GIF) are linked by their path
@@ -500,9 +500,9 @@ def write_sweep_report(
     figures: Sequence[Path] = (),
     command: str | None = None,
     versions: dict | None = None,
-    name: str = "sweep.html",
+    name: str = "report.html",
 ) -> Path:
-    """Write ``out_dir/sweep.html`` for a ``sweep.json`` (grid, the sweep table with means, ratios, score,
+    """Write ``out_dir/report.html`` for a ``sweep.json`` (grid, the sweep table with means, ratios, score,
     eligibility flags and the best point per arm, the command and versions); returns its path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,7 @@ __all__ = [
     "sample_and_evaluate",
     "samples_name",
     "draw_figures_and_report",
+    "draw_run_figures",
     "reproduce",
 ]
 
@@ -416,6 +417,31 @@ def draw_figures_and_report(
         command=command,
     )
     return [*figures, report]
+
+
+def draw_run_figures(run_dir: Path, *, max_samples: int = 64) -> list[Path]:
+    """Figures of one run folder (``physdiff train`` + ``sample``): its samples files against the data they
+    were sampled from, and its training curves, in ``run_dir/plots``."""
+    from physdiff.config import from_dict, load_yaml_dict
+    from physdiff.evaluation.plots import read_training_logs
+
+    raw = load_yaml_dict(run_dir / "config.yaml")
+    arm, seed = str(raw.pop("arm", "no_prior")), int(raw.pop("seed", 0))
+    cfg = from_dict(ExperimentConfig, raw, where=str(run_dir / "config.yaml"))
+    task = make_task(cfg)
+    data = task.load(run_dir / "data", progress=False)
+    generated: dict[str, Samples] = {}
+    for subtask in cfg.subtasks:
+        path = run_dir / samples_name(subtask)
+        if path.is_file():
+            generated[subtask] = task.read_samples(path, max_samples)
+    if not generated:
+        raise FileNotFoundError(f"{run_dir}: no samples files to plot; run 'physdiff sample {run_dir}' first")
+    idx = next(iter(generated.values()))["source_indices"]
+    logs = read_training_logs(run_dir.parent, [arm], [seed], run_dir=lambda *_: run_dir)
+    return task.plot(
+        run_dir / "plots", data.subset(idx), {arm: generated}, per_seed={arm: {seed: generated}}, training_logs=logs
+    )
 
 
 def reproduce(

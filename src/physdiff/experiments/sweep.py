@@ -19,6 +19,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from physdiff.evaluation.report import write_sweep_report
+
 __all__ = ["parse_grid", "run_sweep", "best_points", "sweep_markdown"]
 
 
@@ -43,16 +45,24 @@ def _point_dir(point: list[str]) -> str:
 
 
 def _plan(
-    experiment: str, preset: str, overrides: list[str], grid: dict[str, list[str]]
+    experiment: str, preset: str, overrides: list[str], grid: dict[str, list[str]], cache: Path, split: str
 ) -> tuple[list[str], list[str]]:
-    """(table metrics, with-prior arms) of the configured experiment; every grid point is validated first."""
+    """(table metrics, with-prior arms) of the configured experiment. Every grid point is validated before
+    any training: its config, and its priors and sampling-time constraints on the data (which are cached)."""
     from physdiff.config import apply_overrides
     from physdiff.experiments.config import preset_config
+    from physdiff.experiments.harness import prepare
 
     cfg = apply_overrides(preset_config(experiment, preset), overrides)
     keys = list(grid)
+    prep = None
     for values in itertools.product(*(grid[k] for k in keys)):  # refuse a bad grid before any training
-        apply_overrides(cfg, [f"{k}={v}" for k, v in zip(keys, values, strict=True)])
+        point = apply_overrides(cfg, [f"{k}={v}" for k, v in zip(keys, values, strict=True)])
+        prep = prep or prepare(point, cache, split=split, progress=False)
+        task = type(prep.task)(point)
+        for specs in point.arms().values():
+            task.build_priors(specs, prep.train, prep.scaling)
+        task.build_constraints(prep.train, prep.scaling)
     return list(cfg.metrics), list(cfg.arms())[1:]
 
 
@@ -70,6 +80,7 @@ def run_sweep(
     cache_dir: str | Path | None = None,
     max_worse: float = 0.05,
     progress: bool = True,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Run the grid; returns the ``sweep.json`` content. Runs resume from their checkpoints, so running
     the same sweep again continues where it stopped."""
@@ -77,12 +88,12 @@ def run_sweep(
 
     if not grid:
         raise ValueError("empty sweep grid: give at least one --grid key=v1,v2,...")
-    metrics, prior_arms = _plan(experiment, preset, list(overrides), grid)
+    out = Path(out or f"results/sweep-{experiment}-{preset}")
+    cache = Path(cache_dir) if cache_dir else out / "data"
+    metrics, prior_arms = _plan(experiment, preset, list(overrides), grid, cache, split)
     arms = list(arms) if arms else prior_arms
     if "no_prior" in arms:
         raise ValueError("the no_prior arm runs once as the baseline; list with-prior arms only in --arms")
-    out = Path(out or f"results/sweep-{experiment}-{preset}")
-    cache = Path(cache_dir) if cache_dir else out / "data"
     common = dict(
         preset=preset, seeds=seeds, cache_dir=cache, device=device, progress=progress, split=split, resume=True
     )
@@ -122,6 +133,7 @@ def run_sweep(
     }
     (out / "sweep.json").write_text(json.dumps(result, indent=2))
     (out / "sweep.md").write_text(sweep_markdown(result))
+    write_sweep_report(out, result, sweep_md=(out / "sweep.md").read_text(), command=command)
     return result
 
 
