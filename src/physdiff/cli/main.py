@@ -276,7 +276,18 @@ def _cmd_plot(a: argparse.Namespace) -> int:
     """Figures and report of a results folder (``results.json``), a sweep (``sweep.json``) or a run folder."""
     from physdiff.experiments.harness import configure, draw_figures_and_report, draw_run_figures
 
-    res = Path(a.results).resolve()
+    folders = [Path(r).resolve() for r in a.results]
+    if len(folders) > 1 or a.out:  # run folders side by side: a results folder of their samples
+        from physdiff.experiments.harness import compare_runs
+
+        if not a.out:
+            raise ValueError("plot: several run folders are compared into one results folder; name it with --out DIR")
+        out = check_output_folder(Path(a.out), "--out")
+        res = compare_runs(folders, out, command=a.command_line)
+        print((out / "table.md").read_text())
+        print(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'plots'}, {out / 'report.html'}")
+        return 0 if res else 1
+    res = folders[0]
     if (res / "sweep.json").is_file():
         from physdiff.evaluation.report import write_sweep_report
 
@@ -453,8 +464,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(sw)
     sw.set_defaults(fn=_cmd_sweep)
 
-    pl = sub.add_parser("plot", help="(re)draw the figures and report of a results, sweep or run folder")
-    pl.add_argument("results")
+    pl = sub.add_parser(
+        "plot",
+        help="(re)draw the figures and report of a results, sweep or run folder; or compare run folders (--out)",
+    )
+    pl.add_argument("results", nargs="+", help="a results, sweep or run folder; or several run folders with --out")
+    pl.add_argument(
+        "--out",
+        default=None,
+        help="compare the run folders (their samples, per arm and seed) into this results folder: results.json, "
+        "table.md with paired intervals, plots, report.html",
+    )
     pl.set_defaults(fn=_cmd_plot)
     return p
 
@@ -513,6 +533,8 @@ def _write_traceback(args: argparse.Namespace) -> str:
     import traceback
 
     folder = getattr(args, "run_dir", None) or getattr(args, "out", None) or getattr(args, "results", None)
+    if isinstance(folder, list):
+        folder = folder[0]
     path = Path(folder) / "run.log" if folder and Path(folder).is_dir() else None
     if path is None:
         fd, name = tempfile.mkstemp(prefix="physdiff-error-", suffix=".log")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ __all__ = [
     "samples_name",
     "draw_figures_and_report",
     "draw_run_figures",
+    "compare_runs",
     "reproduce",
 ]
 
@@ -390,8 +392,10 @@ def draw_figures_and_report(
     subtasks = list(dict.fromkeys(results.get("metric_tasks", {}).values())) or ["prediction"]
     labels = {row: row.split(" + ", 1) for row in results.get("sampling_constraints", {})}
 
+    runs = results.get("runs", {})  # a comparison of run folders (compare_runs) records where they are
+
     def read(arm: str, seed: int, label: str | None = None) -> dict[str, Samples]:
-        folder = tables.run_dir(out, arm, seed)
+        folder = (out / runs[arm][str(seed)]).resolve() if runs else tables.run_dir(out, arm, seed)
         got = {}
         for subtask in subtasks:
             suffix = "" if label is None else "_" + label.replace(":", "_")
@@ -406,7 +410,8 @@ def draw_figures_and_report(
     sources = [s["source_indices"] for per in first.values() for s in per.values()]
     n = min((len(i) for i in sources), default=0)
     ref = reference.subset(np.asarray(sources[0][:n], dtype=np.int64)) if n else reference
-    logs = read_training_logs(out, arms, seeds, run_dir=tables.run_dir)
+    where = (lambda _, arm, seed: (out / runs[arm][str(seed)]).resolve()) if runs else tables.run_dir
+    logs = read_training_logs(out, arms, seeds, run_dir=where)
     figures = task.plot(out / "plots", ref, first, per_seed=per_seed, constraints=constrained, training_logs=logs)
     report = write_report(
         out,
@@ -442,6 +447,104 @@ def draw_run_figures(run_dir: Path, *, max_samples: int = 64) -> list[Path]:
     return task.plot(
         run_dir / "plots", data.subset(idx), {arm: generated}, per_seed={arm: {seed: generated}}, training_logs=logs
     )
+
+
+def _read_run_config(run_dir: Path) -> tuple[ExperimentConfig, str, int]:
+    """A run folder's experiment config, arm and seed (from its ``config.yaml``)."""
+    from physdiff.config import from_dict, load_yaml_dict
+
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run folder of 'physdiff train' (no config.yaml)")
+    raw = load_yaml_dict(run_dir / "config.yaml")
+    arm, seed = str(raw.pop("arm", "no_prior")), int(raw.pop("seed", 0))
+    return from_dict(ExperimentConfig, raw, where=str(run_dir / "config.yaml")), arm, seed
+
+
+def _recorded_split(path: Path) -> str | None:
+    """The split a samples file was generated on (its ``reference_split`` attribute), if recorded."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        value = f.attrs.get("reference_split")
+    return value.decode() if isinstance(value, bytes) else (None if value is None else str(value))
+
+
+def compare_runs(
+    run_dirs: Sequence[str | Path], out: str | Path, *, command: str | None = None, max_samples: int = 64
+) -> dict[str, Any]:
+    """A results folder built from run folders (``physdiff train`` + ``physdiff sample``): each run's samples
+    files evaluated against the rows of the data they were sampled from, grouped by arm with the runs' seeds
+    as seeds; ``results.json`` (with ``"runs"``: each run folder relative to ``out``), ``table.md`` with the
+    paired intervals (when the arms share seeds and conditions), the figures and ``report.html``.
+
+    The runs must be of one experiment on one data file, sampled on the same split."""
+    out = Path(out)
+    dirs = [Path(d).resolve() for d in run_dirs]
+    if not dirs:
+        raise ValueError("compare: give at least one run folder")
+    configs = {d: _read_run_config(d) for d in dirs}
+    cfg0 = configs[dirs[0]][0]
+    grouped: dict[str, dict[int, Path]] = {}
+    for d, (cfg, arm, seed) in configs.items():
+        if cfg.experiment != cfg0.experiment or cfg.data.path != cfg0.data.path:
+            raise ValueError(
+                f"compare: {d} is a {cfg.experiment!r} run on {cfg.data.path or 'simulated data'} but {dirs[0]} is "
+                f"a {cfg0.experiment!r} run on {cfg0.data.path or 'simulated data'}; compare runs of one "
+                "experiment on one data file"
+            )
+        if seed in grouped.setdefault(arm, {}):
+            raise ValueError(f"compare: {grouped[arm][seed]} and {d} are both arm {arm!r}, seed {seed}")
+        grouped[arm][seed] = d
+    task = make_task(cfg0)
+    data = task.load(dirs[0] / "data", progress=False)
+    per_arm: dict[str, dict[int, dict[str, np.ndarray]]] = {}
+    sources: dict[str, np.ndarray] = {}
+    splits = set()
+    for arm, by_seed in grouped.items():
+        for seed, d in sorted(by_seed.items()):
+            metrics: dict[str, np.ndarray] = {}
+            for subtask in cfg0.subtasks:
+                path = d / samples_name(subtask)
+                if not path.is_file():
+                    continue
+                samples = task.read_samples(path)
+                idx = np.asarray(samples["source_indices"], dtype=np.int64)
+                first = sources.setdefault(subtask, idx)
+                if not np.array_equal(first, idx):
+                    raise ValueError(
+                        f"compare: {path} was sampled from other conditions than the first run's {subtask} samples "
+                        f"(source_indices differ); sample every run with the same --split and --n"
+                    )
+                splits.add(_recorded_split(path))
+                metrics |= task.evaluate(samples, data.subset(idx), subtask)
+            if not metrics:
+                raise FileNotFoundError(f"{d}: no samples files to compare; run 'physdiff sample {d}' first")
+            per_arm.setdefault(arm, {})[seed] = metrics
+    arm_metrics = {a: tables.aggregate(m) for a, m in per_arm.items()}
+    seed_sets = {tuple(sorted(m)) for m in per_arm.values()}
+    base = "no_prior" if "no_prior" in arm_metrics else next(iter(arm_metrics))
+    results = {
+        "experiment": cfg0.experiment,
+        "split": "+".join(sorted(s for s in splits if s)) or "unknown",
+        "preset": cfg0.preset,
+        "seeds": sorted({s for m in per_arm.values() for s in m}),
+        "metric_tasks": {k: v for k, v in cfg0.metrics.items() if any(k in m for m in arm_metrics.values())},
+        "arms": arm_metrics,
+        # paired over seeds only when every arm has the same seeds (the same conditions are checked above)
+        "paired": tables.paired(arm_metrics, base) if len(seed_sets) == 1 else {},
+        "floor": task.floor(data.subset(next(iter(sources.values())))),
+        "sampling_constraints": {},
+        "sampling_constraints_paired": {},
+        "data": str(Path(data.path).resolve()) if getattr(data, "path", None) else "",
+        "runs": {a: {str(s): os.path.relpath(d, out.resolve()) for s, d in m.items()} for a, m in grouped.items()},
+        "wall_time_s": 0.0,
+        "command": command,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    save_yaml(cfg0, out / "config.yaml")  # the first run's config: 'physdiff plot OUT' redraws from it
+    tables.write_results(out, results, tables.markdown_table(results, tables.table_keys(results), note=task.table_note))
+    draw_figures_and_report(task, out, results, data, max_samples=max_samples, command=command)
+    return results
 
 
 def reproduce(
