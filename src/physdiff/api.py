@@ -28,7 +28,7 @@ from physdiff.config import from_dict, load_yaml_dict
 from physdiff.evaluation.statistics import summarize_samples
 from physdiff.experiments.config import ConstraintConfig, ExperimentConfig
 from physdiff.experiments.harness import Prepared, configure, load_arm, prepare, sample_tensors
-from physdiff.training.distributed import resolve_device
+from physdiff.training.distributed import DistInfo, resolve_device
 
 __all__ = ["Run", "load_run"]
 
@@ -44,6 +44,8 @@ class Run:
     prepared: Prepared
     denoiser: torch.nn.Module
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    #: under torchrun: the ranks share the sampling batches and every rank receives all samples
+    dist_info: DistInfo = field(default_factory=DistInfo)
 
     @property
     def task(self):
@@ -116,6 +118,7 @@ class Run:
             self.seed if seed is None else seed,
             device=self.device,
             constraint=self._constraints(constraints),
+            dist_info=self.dist_info,
         )
         out = dict(self.task.from_tensors(x, data, self.prepared.scaling))
         for key in ("masses", "edges", "coefficient"):
@@ -158,9 +161,12 @@ def load_run(
     split: str = "test",
     cache_dir: str | Path | None = None,
     overrides: Sequence[str] = (),
+    dist_info: DistInfo | None = None,
 ) -> Run:
     """A trained run: its config, scaling, EMA weights and task (``path``: the folder with ``config.yaml``,
-    ``scaling.json`` and ``checkpoint.pt``); ``overrides``: ``key=value`` changes of the sampling settings."""
+    ``scaling.json`` and ``checkpoint.pt``); ``overrides``: ``key=value`` changes of the sampling settings;
+    ``dist_info``: under torchrun (:func:`physdiff.training.distributed.init_distributed`), the ranks share
+    :meth:`Run.sample`'s batches."""
     path = Path(path)
     for name in ("config.yaml", "scaling.json", "checkpoint.pt"):
         if not (path / name).is_file():
@@ -168,7 +174,8 @@ def load_run(
     raw = load_yaml_dict(path / "config.yaml")
     arm, seed = str(raw.pop("arm", "no_prior")), int(raw.pop("seed", 0))
     cfg = configure(from_dict(ExperimentConfig, raw, where=str(path / "config.yaml")), overrides)
-    dev = resolve_device(device)
+    info = dist_info or DistInfo()
+    dev = resolve_device(device, info.local_rank)
     scaling = json.loads((path / "scaling.json").read_text())
-    prep = prepare(cfg, Path(cache_dir or path / "data"), split=split, progress=False, scaling=scaling)
-    return Run(path, cfg, arm, seed, prep, load_arm(prep, path, dev), dev)
+    prep = prepare(cfg, Path(cache_dir or path / "data"), split=split, progress=False, scaling=scaling, dist_info=info)
+    return Run(path, cfg, arm, seed, prep, load_arm(prep, path, dev), dev, info)

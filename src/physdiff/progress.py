@@ -16,16 +16,23 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-__all__ = ["progress_bar", "LineProgress", "progress_enabled"]
+__all__ = ["progress_bar", "LineProgress", "progress_enabled", "set_quiet"]
 
 log = logging.getLogger("physdiff")
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """Turn all progress off (``physdiff --quiet``), even where a run's ``run.log`` takes INFO messages."""
+    global _quiet
+    _quiet = bool(quiet)
 
 
 def progress_enabled(enabled: bool = True) -> bool:
-    """Whether progress should be shown at all: ``enabled`` and not ``TQDM_DISABLE`` and the ``physdiff``
-    logger passes INFO messages (``--quiet`` raises it to WARNING)."""
+    """Whether progress should be shown at all: ``enabled``, not ``--quiet`` (:func:`set_quiet`), not
+    ``TQDM_DISABLE`` and the ``physdiff`` logger passes INFO messages."""
     env = os.environ.get("TQDM_DISABLE", "").strip().lower()
-    return enabled and env in ("", "0", "false", "no") and log.isEnabledFor(logging.INFO)
+    return enabled and not _quiet and env in ("", "0", "false", "no") and log.isEnabledFor(logging.INFO)
 
 
 class LineProgress:

@@ -113,6 +113,18 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_sample(a: argparse.Namespace) -> int:
+    from physdiff.training.distributed import cleanup, init_distributed, resolve_device
+
+    run_dir = Path(a.run_dir)
+    info = init_distributed(resolve_device(a.device, int(os.environ.get("LOCAL_RANK", "0"))))
+    try:
+        return _sample_run(a, run_dir, info)
+    finally:
+        cleanup(info)
+
+
+def _sample_run(a: argparse.Namespace, run_dir: Path, info) -> int:
+    """``physdiff sample``; under torchrun (``info``) the ranks share the batches and rank 0 writes."""
     import numpy as np
 
     from physdiff.api import load_run
@@ -120,8 +132,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     from physdiff.experiments.config import ConstraintConfig
     from physdiff.experiments.harness import configure, prepare, samples_name
 
-    run_dir = Path(a.run_dir)
-    r = load_run(run_dir, device=a.device, split=a.split, cache_dir=a.cache_dir, overrides=a.overrides)
+    r = load_run(run_dir, device=a.device, split=a.split, cache_dir=a.cache_dir, overrides=a.overrides, dist_info=info)
     subtasks = [a.subtask] if a.subtask else r.config.subtasks
     if a.out and len(subtasks) > 1:
         raise ValueError(f"--out names one file but this run samples {subtasks}; choose one with --subtask")
@@ -133,7 +144,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     if a.condition:  # the conditions of a user's file of the task's format
         over = [f"data.path={Path(a.condition).resolve()}"] + ([f"data.system={a.system}"] if a.system else [])
         cfg = configure(r.config, over)
-        source, split = prepare(cfg, run_dir / "data", split=a.split, progress=False).data, "file"
+        source, split = prepare(cfg, run_dir / "data", split=a.split, progress=False, dist_info=info).data, "file"
     paths = {}
     for subtask in subtasks:
         path = check_output_file(Path(a.out) if a.out else run_dir / samples_name(subtask, constraint), "--out")
@@ -155,6 +166,8 @@ def _cmd_sample(a: argparse.Namespace) -> int:
             reference = source.subset(idx)
         else:
             reference = r.prepared.evaluation.subset(np.arange(len(idx)))
+        if not info.is_main:
+            continue
         r.task.write_samples(path, out, reference, idx, split, subtask)
         print(f"wrote {path}")
         for k, v in summarize_samples(r.task.evaluate(out, reference, subtask)).items():
@@ -476,12 +489,23 @@ def build_parser() -> argparse.ArgumentParser:
         "table.md with paired intervals, plots, report.html",
     )
     pl.set_defaults(fn=_cmd_plot)
+    for verb in sub.choices.values():  # also after the verb: `physdiff train ... --quiet`
+        verb.add_argument(
+            "--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors"
+        )
+        verb.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="debug messages")
     return p
 
 
 def _configure_logging(a: argparse.Namespace) -> None:
+    from physdiff.progress import set_quiet
+
     level = logging.WARNING if a.quiet else logging.DEBUG if a.verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    console.setLevel(level)  # a run's run.log lowers the physdiff logger to INFO; the console stays at `level`
+    logging.basicConfig(level=level, handlers=[console], force=True)
+    set_quiet(a.quiet)
 
 
 def main(argv: list[str] | None = None) -> int:
