@@ -156,3 +156,27 @@ def test_sample_options(files, capsys):
     assert (run / "samples_prediction_projection_momentum.h5").is_file() and "momentum" in text
     assert main(["sample", str(run), "--constraint", "nonsense"]) == 2
     assert "nonsense" in capsys.readouterr().err
+
+
+def test_thread_policy(monkeypatch, capsys):
+    import torch
+
+    from physdiff.training.threads import AUTO_THREADS, available_cpus, choose_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert choose_threads("auto") == min(AUTO_THREADS, available_cpus())
+    assert choose_threads("auto", local_world_size=10 * available_cpus()) == 1  # never below one per rank
+    assert choose_threads(3) == 3 and choose_threads("2") == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert choose_threads("auto") is None  # the user's setting is kept
+    for bad in ("0", "-1", "many"):
+        with pytest.raises(ValueError, match="--threads"):
+            choose_threads(bad)
+    before = torch.get_num_threads()
+    try:
+        assert main(["config", "three-body", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+        assert main(["config", "three-body", "--threads", "none"]) == 2
+        assert "--threads" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)

@@ -350,6 +350,12 @@ def _nonnegative_int(text: str) -> int:
     return value
 
 
+THREADS_HELP = (
+    "torch intra-op CPU threads: a count, or auto (default: OMP_NUM_THREADS if set, else 1 per process, "
+    "measured fastest for the quick models and robust beside other processes; docs/benchmarks.md)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="physdiff",
@@ -360,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"physdiff {__version__}")
     p.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors")
     p.add_argument("--verbose", "-v", action="store_true", help="debug messages")
+    p.add_argument("--threads", default="auto", help=THREADS_HELP)
     sub = p.add_subparsers(dest="command", required=True)
     exps = _experiments()
 
@@ -489,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
         "table.md with paired intervals, plots, report.html",
     )
     pl.set_defaults(fn=_cmd_plot)
-    for verb in sub.choices.values():  # also after the verb: `physdiff train ... --quiet`
+    for verb in sub.choices.values():  # also after the verb: `physdiff train ... --quiet --threads 2`
+        verb.add_argument("--threads", default=argparse.SUPPRESS, help=THREADS_HELP)
         verb.add_argument(
             "--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors"
         )
@@ -521,6 +529,9 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     _configure_logging(args)
     try:
+        from physdiff.training.threads import configure_threads
+
+        configure_threads(args.threads, local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         return args.fn(args)
     except EXPECTED as e:
         print(f"physdiff {args.command}: error: {_one_line(e)}", file=sys.stderr)
