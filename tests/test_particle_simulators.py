@@ -7,8 +7,9 @@ import pytest
 from scipy.integrate import solve_ivp
 
 from physdiff.physics import particles as P
+from physdiff.systems.charged import Charged
 from physdiff.systems.five_spring import FiveSpring, leapfrog_kdk_step
-from physdiff.systems.registry import PARTICLE_SYSTEMS, get_system
+from physdiff.systems.registry import PARTICLE_SYSTEMS, SIMULATED_SYSTEMS, get_system
 from physdiff.systems.three_body import PairwiseGravity, ThreeBody, yoshida4_step
 
 # Small, fast three-body settings (fewer frames, small batches); the physics is the default one.
@@ -33,10 +34,12 @@ def _rel_drift(system, d) -> np.ndarray:
 
 
 def test_registry() -> None:
-    assert PARTICLE_SYSTEMS == ("three-body", "five-spring")
+    assert PARTICLE_SYSTEMS == ("three-body", "five-spring", "charged", "generic")
+    assert SIMULATED_SYSTEMS == ("three-body", "five-spring", "charged")  # generic reads a user's file
     assert isinstance(get_system("three-body"), ThreeBody)
     assert isinstance(get_system("five-spring"), FiveSpring)
-    with pytest.raises(ValueError, match="three-body, five-spring"):
+    assert isinstance(get_system("charged"), Charged)
+    with pytest.raises(ValueError, match="three-body, five-spring, charged, generic"):
         get_system("four-body")
     with pytest.raises(ValueError, match="unknown constant"):
         get_system("three-body", constants={"kappa": 1.0})

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from physdiff._version import __version__
+
 __all__ = ["__version__", "load_run", "Run"]
 
 

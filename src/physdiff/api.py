@@ -121,7 +121,7 @@ class Run:
             dist_info=self.dist_info,
         )
         out = dict(self.task.from_tensors(x, data, self.prepared.scaling))
-        for key in ("masses", "edges", "coefficient"):
+        for key in ("masses", "edges", "charges", "coefficient"):
             value = getattr(data, key, None)
             if value is not None:
                 out["a" if key == "coefficient" else key] = np.asarray(value)

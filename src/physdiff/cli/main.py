@@ -190,7 +190,10 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
     if a.json:
         check_output_file(Path(a.json), "--json")
-    res = task_for_file(a.reference).evaluate_files(Path(a.samples), Path(a.reference), system=a.system, task=a.task)
+    draws = [Path(d) for d in a.draws] if a.draws else None
+    res = task_for_file(a.reference).evaluate_files(
+        Path(a.samples), Path(a.reference), system=a.system, task=a.task, draws=draws
+    )
     for k, v in res["metrics"].items():
         fl = res["floor"].get(k)
         print(f"{k:>15}: {v['mean']:.5g} ± {v['std']:.3g}" + (f"   (floor {fl:.3g})" if fl is not None else ""))
@@ -443,6 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         choices=("prediction", "generation"),
         help="field samples: prediction (rmse vs the reference too) or generation; default: the file's 'task'",
+    )
+    e.add_argument(
+        "--draws",
+        nargs="+",
+        default=None,
+        help="further samples files of the same conditions (other seeds): GeoTDM's min/ave ADE/FDE over all draws",
     )
     e.set_defaults(fn=_cmd_evaluate)
 

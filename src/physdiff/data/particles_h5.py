@@ -6,25 +6,39 @@ Layout of a file::
     velocities       float64 [N, L, K, D]   (saved at the same instants as positions)
     masses           float64 [N, K]          (> 0)
     edges            float64 [N, K, K]       (spring systems only; symmetric 0/1, zero diagonal)
+    charges          float64 [N, K]          (charged particles: finite, ±1 for ``charged``)
+    clip_steps       int64   [N]             (optional diagnostics of ``charged``: force evaluations at which
+                                              EGNN's force clip acted; 0 = the trajectory obeys the laws)
     source_indices   int64   [N]             (optional, samples files: rows of the reference file)
     splits/train, splits/val, splits/test    int64 index arrays (default 0.8/0.1/0.1, seeded shuffle)
     attributes:
-        system                 "three-body" | "five-spring"
-        G / kappa, dt          physical constants named as in the equations (dt = time between frames)
-        seed, n, substeps, …   the simulator's settings
+        system                 "three-body" | "five-spring" | "charged" (a file without one is read with
+                               ``system="generic"``: :class:`physdiff.systems.registry.GenericParticles`)
+        G / kappa / k, dt      physical constants named as in the equations (dt = time between frames)
+        seed, n, substeps, …   the simulator's settings (``None``, e.g. ``clip_force`` = None, is stored as an
+                               empty attribute and read back as None)
         floor_energy_error, floor_momentum_error, floor_dynamic_error
                                the data set's own floor: mean over samples of the metrics of
                                :mod:`physdiff.evaluation.particle_metrics` with prediction = reference
+        clip_fraction, clipped_trajectories, clipped_steps_mean, floor_<metric>_unclipped,
+        floor_<metric>_clipped  with ``clip_steps``: the share of trajectories the force clip touched and the
+                               floors over the unclipped / clipped ones (NaN where there are none)
 
 Writes are atomic (a temporary file in the same folder, then :func:`os.replace`). Reads validate every
 array and report the file, the key and the shape of anything wrong.
+
+A user's file without a ``splits`` group gets the default seeded split written *next to it* as
+``<file>.splits.json`` (:func:`side_splits`); the file itself is never modified.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import inspect
 import json
 import os
+import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -37,18 +51,21 @@ import numpy as np
 
 from physdiff.data.hdf5 import atomic_write, decode_attr, nonfinite
 from physdiff.systems.particle_system import ParticleSystem
-from physdiff.systems.registry import PARTICLE_SYSTEMS, get_system
+from physdiff.systems.registry import PARTICLE_SYSTEMS, SIMULATED_SYSTEMS, get_system
 
 __all__ = [
     "ParticleData",
+    "estimate_frame_spacing",
     "load_particles",
     "make_splits",
+    "side_splits",
+    "side_splits_path",
     "simulate_to_file",
     "validate_particle_arrays",
     "write_particles",
 ]
 
-ARRAY_KEYS = ("positions", "velocities", "masses", "edges", "source_indices")
+ARRAY_KEYS = ("positions", "velocities", "masses", "edges", "charges", "clip_steps", "source_indices")
 SPLIT_NAMES = ("train", "val", "test")
 DEFAULT_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 FLOOR_ATTRS = {
@@ -65,13 +82,15 @@ class ParticleData:
     Attributes:
         positions, velocities: ``[N, L, K, D]`` float64.
         masses: ``[N, K]`` float64.
-        edges: ``[N, K, K]`` float64 for spring systems, else ``None``.
+        edges: ``[N, K, K]`` float64 for spring systems (and a ``generic`` file holding one), else ``None``.
         system: registry name of the system.
         constants: physical constants (``G`` or ``kappa``, and ``dt``).
         attrs: every attribute of the file (settings, floors, …).
         splits: ``{"train", "val", "test"}`` int64 index arrays (empty dict if the file has none).
         source_indices: ``[N]`` int64 rows of a reference file (samples files), else ``None``.
         path: the file it was read from, if any.
+        charges: ``[N, K]`` float64 for charged systems (and a ``generic`` file holding them), else ``None``.
+        clip_steps: ``[N]`` int64, the simulator's count of clipped force evaluations per trajectory, or ``None``.
     """
 
     positions: np.ndarray
@@ -84,6 +103,8 @@ class ParticleData:
     splits: dict[str, np.ndarray] = field(default_factory=dict)
     source_indices: np.ndarray | None = None
     path: str | None = None
+    charges: np.ndarray | None = None
+    clip_steps: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -99,6 +120,12 @@ class ParticleData:
         """The registry system with this data set's constants."""
         return get_system(self.system).with_constants(**self.constants)
 
+    def physics_arrays(self) -> dict[str, np.ndarray]:
+        """The per-trajectory arrays ``[N, K]`` the system's physics takes (``{"charges": ...}`` for charged;
+        empty for the others), as keyword arguments of ``conservation_errors``."""
+        names = get_system(self.system).per_trajectory
+        return {k: getattr(self, k) for k in names if getattr(self, k, None) is not None}
+
     def subset(self, indices: Sequence[int] | np.ndarray) -> ParticleData:
         """The trajectories ``indices`` (splits are dropped, source indices kept)."""
         idx = np.asarray(indices, dtype=np.int64)
@@ -110,6 +137,8 @@ class ParticleData:
             velocities=self.velocities[idx],
             masses=self.masses[idx],
             edges=None if self.edges is None else self.edges[idx],
+            charges=None if self.charges is None else self.charges[idx],
+            clip_steps=None if self.clip_steps is None else self.clip_steps[idx],
             source_indices=None if self.source_indices is None else self.source_indices[idx],
             splits={},
         )
@@ -121,12 +150,13 @@ class ParticleData:
         return self.subset(self.splits[name])
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays as a dict in the file's layout (``edges``/``source_indices`` only when present)."""
+        """The arrays as a dict in the file's layout (``edges``/``charges``/``clip_steps``/``source_indices``
+        only when present)."""
         out = {"positions": self.positions, "velocities": self.velocities, "masses": self.masses}
-        if self.edges is not None:
-            out["edges"] = self.edges
-        if self.source_indices is not None:
-            out["source_indices"] = self.source_indices
+        for key in ("edges", "charges", "clip_steps", "source_indices"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
         return out
 
 
@@ -138,16 +168,19 @@ def _shape(a: np.ndarray) -> str:
 def validate_particle_arrays(
     data: Mapping[str, np.ndarray], system: ParticleSystem | None = None, where: str = "data"
 ) -> None:
-    """Check keys, ranks, consistent N/L/K/D, finiteness, masses > 0 and the spring graph.
+    """Check keys, ranks, consistent N/L/K/D, finiteness, masses > 0, the spring graph and the charges.
 
     Raises:
-        KeyError: a required key is missing (``edges`` is required when ``system.has_edges``).
+        KeyError: a required key is missing (``edges`` is required when ``system.has_edges``, ``charges`` when
+            the system's ``per_trajectory`` names them).
         ValueError: wrong rank or shape, inconsistent sizes, NaN/inf, mass ≤ 0, invalid edges.
         The messages name ``where`` (the file), the key and the shape.
     """
     required = ["positions", "velocities", "masses"]
     if system is not None and system.has_edges:
         required.append("edges")
+    if system is not None:
+        required += [k for k in system.per_trajectory if k not in required]
     for key in required:
         if key not in data:
             raise KeyError(f"{where}: missing dataset {key!r} (required: {', '.join(required)})")
@@ -162,9 +195,18 @@ def validate_particle_arrays(
         "velocities": (N, L, K, D),
         "masses": (N, K),
         "edges": (N, K, K),
+        "charges": (N, K),
+        "clip_steps": (N,),
         "source_indices": (N,),
     }
-    names = {"velocities": "[N, L, K, D]", "masses": "[N, K]", "edges": "[N, K, K]", "source_indices": "[N]"}
+    names = {
+        "velocities": "[N, L, K, D]",
+        "masses": "[N, K]",
+        "edges": "[N, K, K]",
+        "charges": "[N, K]",
+        "clip_steps": "[N]",
+        "source_indices": "[N]",
+    }
     for key, shape in expected.items():
         if key not in data:
             continue
@@ -174,7 +216,7 @@ def validate_particle_arrays(
                 f"{where}: {key!r} has shape {_shape(a)}; expected {names[key]} = "
                 f"[{', '.join(map(str, shape))}] to match 'positions' {_shape(R)} (N, L, K, D)"
             )
-    for key in ("positions", "velocities", "masses", "edges"):
+    for key in ("positions", "velocities", "masses", "edges", "charges"):
         if key in data:
             a = np.asarray(data[key])
             if not np.issubdtype(a.dtype, np.number):
@@ -194,10 +236,21 @@ def validate_particle_arrays(
             raise ValueError(f"{where}: 'edges' {_shape(e)} must be symmetric")
         if np.diagonal(e, axis1=-2, axis2=-1).any():
             raise ValueError(f"{where}: 'edges' {_shape(e)} must have a zero diagonal")
-    if "source_indices" in data:
-        s = np.asarray(data["source_indices"])
-        if not np.issubdtype(s.dtype, np.integer) or (s < 0).any():
-            raise ValueError(f"{where}: 'source_indices' {_shape(s)} must be non-negative integers")
+    allowed = getattr(system, "allowed_charges", None)
+    if "charges" in data and allowed is not None:
+        q = np.asarray(data["charges"])
+        bad = ~np.isin(q, allowed)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{where}: 'charges' {_shape(q)} of system {system.name!r} must be one of {list(allowed)}; "
+                f"found {q[first]} at {first}"
+            )
+    for key in ("clip_steps", "source_indices"):
+        if key in data:
+            s = np.asarray(data[key])
+            if not np.issubdtype(s.dtype, np.integer) or (s < 0).any():
+                raise ValueError(f"{where}: {key!r} {_shape(s)} must be non-negative integers")
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -217,7 +270,10 @@ def make_splits(n: int, seed: int = 0, fractions: Sequence[float] = DEFAULT_SPLI
 
 
 def _attr_value(value: Any) -> Any:
-    """Make an attribute value storable by h5py (None, dicts, lists of mixed types go to JSON)."""
+    """Make an attribute value storable by h5py: ``None`` as an empty attribute (read back as ``None``),
+    dicts and lists of mixed types as JSON."""
+    if value is None:
+        return h5py.Empty("f8")
     if isinstance(value, (str, bool, int, float, np.integer, np.floating, np.bool_)):
         return value
     if isinstance(value, np.ndarray) and value.dtype != object:
@@ -244,11 +300,62 @@ def _resolve_constants(system: ParticleSystem, attrs: Mapping[str, Any], where: 
     return constants
 
 
+def _constants(
+    system: ParticleSystem, attrs: Mapping[str, Any], where: str, arrays: Mapping[str, np.ndarray]
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """The constants of a file and the attributes to add: a system without forces (``generic``) whose file has
+    no ``dt`` gets it estimated from the data (:func:`estimate_frame_spacing`), noted as ``dt_estimated`` and
+    ``dt_misfit``; any other missing constant falls back to its default with a warning."""
+    if not system.has_forces and "dt" not in attrs:
+        dt, misfit = estimate_frame_spacing(arrays["positions"], arrays["velocities"], arrays["masses"])
+        return {"dt": dt}, {"dt_estimated": True, "dt_misfit": misfit}
+    return _resolve_constants(system, attrs, where), {}
+
+
 def _system_by_name(name: str, where: str) -> ParticleSystem:
     try:
         return get_system(name)
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
+
+
+def _kept_arrays(system: ParticleSystem, data: Mapping[str, Any]) -> set[str]:
+    """The arrays a file of ``system`` keeps: the required ones, ``clip_steps`` and ``source_indices`` when
+    present, and for a system without forces (``generic``) any ``edges``/``charges`` found (model context)."""
+    keep = {"positions", "velocities", "masses", "clip_steps", "source_indices", *system.per_trajectory}
+    if system.has_edges:
+        keep.add("edges")
+    if not system.has_forces:
+        keep |= {"edges", "charges"}
+    return {k for k in keep if k in data}
+
+
+def estimate_frame_spacing(positions: np.ndarray, velocities: np.ndarray, masses: np.ndarray) -> tuple[float, float]:
+    """The time between frames Δt of trajectories ``[N, L, K, D]`` whose file does not say, and the fit's
+    relative misfit.
+
+    The mass-weighted centre of mass C_l moves with the centre-of-mass velocity v_l, so least squares of
+    C_{l+1} − C_l ≈ Δt (v_l + v_{l+1})/2 over every trajectory and frame give Δt (exact for a closed system
+    integrated by leapfrog, where both sides are constant). The misfit ‖ΔC − Δt v̄‖/‖ΔC‖ is ≈ 0 for a closed
+    system; a large one says the centre of mass does not move as the velocities say (external forces, or
+    velocities that are not time derivatives). Returns ``(1.0, nan)`` when the centre of mass is at rest
+    (Δt is then irrelevant: nothing moves it).
+    """
+    R, V = np.asarray(positions, dtype=np.float64), np.asarray(velocities, dtype=np.float64)
+    w = np.asarray(masses, dtype=np.float64)[:, None, :, None]  # [N, 1, K, 1]
+    C = (w * R).sum(2) / w.sum(2)  # [N, L, D]
+    Vc = (w * V).sum(2) / w.sum(2)
+    dC = C[:, 1:] - C[:, :-1]
+    vbar = 0.5 * (Vc[:, 1:] + Vc[:, :-1])
+    den = float(np.square(vbar).sum())
+    scale = float(np.square(V).sum()) + np.finfo(np.float64).tiny
+    if den <= 1e-24 * scale:
+        return 1.0, float("nan")
+    dt = float((dC * vbar).sum() / den)
+    misfit = float(np.sqrt(np.square(dC - dt * vbar).sum() / max(float(np.square(dC).sum()), 1e-300)))
+    if not (np.isfinite(dt) and dt > 0):
+        return 1.0, float("inf")
+    return dt, misfit
 
 
 # ----------------------------------------------------------------------------------------------- write
@@ -264,13 +371,15 @@ def write_particles(
 
     Args:
         path: destination ``.h5`` file (its folder is created if needed).
-        data: ``positions``, ``velocities``, ``masses`` (and ``edges`` for springs, optionally
-            ``source_indices``), converted to float64 (int64 for ``source_indices``).
+        data: ``positions``, ``velocities``, ``masses`` (``edges`` for springs, ``charges`` for charged
+            particles; optionally ``clip_steps``, ``source_indices``), converted to float64 (int64 for
+            ``clip_steps`` and ``source_indices``).
         attrs: file attributes; must contain ``system``. Missing constants are filled with the system's
-            defaults (with a warning).
+            defaults (with a warning). ``None`` values are stored as empty attributes.
         splits: explicit ``{"train", "val", "test"}`` index arrays, ``"auto"`` for the default seeded
             0.8/0.1/0.1 split (seed ``attrs["seed"]``, else 0), or ``None`` for no ``splits`` group.
-        floor: compute and store the ``floor_*`` attributes of these arrays (replacing any in ``attrs``).
+        floor: compute and store the ``floor_*`` attributes of these arrays (replacing any in ``attrs``), and
+            with ``clip_steps`` the clip statistics (``clip_fraction``, ``floor_*_unclipped``, ...).
 
     Returns:
         The path written.
@@ -281,21 +390,28 @@ def write_particles(
         raise KeyError(f"{where}: attrs must contain 'system' (one of {', '.join(PARTICLE_SYSTEMS)})")
     system = _system_by_name(str(attrs["system"]), where)
     validate_particle_arrays(data, system, where)
+    integer = ("clip_steps", "source_indices")
     arrays = {
-        k: np.ascontiguousarray(v, dtype=np.int64 if k == "source_indices" else np.float64) for k, v in data.items()
+        k: np.ascontiguousarray(data[k], dtype=np.int64 if k in integer else np.float64)
+        for k in _kept_arrays(system, data)
     }
-    if not system.has_edges:
-        arrays.pop("edges", None)
+    arrays = {k: arrays[k] for k in ARRAY_KEYS if k in arrays}  # the file's order
     all_attrs = dict(attrs)
-    constants = _resolve_constants(system, attrs, where)
-    all_attrs.update(constants)
+    constants, notes = _constants(system, attrs, where, arrays)
+    all_attrs |= constants | notes
     N = arrays["positions"].shape[0]
+    if floor:
+        for stale in [k for k in all_attrs if k.startswith("floor_") or k in CLIP_ATTRS]:
+            del all_attrs[stale]  # always recomputed: never inherit a stale floor
     if floor and arrays["positions"].shape[1] >= 3:
+        per_traj = {k: arrays[k] for k in system.per_trajectory}
         errors = system.with_constants(**constants).conservation_errors(
-            arrays["positions"], arrays["velocities"], arrays["masses"], arrays.get("edges")
+            arrays["positions"], arrays["velocities"], arrays["masses"], arrays.get("edges"), **per_traj
         )
         for key, value in errors.items():
-            all_attrs[FLOOR_ATTRS[key]] = float(np.mean(value))  # always recomputed: never inherit a stale floor
+            all_attrs[FLOOR_ATTRS[key]] = float(np.mean(value))
+        if "clip_steps" in arrays:
+            all_attrs |= clip_statistics(arrays["clip_steps"], errors)
     if isinstance(splits, str):
         if splits != "auto":
             raise ValueError(f"splits must be a mapping, 'auto' or None, got {splits!r}")
@@ -318,14 +434,43 @@ def write_particles(
     return path
 
 
+#: the clip statistics attributes (besides ``floor_<metric>_unclipped`` / ``_clipped``)
+CLIP_ATTRS = ("clip_fraction", "clipped_trajectories", "clipped_steps_mean")
+
+
+def clip_statistics(clip_steps: np.ndarray, errors: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """The floor a force clip puts on a data set, as file attributes: ``clip_fraction`` (trajectories with at
+    least one clipped force evaluation), ``clipped_trajectories``, ``clipped_steps_mean`` and, per metric of
+    ``errors`` (per-trajectory conservation errors), ``floor_<metric>_unclipped`` / ``floor_<metric>_clipped``,
+    the means over the unclipped / clipped trajectories (NaN where there are none)."""
+    steps = np.asarray(clip_steps)
+    clipped = steps > 0
+    out: dict[str, float] = {
+        "clip_fraction": float(clipped.mean()) if steps.size else 0.0,
+        "clipped_trajectories": int(clipped.sum()),
+        "clipped_steps_mean": float(steps.mean()) if steps.size else 0.0,
+    }
+    for key, value in errors.items():
+        value = np.asarray(value)
+        out[f"{FLOOR_ATTRS[key]}_unclipped"] = float(value[~clipped].mean()) if (~clipped).any() else float("nan")
+        out[f"{FLOOR_ATTRS[key]}_clipped"] = float(value[clipped].mean()) if clipped.any() else float("nan")
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ load
+def _decode(value: Any) -> Any:
+    """An attribute as a plain value; an empty attribute (a stored ``None``) as ``None``."""
+    return None if isinstance(value, h5py.Empty) else decode_attr(value)
+
+
 def load_particles(path: str | os.PathLike[str], system: str | None = None) -> ParticleData:
     """Read and validate a particle file.
 
     Args:
         path: the ``.h5`` file.
         system: system name, required when the file has no ``system`` attribute; if both are given they
-            must agree.
+            must agree, except ``generic``, which reads any particle file as data of unknown physics (its
+            ``system`` is kept as the attribute ``file_system``).
 
     Raises:
         FileNotFoundError, KeyError, ValueError with the file, key and shape named.
@@ -335,7 +480,7 @@ def load_particles(path: str | os.PathLike[str], system: str | None = None) -> P
     if not path.is_file():
         raise FileNotFoundError(f"{where}: no such particle file")
     with h5py.File(path, "r") as f:
-        attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
+        attrs = {k: _decode(v) for k, v in f.attrs.items()}
         arrays = {k: f[k][()] for k in ARRAY_KEYS if k in f and isinstance(f[k], h5py.Dataset)}
         extra = [k for k in f if k not in ARRAY_KEYS and k != "splits"]
         splits = {}
@@ -345,33 +490,119 @@ def load_particles(path: str | os.PathLike[str], system: str | None = None) -> P
     if file_system is None and system is None:
         raise ValueError(
             f"{where}: the file has no 'system' attribute; pass --system NAME "
-            f"(system=NAME in Python), one of: {', '.join(PARTICLE_SYSTEMS)}"
+            f"(system=NAME in Python), one of: {', '.join(PARTICLE_SYSTEMS)} ('generic': unknown physics)"
         )
-    if file_system is not None and system is not None and str(file_system) != system:
-        raise ValueError(f"{where}: the file's system is {file_system!r} but {system!r} was requested")
-    name = str(file_system if file_system is not None else system)
+    name = str(system if system is not None else file_system)
     sys_obj = _system_by_name(name, where)
+    if file_system is not None and system is not None and str(file_system) != system:
+        if sys_obj.has_forces:
+            raise ValueError(f"{where}: the file's system is {file_system!r} but {system!r} was requested")
+        attrs["file_system"] = str(file_system)  # read as data of unknown physics (generic)
     if extra:
         warnings.warn(f"{where}: ignoring unknown entries {extra}", UserWarning, stacklevel=2)
     validate_particle_arrays(arrays, sys_obj, where)
-    constants = _resolve_constants(sys_obj, attrs, where)
+    kept = _kept_arrays(sys_obj, arrays)
+    constants, notes = _constants(sys_obj, attrs, where, arrays)
+    attrs |= notes
     N = arrays["positions"].shape[0]
     for split_name, idx in splits.items():
         if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= N)):
             raise ValueError(f"{where}: 'splits/{split_name}' must be 1-D indices in [0, {N})")
     attrs["system"] = name
+
+    def get(key: str, dtype: Any) -> np.ndarray | None:
+        return np.asarray(arrays[key], dtype=dtype) if key in kept else None
+
     return ParticleData(
         positions=np.asarray(arrays["positions"], dtype=np.float64),
         velocities=np.asarray(arrays["velocities"], dtype=np.float64),
         masses=np.asarray(arrays["masses"], dtype=np.float64),
-        edges=np.asarray(arrays["edges"], dtype=np.float64) if sys_obj.has_edges else None,
+        edges=get("edges", np.float64),
         system=name,
         constants=constants,
         attrs=attrs,
         splits=splits,
-        source_indices=(np.asarray(arrays["source_indices"], dtype=np.int64) if "source_indices" in arrays else None),
+        source_indices=get("source_indices", np.int64),
         path=where,
+        charges=get("charges", np.float64),
+        clip_steps=get("clip_steps", np.int64),
     )
+
+
+# ------------------------------------------------------------------------------------------ side splits
+SIDE_SPLITS_SUFFIX = ".splits.json"
+
+
+def side_splits_path(path: str | os.PathLike[str]) -> Path:
+    """``<file>.splits.json``: where the default split of a file without a ``splits`` group is kept."""
+    path = Path(path)
+    return path.with_name(path.name + SIDE_SPLITS_SUFFIX)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def side_splits(
+    path: str | os.PathLike[str], n: int, seed: int = 0, fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS
+) -> tuple[dict[str, np.ndarray], str]:
+    """The train/val/test split of a data file without a ``splits`` group, kept next to it.
+
+    ``<file>.splits.json`` holds the default seeded split (:func:`make_splits` with ``seed`` and
+    ``fractions``), ``n`` and the file's SHA-256; it is read back when it matches the file and (re)written
+    atomically otherwise. The data file itself is only read. Returns ``(splits, status)``, ``status`` one of
+    ``"read"``, ``"written"``, ``"rewritten"`` (the side file described another file or another split) or
+    ``"in-memory"`` (its folder is not writable: the same split, not kept).
+    """
+    path = Path(path)
+    side = side_splits_path(path)
+    digest = _file_sha256(path)
+    fractions = [float(f) for f in fractions]
+    status = "written"
+    if side.is_file():
+        try:
+            stored = json.loads(side.read_text())
+            if (
+                stored.get("sha256") == digest
+                and stored.get("n") == n
+                and stored.get("seed") == seed
+                and stored.get("fractions") == fractions
+            ):
+                splits = {k: np.asarray(stored[k], dtype=np.int64) for k in SPLIT_NAMES}
+                if all(i.ndim == 1 and (not i.size or (i.min() >= 0 and i.max() < n)) for i in splits.values()):
+                    return splits, "read"
+        except (ValueError, KeyError, TypeError):
+            pass
+        status = "rewritten"
+    splits = make_splits(n, seed, fractions)
+    content = {
+        "note": (
+            f"physdiff: the default train/val/test split of {path.name}, which has no 'splits' group "
+            "(written here so that the data file is never modified)"
+        ),
+        "file": path.name,
+        "sha256": digest,
+        "n": int(n),
+        "seed": int(seed),
+        "fractions": fractions,
+        **{k: v.tolist() for k, v in splits.items()},
+    }
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{side.name}.", suffix=".tmp", dir=side.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(content, f)
+            os.replace(tmp, side)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    except OSError:
+        return splits, "in-memory"
+    return splits, status
 
 
 # -------------------------------------------------------------------------------------------- simulate
@@ -389,25 +620,30 @@ def simulate_to_file(
     """Simulate ``n`` trajectories of a particle system and write them to ``path`` (the CLI's ``simulate``).
 
     Args:
-        system_name: ``three-body`` or ``five-spring``.
+        system_name: ``three-body``, ``five-spring`` or ``charged``.
         path: output ``.h5`` file.
         n: number of trajectories.
         seed: seed of the numpy ``Generator`` (the split uses ``[seed, 1]``).
         progress: show a tqdm progress bar over time steps.
         split_fractions: train/val/test fractions.
-        constants: overrides of the physical constants (``G``, ``kappa``, ``dt``).
-        **settings: overrides of the system's simulation settings (``n_frames``, ``substeps``, …).
+        constants: overrides of the physical constants (``G``, ``kappa``, ``k``, ``dt``).
+        **settings: overrides of the system's simulation settings (``n_frames``, ``substeps``, ...).
 
     Returns:
-        A summary: path, system, n, seed, seconds, shape, constants, settings, the floor metrics and the
-        observed maximum relative energy drift of the ground truth.
+        A summary: path, system, n, seed, seconds, shape, constants, settings, the floor metrics, the
+        observed maximum relative energy drift of the ground truth and, for a simulator with diagnostics
+        (``charged``), ``clip``: the clip statistics stored in the file (:func:`clip_statistics`).
     """
     system = get_system(system_name, **settings)
     if constants:
         system = system.with_constants(**constants)
+    if not system.has_forces:
+        raise ValueError(f"{system_name!r} is not a simulator; simulate one of {', '.join(SIMULATED_SYSTEMS)}")
     start = time.perf_counter()
-    data = system.simulate(n, seed, progress=progress)
+    diagnostics = "diagnostics" in inspect.signature(system.simulate).parameters
+    data = system.simulate(n, seed, progress=progress, **({"diagnostics": True} if diagnostics else {}))
     seconds = time.perf_counter() - start
+    data = {k: v for k, v in data.items() if k in ARRAY_KEYS}  # per-trajectory diagnostics beyond clip_steps
     sys_settings = system.settings()
     attrs: dict[str, Any] = {
         "system": system.name,
@@ -420,13 +656,19 @@ def simulate_to_file(
         "created_by": "physdiff.data.particles_h5.simulate_to_file",
     }
     out = write_particles(path, data, attrs, splits=make_splits(n, seed, split_fractions))
-    m = data["masses"][:, None]
-    edges = data["edges"][:, None] if "edges" in data else None
-    E = np.asarray(system.total_energy(data["positions"], data["velocities"], m, edges))
-    drift = float((np.abs(E - E[:, :1]) / np.abs(E[:, :1])).max())
+    extra = {k: data[k][:, None] for k in system.per_trajectory}
+    drift_fn = getattr(system, "relative_energy_drift", None)
+    if drift_fn is not None:  # a system whose energy can vanish defines its own scale (charged)
+        drift = float(np.max(drift_fn(data)))
+    else:
+        m = data["masses"][:, None]
+        edges = data["edges"][:, None] if "edges" in data else None
+        E = np.asarray(system.total_energy(data["positions"], data["velocities"], m, edges, **extra))
+        drift = float((np.abs(E - E[:, :1]) / np.abs(E[:, :1])).max())
     with h5py.File(out, "r") as f:
         floors = {key: float(f.attrs[attr]) for key, attr in FLOOR_ATTRS.items() if attr in f.attrs}
-    return {
+        clip = {k: _decode(v) for k, v in f.attrs.items() if k in CLIP_ATTRS or k.endswith(("_unclipped", "_clipped"))}
+    summary = {
         "path": str(out),
         "system": system.name,
         "n": int(n),
@@ -439,3 +681,6 @@ def simulate_to_file(
         "floor": floors,
         "max_relative_energy_drift": drift,
     }
+    if clip:
+        summary["clip"] = clip
+    return summary

@@ -1,19 +1,27 @@
 r"""Metrics of generated particle trajectories (the public contract of the particle results tables).
 
 For each sample n with prediction (R̂, V̂) and ground truth (R, V), frames l = 0 … L−1, all computed on
-the generated frames l ≥ 1 (frame 0 is the given initial condition):
+the generated frames l ≥ s (``start`` s = 1: frame 0 is the given initial condition; s = k when the first k
+frames are given, e.g. GeoTDM's protocol, k = 10):
 
-* ``traj_error``     = sqrt( mean_{l≥1,k,d} (R̂_{l,k,d} − R_{l,k,d})² )
-* ``vel_error``      = sqrt( mean_{l≥1,k,d} (V̂_{l,k,d} − V_{l,k,d})² )
-* ``energy_error``   = mean_{l≥1} | E(R̂_l, V̂_l) − E(R_0, V_0) |, E the system's total energy
-                       (kinetic + potential) and frame 0 the ground truth's
-* ``momentum_error`` = mean_{l≥1} ‖ P(V̂_l) − P(V_0) ‖₂,  P = Σ_k m_k V_k
+* ``traj_error``     = sqrt( mean_{l≥s,k,d} (R̂_{l,k,d} − R_{l,k,d})² )
+* ``vel_error``      = sqrt( mean_{l≥s,k,d} (V̂_{l,k,d} − V_{l,k,d})² )
+* ``energy_error``   = mean_{l≥s} | E(R̂_l, V̂_l) − E(R_0, V_0) |, E the system's total energy
+                       (kinetic + potential, with the reference's charges for charged particles) and frame 0
+                       the ground truth's
+* ``momentum_error`` = mean_{l≥s} ‖ P(V̂_l) − P(V_0) ‖₂,  P = Σ_k m_k V_k
 * ``dynamic_error``  = sqrt( mean_{l,k,d} ρ_{l,k,d}² ),  ρ_l = m a_l − F(R̂_l),
-                       a_l = (R̂_{l+1} − 2R̂_l + R̂_{l−1})/Δt², over the interior frames l = 1 … L−2
+                       a_l = (R̂_{l+1} − 2R̂_l + R̂_{l−1})/Δt², over the interior frames l = max(1, s−1) … L−2
+                       (every residual that involves a generated frame)
 
-Masses, spring graph and constants (``G``/``kappa``, ``dt``) are the reference's. Summaries are the
-mean and the sample standard deviation (ddof = 1) over samples, with the count of non-finite values.
-The *floor* is the same conservation metrics (energy, momentum, dynamic) of the reference against itself.
+Masses, spring graph, charges and constants (``G``/``kappa``/``k``, ``dt``) are the reference's. A system
+without forces (``generic``: data of unknown physics) has no energy and no Newton residual: only
+``traj_error``, ``vel_error`` and ``momentum_error`` are computed. Summaries are the mean and the sample
+standard deviation (ddof = 1) over samples, with the count of non-finite values. The *floor* is the same
+conservation metrics (energy, momentum, dynamic) of the reference against itself.
+
+GeoTDM's displacement errors over K draws (``min_ade``, ``min_fde``, ``ave_ade``, ``ave_fde``) are
+:mod:`physdiff.evaluation.geotdm`'s.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from physdiff.systems.registry import get_system
 __all__ = [
     "CONSERVATION_KEYS",
     "METRIC_KEYS",
+    "conservation_curves",
     "evaluate_files",
     "floor_metrics",
     "per_sample_metrics",
@@ -43,13 +52,30 @@ _CHUNK = 2048  # trajectories per chunk, to bound the memory of the [n, L, K, K,
 
 
 def _reference_arrays(ref: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """(R, V, m, edges) from a ParticleData-like object, a mapping, or a tuple (R, V, m[, edges])."""
+    """(R, V, m, edges) from a ParticleData-like object, a mapping, or a tuple (R, V, m[, edges[, charges]])."""
     if isinstance(ref, Mapping):
         return (ref["positions"], ref["velocities"], ref["masses"], ref.get("edges"))
     if isinstance(ref, Sequence) and not isinstance(ref, str):
         R, V, m, *rest = ref
         return R, V, m, (rest[0] if rest else None)
     return ref.positions, ref.velocities, ref.masses, getattr(ref, "edges", None)
+
+
+def _per_trajectory(ref: Any, system: ParticleSystem) -> dict[str, np.ndarray]:
+    """The per-trajectory arrays ``[N, K]`` of ``system.per_trajectory`` (the charges) held by ``ref``: an
+    attribute or key of that name, or the 5th entry of a tuple (R, V, m, edges, charges)."""
+    out = {}
+    for name in system.per_trajectory:
+        if isinstance(ref, Mapping):
+            value = ref.get(name)
+        elif isinstance(ref, Sequence) and not isinstance(ref, str):
+            value = ref[4] if name == "charges" and len(ref) > 4 else None
+        else:
+            value = getattr(ref, name, None)
+        if value is None:
+            raise ValueError(f"{system.name}: the reference has no {name!r} [N, K]")
+        out[name] = np.asarray(value, dtype=np.float64)
+    return out
 
 
 def _resolve_system(ref: Any, system: ParticleSystem | str | None) -> ParticleSystem:
@@ -68,15 +94,19 @@ def per_sample_metrics(
     pred_V: np.ndarray,
     ref: Any,
     system: ParticleSystem | str | None = None,
+    start: int = 1,
 ) -> dict[str, np.ndarray]:
-    """All metrics of :data:`METRIC_KEYS` per sample, each an array ``[N]``.
+    """All metrics of :data:`METRIC_KEYS` per sample, each an array ``[N]`` (for a system without forces,
+    ``generic``, only ``traj_error``, ``vel_error`` and ``momentum_error``).
 
     Args:
-        pred_R, pred_V: predicted positions and velocities ``[N, L, K, D]`` (frame 0 included).
+        pred_R, pred_V: predicted positions and velocities ``[N, L, K, D]`` (the given frames included).
         ref: the ground truth: a :class:`~physdiff.data.particles_h5.ParticleData`, a mapping with
-            ``positions``, ``velocities``, ``masses`` (``edges``), or a tuple ``(R, V, m[, edges])``.
+            ``positions``, ``velocities``, ``masses`` (``edges``, ``charges``), or a tuple
+            ``(R, V, m[, edges[, charges]])``.
         system: a :class:`ParticleSystem` (its constants are used), a registry name, or ``None`` to take
             ``ref.system`` and ``ref.constants``.
+        start: the first generated frame s (the frames before it were given): 1 ≤ s ≤ L − 1.
     """
     R, V, m, edges = (None if a is None else np.asarray(a, dtype=np.float64) for a in _reference_arrays(ref))
     pred_R = np.asarray(pred_R, dtype=np.float64)
@@ -88,17 +118,29 @@ def per_sample_metrics(
         )
     if R.ndim != 4 or R.shape[1] < 3:
         raise ValueError(f"need trajectories [N, L, K, D] with L >= 3, got {R.shape}")
+    if not 1 <= int(start) <= R.shape[1] - 1:
+        raise ValueError(f"start (the first generated frame) must lie in [1, L − 1 = {R.shape[1] - 1}], got {start}")
     if sys_obj.has_edges and edges is None:
         raise ValueError(f"{sys_obj.name}: the reference has no 'edges'")
+    extra = _per_trajectory(ref, sys_obj)
     N = R.shape[0]
-    out = {k: np.empty(N) for k in METRIC_KEYS}
+    keys = metric_keys(sys_obj)
+    out = {k: np.empty(N) for k in keys}
     for s in range(0, N, _CHUNK):
         sl = slice(s, s + _CHUNK)
         e = None if edges is None else edges[sl]
-        chunk = _chunk_metrics(pred_R[sl], pred_V[sl], R[sl], V[sl], m[sl], e, sys_obj)
-        for k in METRIC_KEYS:
+        q = {k: v[sl] for k, v in extra.items()}
+        chunk = _chunk_metrics(pred_R[sl], pred_V[sl], R[sl], V[sl], m[sl], e, sys_obj, int(start), q)
+        for k in keys:
             out[k][sl] = chunk[k]
     return out
+
+
+def metric_keys(system: ParticleSystem) -> tuple[str, ...]:
+    """The metrics a system has: :data:`METRIC_KEYS`, or without forces (``generic``) traj, vel, momentum."""
+    if system.has_forces:
+        return METRIC_KEYS
+    return ("traj_error", "vel_error", "momentum_error")
 
 
 def _chunk_metrics(
@@ -109,21 +151,30 @@ def _chunk_metrics(
     m: np.ndarray,
     edges: np.ndarray | None,
     system: ParticleSystem,
+    start: int = 1,
+    per_trajectory: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
+    s = start
     m_l = m[:, None, :]  # [n, 1, K]: broadcast over frames
-    e_l = None if edges is None else edges[:, None]
-    E0 = np.asarray(system.total_energy(R[:, 0], V[:, 0], m, edges))  # [n]
     P0 = np.asarray(system.momentum(V[:, 0], m))  # [n, D]
-    E = np.asarray(system.total_energy(pR[:, 1:], pV[:, 1:], m_l, e_l))  # [n, L-1]
-    P = np.asarray(system.momentum(pV[:, 1:], m_l))  # [n, L-1, D]
-    res = np.asarray(system.newton_residual(pR, m_l, system.dt, e_l))  # [n, L-2, K, D]
-    return {
-        "traj_error": np.sqrt(np.square(pR[:, 1:] - R[:, 1:]).mean((1, 2, 3))),
-        "vel_error": np.sqrt(np.square(pV[:, 1:] - V[:, 1:]).mean((1, 2, 3))),
-        "energy_error": np.abs(E - E0[:, None]).mean(1),
+    P = np.asarray(system.momentum(pV[:, s:], m_l))  # [n, L-s, D]
+    out = {
+        "traj_error": np.sqrt(np.square(pR[:, s:] - R[:, s:]).mean((1, 2, 3))),
+        "vel_error": np.sqrt(np.square(pV[:, s:] - V[:, s:]).mean((1, 2, 3))),
         "momentum_error": np.linalg.norm(P - P0[:, None], axis=-1).mean(1),
-        "dynamic_error": np.sqrt(np.square(res).mean((1, 2, 3))),
     }
+    if not system.has_forces:
+        return out
+    q0 = dict(per_trajectory or {})
+    q_l = {k: v[:, None] for k, v in q0.items()}  # laid out like m_l
+    e_l = None if edges is None else edges[:, None]
+    E0 = np.asarray(system.total_energy(R[:, 0], V[:, 0], m, edges, **q0))  # [n]
+    E = np.asarray(system.total_energy(pR[:, s:], pV[:, s:], m_l, e_l, **q_l))  # [n, L-s]
+    first = max(1, s - 1)  # the interior frames whose residual involves a generated frame
+    res = np.asarray(system.newton_residual(pR[:, first - 1 :], m_l, system.dt, e_l, **q_l))  # [n, L-1-first, K, D]
+    out["energy_error"] = np.abs(E - E0[:, None]).mean(1)
+    out["dynamic_error"] = np.sqrt(np.square(res).mean((1, 2, 3)))
+    return {k: out[k] for k in METRIC_KEYS if k in out}
 
 
 def summarize(per_sample: Mapping[str, np.ndarray]) -> dict[str, dict[str, float | int]]:
@@ -132,60 +183,134 @@ def summarize(per_sample: Mapping[str, np.ndarray]) -> dict[str, dict[str, float
     return summarize_samples(per_sample)
 
 
-def floor_metrics(ref: Any, system: ParticleSystem | str | None = None) -> dict[str, float]:
+def floor_metrics(ref: Any, system: ParticleSystem | str | None = None, start: int = 1) -> dict[str, float]:
     """The reference's own floor: mean over samples of ``energy_error``, ``momentum_error`` and
-    ``dynamic_error`` computed with prediction = reference."""
+    ``dynamic_error`` computed with prediction = reference (``momentum_error`` only for a system without
+    forces), on the frames from ``start`` (:func:`per_sample_metrics`)."""
     R, V, m, edges = _reference_arrays(ref)
-    errors = _resolve_system(ref, system).conservation_errors(R, V, m, edges)
-    return {k: float(np.mean(errors[k])) for k in CONSERVATION_KEYS}
+    sys_obj = _resolve_system(ref, system)
+    if start == 1:
+        errors = sys_obj.conservation_errors(R, V, m, edges, **_per_trajectory(ref, sys_obj))
+    else:
+        errors = per_sample_metrics(R, V, ref, sys_obj, start=start)
+    return {k: float(np.mean(errors[k])) for k in CONSERVATION_KEYS if k in errors}
+
+
+def conservation_curves(ref: Any, positions: np.ndarray, velocities: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-frame errors of trajectories ``[N, L, K, D]`` row-aligned with ``ref`` (a ParticleData), each
+    ``[N, L]``: ``energy`` |E_l − E_0|, ``momentum`` ‖P_l − P_0‖ (E_0, P_0: the ground truth's frame 0) and
+    ``newton``, the RMS over particles and dimensions of m a_l − F(R_l) (NaN at the first and last frame).
+    The reference's charges enter the physics of charged particles; a system without forces (``generic``)
+    has NaN energy and Newton curves. (The curves of :mod:`physdiff.evaluation.plots`' conservation figure.)"""
+    system = ref.get_system()
+    q0 = _per_trajectory(ref, system)
+    q_l = {k: v[:, None] for k, v in q0.items()}
+    m = ref.masses[:, None]
+    R, V = np.asarray(positions, dtype=np.float64), np.asarray(velocities, dtype=np.float64)
+    p0 = np.asarray(system.momentum(ref.velocities[:, 0], ref.masses))
+    momentum = np.linalg.norm(np.asarray(system.momentum(V, m)) - p0[:, None], axis=-1)
+    energy = np.full(momentum.shape, np.nan)
+    newton = np.full(momentum.shape, np.nan)
+    if system.has_forces:
+        e = ref.edges[:, None] if ref.edges is not None else None
+        e0 = np.asarray(system.total_energy(ref.positions[:, 0], ref.velocities[:, 0], ref.masses, ref.edges, **q0))
+        energy = np.abs(np.asarray(system.total_energy(R, V, m, e, **q_l)) - e0[:, None])
+        res = np.asarray(system.newton_residual(R, m, system.dt, e, **q_l))
+        newton[:, 1:-1] = np.sqrt(np.square(res).mean((2, 3)))
+    return {"energy": energy, "momentum": momentum, "newton": newton}
 
 
 def evaluate_files(
     samples_path: str | os.PathLike[str],
     reference_path: str | os.PathLike[str],
     system: str | None = None,
+    draws: Sequence[str | os.PathLike[str]] = (),
 ) -> dict[str, dict[str, Any]]:
     """Evaluate a samples file against a reference data file.
 
     Samples are matched to reference rows by the samples file's ``source_indices`` dataset if present,
-    otherwise row by row (then N must match). Masses, edges and constants are the reference's. The reference
-    must be the samples' own: their first frames, masses and graph must equal the reference rows', and a
-    recorded ``reference_sha256`` must match (:func:`physdiff.data.provenance.check_reference`).
+    otherwise row by row (then N must match). Masses, edges, charges and constants are the reference's. The
+    reference must be the samples' own: their given frames (the first ``known_frames`` attribute's, default
+    1), masses, graph and charges must equal the reference rows', and a recorded ``reference_sha256`` must
+    match (:func:`physdiff.data.provenance.check_reference`). The metrics start after the given frames.
+
+    ``draws``: further samples files of the same conditions (other seeds; GeoTDM's protocol draws K = 5 in
+    all): ``min_ade``, ``min_fde``, ``ave_ade`` and ``ave_fde`` over ``samples_path`` and ``draws`` are added
+    (:func:`physdiff.evaluation.geotdm.draw_metrics`).
 
     Returns:
         ``{"metrics": {key: {"mean", "std"}}, "floor": {key: value}}``, the floor computed on the
         matched reference rows.
     """
     from physdiff.data.particles_h5 import load_particles
+    from physdiff.evaluation.geotdm import draw_metrics
+
+    full = load_particles(reference_path, system)
+    samples, ref = _matched(samples_path, reference_path, full)
+    start = _known_frames(samples)
+    sys_obj = ref.get_system()
+    per = per_sample_metrics(samples.positions, samples.velocities, ref, sys_obj, start=start)
+    if draws:
+        all_draws = [samples]
+        for path in draws:
+            other, other_ref = _matched(path, reference_path, full)
+            if not np.array_equal(other_ref.source_indices, ref.source_indices) or other.shape != samples.shape:
+                raise ValueError(
+                    f"{path}: a draw must hold the same conditions (source_indices) as {samples_path}; it does not"
+                )
+            all_draws.append(other)
+        stacked = np.stack([d.positions for d in all_draws])  # [K, N, L, P, D]
+        per |= draw_metrics(stacked, ref.positions, start)
+    return {"metrics": summarize(per), "floor": floor_metrics(ref, sys_obj, start=start)}
+
+
+def _known_frames(samples: Any) -> int:
+    """The given frames of a samples file (its ``known_frames`` attribute; 1 when absent or generation)."""
+    if samples.attrs.get("task", "prediction") != "prediction":
+        return 1
+    return int(samples.attrs.get("known_frames", 1) or 1)
+
+
+def _matched(samples_path: Any, reference_path: Any, full: Any) -> tuple[Any, Any]:
+    """A samples file and the reference rows it was generated from (checked: shape, given frames, masses,
+    graph, charges and the recorded fingerprint); the reference's ``source_indices`` are set to its rows."""
+    from physdiff.data.particles_h5 import load_particles
     from physdiff.data.provenance import check_reference, fingerprint
 
-    ref = load_particles(reference_path, system)
-    samples = load_particles(samples_path, ref.system)
+    samples = load_particles(samples_path, full.system)
+    ref = full
     if samples.source_indices is not None:
         idx = samples.source_indices
-        if idx.size and idx.max() >= ref.n:
+        if idx.size and idx.max() >= full.n:
             raise ValueError(
                 f"{samples_path}: 'source_indices' max {int(idx.max())} out of range for the reference "
-                f"{reference_path} with N = {ref.n}"
+                f"{reference_path} with N = {full.n}"
             )
-        ref = ref.subset(idx)
-    elif samples.n != ref.n:
+        ref = full.subset(idx)
+        ref.source_indices = np.asarray(idx, dtype=np.int64)
+    elif samples.n != full.n:
         raise ValueError(
-            f"{samples_path} has N = {samples.n} samples but the reference {reference_path} has N = {ref.n}; "
+            f"{samples_path} has N = {samples.n} samples but the reference {reference_path} has N = {full.n}; "
             "write an int64 'source_indices' dataset [N] to say which reference rows the samples belong to"
         )
+    else:
+        ref = full.subset(np.arange(full.n))
+        ref.source_indices = np.arange(full.n, dtype=np.int64)
     if samples.shape[1:] != ref.shape[1:]:
         raise ValueError(
             f"{samples_path}: samples [N, L, K, D] = {list(samples.shape)} do not match the reference "
             f"{reference_path} {list(ref.shape)} in L, K or D"
         )
-    conditioned = {  # the task generates a trajectory given its first frame and its masses (and graph)
-        "positions[:, 0]": (samples.positions[:, 0], ref.positions[:, 0]),
-        "velocities[:, 0]": (samples.velocities[:, 0], ref.velocities[:, 0]),
+    k = _known_frames(samples)
+    conditioned = {  # the task generates a trajectory given its first frames and its masses (graph, charges)
+        f"positions[:, :{k}]": (samples.positions[:, :k], ref.positions[:, :k]),
+        f"velocities[:, :{k}]": (samples.velocities[:, :k], ref.velocities[:, :k]),
         "masses": (samples.masses, ref.masses),
     }
     if ref.edges is not None and samples.edges is not None:
         conditioned["edges"] = (samples.edges, ref.edges)
+    if ref.charges is not None and samples.charges is not None:
+        conditioned["charges"] = (samples.charges, ref.charges)
     check_reference(
         str(samples_path),
         str(reference_path),
@@ -193,6 +318,4 @@ def evaluate_files(
         samples.attrs.get("reference_sha256"),
         fingerprint(ref.positions, ref.velocities, ref.masses, ref.edges),
     )
-    sys_obj = ref.get_system()
-    per = per_sample_metrics(samples.positions, samples.velocities, ref, sys_obj)
-    return {"metrics": summarize(per), "floor": floor_metrics(ref, sys_obj)}
+    return samples, ref

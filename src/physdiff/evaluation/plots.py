@@ -267,21 +267,12 @@ def _constraint_style(row: str, rows: Mapping[str, Any]) -> Any:
 
 
 def conservation_curves(ref: ParticleData, positions: np.ndarray, velocities: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-frame errors of trajectories ``[N, L, K, D]`` row-aligned with ``ref``, each ``[N, L]``:
-    ``energy`` |E_l − E_0|, ``momentum`` ‖P_l − P_0‖ (E_0, P_0: the ground truth's frame 0) and ``newton``,
-    the RMS over particles and dimensions of m a_l − F(R_l) (NaN at the first and last frame)."""
-    system = ref.get_system()
-    m = ref.masses[:, None]
-    e = ref.edges[:, None] if ref.edges is not None else None
-    R, V = np.asarray(positions, dtype=np.float64), np.asarray(velocities, dtype=np.float64)
-    e0 = np.asarray(system.total_energy(ref.positions[:, 0], ref.velocities[:, 0], ref.masses, ref.edges))
-    p0 = np.asarray(system.momentum(ref.velocities[:, 0], ref.masses))
-    energy = np.abs(np.asarray(system.total_energy(R, V, m, e)) - e0[:, None])
-    momentum = np.linalg.norm(np.asarray(system.momentum(V, m)) - p0[:, None], axis=-1)
-    res = np.asarray(system.newton_residual(R, m, system.dt, e))
-    newton = np.full(energy.shape, np.nan)
-    newton[:, 1:-1] = np.sqrt(np.square(res).mean((2, 3)))
-    return {"energy": energy, "momentum": momentum, "newton": newton}
+    """Per-frame errors of trajectories ``[N, L, K, D]`` row-aligned with ``ref``, each ``[N, L]``: ``energy``,
+    ``momentum`` and ``newton`` (:func:`physdiff.evaluation.particle_metrics.conservation_curves`; charges
+    enter the physics of charged particles, a system without forces has NaN energy and Newton curves)."""
+    from physdiff.evaluation import particle_metrics
+
+    return particle_metrics.conservation_curves(ref, positions, velocities)
 
 
 _CONSERVATION_PANELS = (

@@ -167,6 +167,8 @@ class SampleConfig:
     n_test: int = field(default=100, metadata=bounded(ge=1))  # evaluation samples (the first ones of the split)
     batch_size: int = field(default=100, metadata=bounded(ge=1))
     constraints: list[ConstraintConfig] = field(default_factory=list)
+    # samples drawn per condition; > 1 for metrics over several draws (GeoTDM's min/ave ADE/FDE over K = 5)
+    draws: int = field(default=1, metadata=bounded(ge=1))
 
 
 @dataclass
@@ -201,6 +203,8 @@ class ExperimentConfig:
     metrics: dict[str, str] = field(default_factory=dict)
     # fraction of training samples without the condition (one model, both sub-tasks)
     cond_drop: float = field(default=0.0, metadata=bounded(ge=0, lt=1))
+    # frames given in the prediction sub-task of a particle task (1: the first frame; GeoTDM: 10)
+    known_frames: int = field(default=1, metadata=bounded(ge=1))
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=EGNNConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from physdiff.config import apply_overrides, save_yaml, to_dict
 from physdiff.diffusion import Denoiser, sample
+from physdiff.evaluation.geotdm import draw_seed
 from physdiff.experiments import tables
 from physdiff.experiments.config import ConstraintConfig, ExperimentConfig, SampleConfig, preset_config
 from physdiff.experiments.task import Samples, Task, make_task
@@ -369,7 +370,28 @@ def sample_and_evaluate(
         if run_dir is not None and dist_info.is_main:
             name = samples_name(subtask, None if constraint is None else constraint[0])
             task.write_samples(run_dir / name, out, prep.evaluation, prep.indices, prep.split, subtask)
-        metrics |= task.evaluate(out, prep.evaluation, subtask)
+        # metrics over several draws per condition (GeoTDM): draw j > 0 seeded apart from the seed's own
+        draws = [
+            task.from_tensors(
+                sample_tensors(
+                    den,
+                    tensors,
+                    cfg.sample,
+                    draw_seed(seed, j),
+                    device=device,
+                    constraint=constraint,
+                    dist_info=dist_info,
+                ),
+                prep.evaluation,
+                prep.scaling,
+            )
+            for j in range(1, task.draws_per_condition(subtask))
+        ]
+        metrics |= (
+            task.evaluate(out, prep.evaluation, subtask, draws=draws)
+            if draws
+            else task.evaluate(out, prep.evaluation, subtask)
+        )
     return samples, metrics
 
 

@@ -1,10 +1,27 @@
-"""The particle task (three-body, five-spring): generate a trajectory given its first frame.
+"""The particle task (three-body, five-spring, charged, generic): generate a trajectory given its first frames.
 
 Inside the model a trajectory is x ``[L, K, 2D]`` = (R, V): positions centred per frame on the mass-weighted
 centre of mass (the subspace Σ_k m_k R_k = 0 where a VP process keeps translation invariance, method.md
 §2) and both channels divided by one scalar scale each (a scalar keeps rotation equivariance). Outputs are
-mapped back exactly: the centre of mass of a closed system moves uniformly, CoM(l) = CoM(0) + l·dt·P(0)/M,
-and frame 0 is known. Context: ``masses`` ``[N, K]`` and, for springs, ``edges`` ``[N, K, K]``.
+mapped back exactly: the centre of mass of a closed system moves uniformly, CoM(l) = CoM(k−1) +
+(l − k + 1)·dt·P(k−1)/M from the last given frame k − 1, and the given frames are known. Context: ``masses``
+``[N, K]``, for springs ``edges`` ``[N, K, K]``, for charged particles ``charges`` ``[N, K]`` (the networks
+read them as the pair feature q_i q_j on their edges, EGNN's and GeoTDM's choice).
+
+**Given frames.** Prediction conditions on the first k frames (``known_frames``, default 1; GeoTDM's
+protocol: 10 of 30): they are masked as known, the centre of mass is continued from frame k − 1 and the
+metrics start at frame k (config key ``known_frames``).
+
+**K draws per condition** (GeoTDM's min- and average ADE / FDE, :mod:`physdiff.evaluation.geotdm`): when the
+metrics name ``min_ade``, ``min_fde``, ``ave_ade`` or ``ave_fde``, :meth:`ParticleTask.draws_per_condition`
+says how many samples of each condition to draw (``sample.draws``, at least 2 for these metrics) and
+:meth:`ParticleTask.evaluate` takes the further draws as ``draws=[...]``; :func:`evaluate_geotdm` draws and
+scores them for a trained model.
+
+**Generic files** (``--system generic``: a file of unknown physics): no constants but the frame spacing
+``dt`` (the file's, else estimated), only the momentum prior (where the data conserve momentum), metrics
+traj/vel/momentum. A user's file without a ``splits`` group gets the default split written next to it as
+``<file>.splits.json`` (:func:`physdiff.data.particles_h5.side_splits`); the file is never modified.
 """
 
 from __future__ import annotations
@@ -20,12 +37,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from physdiff.config import ConfigError
 from physdiff.data.augment import random_orthogonal, rotate_particle_state
-from physdiff.data.particles_h5 import ParticleData, load_particles, make_splits, simulate_to_file, write_particles
+from physdiff.data.particles_h5 import (
+    ParticleData,
+    load_particles,
+    make_splits,
+    side_splits,
+    side_splits_path,
+    simulate_to_file,
+    write_particles,
+)
 from physdiff.data.provenance import fingerprint
 from physdiff.diffusion import Denoiser, make_schedule
+from physdiff.evaluation.geotdm import GEOTDM_K, draw_metrics
 from physdiff.evaluation.particle_metrics import evaluate_files, floor_metrics, per_sample_metrics
-from physdiff.experiments.config import EGNNConfig, PriorConfig, TransformerConfig
+from physdiff.experiments.config import EGNNConfig, ExperimentConfig, PriorConfig, TransformerConfig
 from physdiff.experiments.task import Augment, Samples, Task, register_task
 from physdiff.models.egnn import SpaceTimeEGNN
 from physdiff.models.transformer import ParticleTransformer
@@ -33,9 +60,17 @@ from physdiff.physics import particles as phys
 from physdiff.priors.aux_head import PRIOR_VARIANTS, ignore_aux_head_weights, make_aux_head_prior
 from physdiff.priors.base import Prior
 from physdiff.priors.particles import PARTICLE_PRIORS, ParticlePrior, make_prior
-from physdiff.systems.registry import PARTICLE_SYSTEMS
+from physdiff.systems.registry import SIMULATED_SYSTEMS, get_system
 
-__all__ = ["ParticleScaling", "ParticleTask", "zero_com_projection"]
+__all__ = [
+    "DRAW_METRICS",
+    "ParticleScaling",
+    "ParticleTask",
+    "draws",
+    "evaluate_geotdm",
+    "known_frames",
+    "zero_com_projection",
+]
 
 log = logging.getLogger("physdiff")
 
@@ -56,6 +91,60 @@ def _com(r: np.ndarray, m: np.ndarray) -> np.ndarray:
     return phys.centre_of_mass(r, m[:, None, :])
 
 
+#: metrics over several draws per condition (min and mean over the draws, :mod:`physdiff.evaluation.geotdm`)
+DRAW_METRICS: tuple[str, ...] = ("min_ade", "min_fde", "ave_ade", "ave_fde")
+
+
+def known_frames(cfg: ExperimentConfig) -> int:
+    """The frames given in the prediction sub-task (``cfg.known_frames``; 1: the first frame; GeoTDM: 10)."""
+    return int(cfg.known_frames)
+
+
+def draws(cfg: ExperimentConfig) -> int:
+    """Samples drawn per condition (``cfg.sample.draws``; GeoTDM: K = 5)."""
+    return int(cfg.sample.draws)
+
+
+def _pair_features(edges: Tensor | None, charges: Tensor | None) -> Tensor | None:
+    """The networks' edge attribute: the spring graph, the charge products q_i q_j (zero diagonal), or
+    their sum when a (generic) file holds both (injective for 0/1 edges and ±1 charges)."""
+    if charges is None:
+        return edges
+    q = charges.to(torch.get_default_dtype() if not charges.is_floating_point() else charges.dtype)
+    qq = q[:, :, None] * q[:, None, :]
+    qq = qq * (1.0 - torch.eye(q.shape[-1], dtype=qq.dtype, device=qq.device))
+    return qq if edges is None else edges.to(qq) + qq
+
+
+class _ChargesOnEdges:
+    """Mixin of a particle network that takes ``charges`` ``[B, K]`` as context and reads them as the pair
+    feature q_i q_j of its edges (EGNN's and GeoTDM's charged N-body input); without charges it is the
+    network itself (same parameters, same outputs)."""
+
+    def forward(
+        self,
+        x_t: Tensor,
+        noise: Tensor,
+        known: Tensor,
+        mask: Tensor,
+        edges: Tensor | None = None,
+        masses: Tensor | None = None,
+        charges: Tensor | None = None,
+        return_hidden: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        return super().forward(  # type: ignore[misc]
+            x_t, noise, known, mask, edges=_pair_features(edges, charges), masses=masses, return_hidden=return_hidden
+        )
+
+
+class ChargedSpaceTimeEGNN(_ChargesOnEdges, SpaceTimeEGNN):
+    """:class:`SpaceTimeEGNN` that also takes ``charges`` (on its edges)."""
+
+
+class ChargedParticleTransformer(_ChargesOnEdges, ParticleTransformer):
+    """:class:`ParticleTransformer` that also takes ``charges`` (as its edge bias)."""
+
+
 def zero_com_projection(dim: int):
     """``project(x, masses=None)``: the position channels of a state ``[B, L, K, 2D]`` projected orthogonally
     onto Σ_k m_k R_k = 0 per frame (:func:`physdiff.physics.particles.zero_com_projection`), where the
@@ -70,11 +159,11 @@ def zero_com_projection(dim: int):
 
 def _build_network(model: Any, dim: int) -> nn.Module:
     if isinstance(model, EGNNConfig):
-        return SpaceTimeEGNN(
+        return ChargedSpaceTimeEGNN(
             dim, hidden=model.hidden, layers=model.layers, vector_channels=model.vector_channels, heads=model.heads
         )
     if isinstance(model, TransformerConfig):
-        return ParticleTransformer(dim, hidden=model.hidden, layers=model.layers, heads=model.heads)
+        return ChargedParticleTransformer(dim, hidden=model.hidden, layers=model.layers, heads=model.heads)
     raise ValueError(f"model kind {model.kind!r} does not apply to particle tasks; choose 'egnn' or 'transformer'")
 
 
@@ -82,41 +171,95 @@ def _build_network(model: Any, dim: int) -> nn.Module:
 class ParticleTask(Task):
     kind = "particles"
     builtin_priors = PARTICLE_PRIORS
-    table_note = "Floor: the metric of the simulated ground truth against itself (conservation metrics)."
+    table_note = (
+        "Floor: the metric of the simulated ground truth against itself (conservation metrics; charged particles: "
+        "EGNN's force clip makes momentum and energy inexact on the trajectories it touched, see results.json "
+        "floor clip_fraction and *_unclipped)."
+    )
+
+    @property
+    def known_frames(self) -> int:
+        """Frames given in the prediction sub-task (:func:`known_frames`)."""
+        return known_frames(self.cfg)
+
+    def start(self, subtask: str) -> int:
+        """The first generated frame of a sub-task: ``known_frames`` for prediction, 1 for generation (frame 0
+        is the energy and momentum reference)."""
+        return self.known_frames if subtask == "prediction" else 1
 
     # ------------------------------------------------------------------------------------- data
     def load(self, cache_dir: Path, progress: bool = True) -> ParticleData:
         d = self.cfg.data
         if d.path:
             return self.check_data(load_particles(d.path, d.system))
-        tag = "".join(f"_{k}{v}" for k, v in sorted(d.settings.items()))
+        if not get_system(d.system).has_forces:
+            raise ValueError(
+                f"the {d.system!r} system is not simulated: pass a data file (--data FILE, data.path=FILE)"
+            )
+        settings = dict(d.settings)
+        tag = "".join(f"_{k}{v}".replace(" ", "") for k, v in sorted(settings.items()))
         path = Path(cache_dir) / f"{d.system}_n{d.n}_seed{d.seed}{tag}.h5"
         if not path.is_file():
-            summary = simulate_to_file(d.system, path, d.n, d.seed, progress=progress, **d.settings)
+            summary = simulate_to_file(d.system, path, d.n, d.seed, progress=progress, **settings)
             if progress:
                 print(f"simulated {d.n} {d.system} trajectories in {summary['seconds']:.1f} s → {path}")
         return self.check_data(load_particles(path))
 
-    @staticmethod
-    def check_data(data: ParticleData) -> ParticleData:
+    def check_data(self, data: ParticleData) -> ParticleData:
         """Refuse data the task cannot learn from: fewer than 2 particles or 3 frames (the Newton residual
-        needs interior frames), or non-finite / non-positive physical constants."""
+        needs interior frames), no generated frame after the given ones, or non-finite / non-positive
+        physical constants. A file without splits gets the default split, kept next to it
+        (``<file>.splits.json``); a generic file's estimated frame spacing is said aloud."""
         n, frames, k, _ = data.shape
         where = data.path or "data"
         if not data.splits:  # a user's file without splits: the default seeded split, said aloud
-            data.splits = make_splits(n, 0)
+            status = "in-memory"
+            if data.path:
+                data.splits, status = side_splits(data.path, n)
+            else:
+                data.splits = make_splits(n, 0)
+            kept = {
+                "read": f"read from {side_splits_path(where)}",
+                "written": f"written to {side_splits_path(where)} (the data file is not modified)",
+                "rewritten": f"rewritten to {side_splits_path(where)}, which described another file",
+                "in-memory": "not kept (its folder is not writable)" if data.path else "in memory",
+            }[status]
             log.info(
-                "note (%s): no 'splits' group; using the default seeded split (train/val/test = %d/%d/%d)",
+                "note (%s): no 'splits' group; using the default seeded split (train/val/test = %d/%d/%d), %s",
                 where,
-                *(len(data.splits[k]) for k in ("train", "val", "test")),
+                *(len(data.splits[s]) for s in ("train", "val", "test")),
+                kept,
             )
         if k < 2:
             raise ValueError(f"{where}: 'positions' has K = {k} particle(s); an interacting system needs K >= 2")
         if frames < 3:
             raise ValueError(f"{where}: 'positions' has L = {frames} frame(s); trajectories need L >= 3 frames")
+        given = self.known_frames
+        if given > frames - 1:
+            raise ValueError(
+                f"{where}: known_frames = {given} leaves no frame to generate of L = {frames}; "
+                f"choose at most {frames - 1}"
+            )
         for name, value in data.constants.items():
             if not (np.isfinite(value) and value > 0):
                 raise ValueError(f"{where}: attribute {name!r} = {value!r}; the constant must be finite and > 0")
+        if data.attrs.get("dt_estimated"):
+            misfit = float(data.attrs.get("dt_misfit", float("nan")))
+            log.info(
+                "note (%s): no 'dt' attribute; the frame spacing dt = %.6g is estimated from the centre-of-mass "
+                "motion (relative misfit %.2g); it places the centre of mass of generated frames",
+                where,
+                data.constants["dt"],
+                misfit,
+            )
+            if misfit > 1e-3:
+                log.warning(
+                    "warning (%s): the centre of mass does not move as the velocities say (misfit %.2g): external "
+                    "forces or velocities that are not time derivatives; the centre of mass of generated frames is "
+                    "continued from the last given frame and may drift",
+                    where,
+                    misfit,
+                )
         return data
 
     def fit_scaling(self, train: ParticleData) -> ParticleScaling:
@@ -142,26 +285,33 @@ class ParticleTask(Task):
         x0 = torch.from_numpy(np.concatenate([r, v], axis=-1)).to(dtype)
         mask = torch.zeros_like(x0)
         if subtask == "prediction":
-            mask[:, 0] = 1.0  # the first frame is given
+            mask[:, : self.known_frames] = 1.0  # the first frames are given
         out = {"x0": x0, "mask": mask, "masses": torch.from_numpy(data.masses).to(dtype)}
         if data.edges is not None:
             out["edges"] = torch.from_numpy(data.edges).to(dtype)
+        if data.charges is not None:
+            out["charges"] = torch.from_numpy(data.charges).to(dtype)
         return out
 
     def from_tensors(self, x: Tensor, data: ParticleData, scaling: ParticleScaling) -> Samples:
-        """Undo scaling and centring: the centre of mass moves uniformly from the known first frame."""
+        """Undo scaling and centring: the centre of mass is the data's on the given frames 0 … k−1 and moves
+        uniformly from the last of them, CoM(l) = CoM(k−1) + (l − k + 1)·dt·P(k−1)/M (exact for a closed
+        system; the force clip of charged data makes it approximate on clipped trajectories)."""
         d = data.positions.shape[-1]
         x = x.detach().cpu().double().numpy()
         r = x[..., :d] * scaling.positions
         v = x[..., d:] * scaling.velocities
         m = data.masses
-        com0 = _com(data.positions[:, :1], m)  # [N, 1, 1, D]
-        vcm = (m[:, :, None] * data.velocities[:, 0]).sum(1) / m.sum(1, keepdims=True)  # [N, D]
-        steps = np.arange(r.shape[1])[None, :, None, None] * data.constants["dt"]
-        return {"positions": r + com0 + steps * vcm[:, None, None, :], "velocities": v}
+        last = min(self.known_frames, r.shape[1]) - 1
+        com = _com(data.positions[:, : last + 1], m)  # [N, k, 1, D]: the given frames' own
+        vcm = (m[:, :, None] * data.velocities[:, last]).sum(1) / m.sum(1, keepdims=True)  # [N, D]
+        steps = np.arange(1, r.shape[1] - last)[None, :, None, None] * data.constants["dt"]
+        ahead = com[:, last:] + steps * vcm[:, None, None, :]  # [N, L - k, 1, D]
+        return {"positions": r + np.concatenate([com, ahead], axis=1), "velocities": v}
 
     def describe(self, data: ParticleData) -> dict[str, Any]:
-        """What a data file holds, for a run's ``config.yaml``: sizes and physical constants."""
+        """What a data file holds, for a run's ``config.yaml``: sizes and physical constants (and the task
+        settings the run was given, which the run's config keeps)."""
         n, frames, k, d = data.shape
         return {"n": n, "settings": {"n_frames": frames, "n_particles": k, "n_dims": d, **data.constants}}
 
@@ -230,6 +380,63 @@ class ParticleTask(Task):
     def check_tolerance(self, prior: Prior) -> dict[str, float]:
         return {"tol": 1e-4}
 
+    # ------------------------------------------------------------------------- laws on the data
+    @staticmethod
+    def law_rows(data: ParticleData) -> np.ndarray:
+        """The trajectories on which the system's laws hold to round-off, where priors and constraints are
+        checked against the ground truth: those the force clip did not touch (``clip_steps`` = 0) when the
+        file says; for data of unknown physics (``generic``), those whose momentum is conserved to 1e-8
+        relative (no external force acted); else all."""
+        if data.clip_steps is not None:
+            return np.flatnonzero(data.clip_steps == 0)
+        if not get_system(data.system).has_forces:
+            P = np.asarray(phys.linear_momentum(data.velocities, data.masses[:, None]))  # [N, L, D]
+            scale = (data.masses[:, None, :] * np.linalg.norm(data.velocities, axis=-1)).sum(-1).max(1)  # [N]
+            drift = np.linalg.norm(P - P[:, :1], axis=-1).max(1)
+            return np.flatnonzero(drift <= 1e-8 * np.maximum(scale, np.finfo(np.float64).tiny))
+        return np.arange(data.n)
+
+    def _lawful(self, train: ParticleData) -> ParticleData:
+        rows = self.law_rows(train)
+        if len(rows) == train.n:
+            return train
+        if len(rows) == 0:
+            raise ValueError(
+                f"{train.path or 'data'}: no training trajectory obeys the system's laws to round-off (every one was "
+                "touched by the force clip, or the momentum drifts): the priors cannot be checked against the data"
+            )
+        log.info(
+            "note (%s): priors are checked against the %d of %d training trajectories on which the laws hold "
+            "(the force clip or an external force touched the others)",
+            train.path or "data",
+            len(rows),
+            train.n,
+        )
+        return train.subset(rows)
+
+    def build_priors(self, specs: Any, train: ParticleData, scaling: ParticleScaling) -> list[Prior]:
+        """The base class's priors, checked on the trajectories where the laws hold (:meth:`law_rows`): the
+        charged data's clipped trajectories conserve neither momentum nor energy, a documented floor of the
+        data, not a bug of the prior."""
+        return super().build_priors(specs, self._lawful(train), scaling)
+
+    def build_constraints(self, train: ParticleData, scaling: ParticleScaling) -> list:
+        """The base class's sampling-time constraints, checked on the trajectories where the laws hold."""
+        return super().build_constraints(self._lawful(train), scaling)
+
+    def supports_priors(self, data: ParticleData) -> bool:
+        """Data of unknown physics (``generic``) support the momentum prior only where at least half of the
+        trajectories conserve momentum (no external forces); named systems always."""
+        if get_system(data.system).has_forces:
+            return True
+        ok = 2 * len(self.law_rows(data)) >= data.n
+        if not ok:
+            log.warning(
+                "note (%s): most trajectories do not conserve momentum (external forces?): no prior applies",
+                data.path or "data",
+            )
+        return ok
+
     def augment(self) -> Augment | None:
         """Random orthogonal transformation of a whole batch (the non-equivariant baseline's training)."""
         if not getattr(self.cfg.model, "rotation_augmentation", False):
@@ -243,12 +450,60 @@ class ParticleTask(Task):
         return rotate
 
     # ------------------------------------------------------------------------------ evaluation
-    def evaluate(self, samples: Samples, reference: ParticleData, subtask: str) -> dict[str, np.ndarray]:
-        """Every metric of :mod:`physdiff.evaluation.particle_metrics` (the table shows ``cfg.metrics``)."""
-        return per_sample_metrics(samples["positions"], samples["velocities"], reference)
+    def evaluate(
+        self,
+        samples: Samples,
+        reference: ParticleData,
+        subtask: str,
+        draws: list[Samples] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Every metric of :mod:`physdiff.evaluation.particle_metrics` (the table shows ``cfg.metrics``) on the
+        generated frames (after the given ones in prediction) and, with further ``draws`` of the same
+        conditions, GeoTDM's ``min_ade`` / ``min_fde`` and ``ave_ade`` / ``ave_fde`` over ``samples`` and the
+        draws (:func:`physdiff.evaluation.geotdm.draw_metrics`). ``samples["positions"]`` may also hold the draws
+        stacked ``[K, N, L, P, D]`` (then the other metrics are the first draw's)."""
+        start = self.start(subtask)
+        R, V = np.asarray(samples["positions"]), np.asarray(samples["velocities"])
+        stacked = [R] if R.ndim == 4 else list(R)
+        if R.ndim == 5:
+            R, V = R[0], V[0]
+        out = per_sample_metrics(R, V, reference, start=start)
+        stacked += [np.asarray(d["positions"]) for d in draws or []]
+        if len(stacked) > 1:
+            out |= draw_metrics(np.stack(stacked), reference.positions, start)
+        elif any(self.cfg.metrics.get(k) == subtask for k in DRAW_METRICS):
+            log.warning(
+                "%s: one draw per condition; min/ave_ade/fde need %d (draws_per_condition) and are left out",
+                subtask,
+                self.draws_per_condition(subtask),
+            )
+        return out
+
+    def draws_per_condition(self, subtask: str) -> int:
+        """Samples to draw of each condition of ``subtask``: K (:func:`draws`) when the metrics measure one of
+        :data:`DRAW_METRICS` on it, else 1."""
+        if any(self.cfg.metrics.get(k) == subtask for k in DRAW_METRICS):
+            k = draws(self.cfg)
+            if k < 2:
+                raise ConfigError(
+                    f"metrics {[m for m in DRAW_METRICS if m in self.cfg.metrics]} are taken over several draws per "
+                    f"condition: set sample.draws >= 2 (GeoTDM: 5), got {k}"
+                )
+            return k
+        return 1
 
     def floor(self, reference: ParticleData) -> dict[str, float]:
-        return floor_metrics(reference)
+        """The conservation metrics of the reference against itself from the first generated frame of the
+        first sub-task, with (charged data) the share of clipped trajectories and the floor without them."""
+        start = self.start(self.cfg.subtasks[0])
+        out = floor_metrics(reference, start=start)
+        if reference.clip_steps is not None:
+            clipped = reference.clip_steps > 0
+            out["clip_fraction"] = float(clipped.mean()) if clipped.size else 0.0
+            if (~clipped).any() and clipped.any():
+                for key, value in floor_metrics(reference.subset(np.flatnonzero(~clipped)), start=start).items():
+                    out[f"{key}_unclipped"] = value
+        return out
 
     def write_samples(
         self,
@@ -270,8 +525,14 @@ class ParticleTask(Task):
         }
         if reference.edges is not None:
             arrays["edges"] = reference.edges
+        if reference.charges is not None:
+            arrays["charges"] = reference.charges
+        start = self.start(subtask)
         attrs = {"system": reference.system, **reference.constants, "generated": True, "task": subtask}
-        attrs |= {f"floor_{k}": v for k, v in floor_metrics(reference).items()}
+        attrs["known_frames"] = start if subtask == "prediction" else 0
+        attrs |= {f"floor_{k}": v for k, v in floor_metrics(reference, start=start).items()}
+        if reference.clip_steps is not None:
+            attrs["reference_clip_fraction"] = float((reference.clip_steps > 0).mean())
         attrs |= {
             "reference_path": str(Path(reference.path).resolve()) if reference.path else "",
             "reference_split": split,
@@ -291,32 +552,41 @@ class ParticleTask(Task):
         }
 
     def condition_from(self, condition: Mapping[str, Any], template: ParticleData) -> ParticleData:
-        """Initial frames to sample from: ``positions``, ``velocities`` ``[N, K, D]`` (or ``[N, 1, K, D]``),
-        ``masses`` ``[N, K]`` (default 1) and, for springs, ``edges`` ``[N, K, K]``. The frame count and the
-        constants are the template's (the run's data); the generated frames are filled with the first frame
-        (placeholders: only frame 0 is known)."""
+        """Given frames to sample from: ``positions``, ``velocities`` ``[N, k, K, D]`` (the first k =
+        ``known_frames`` frames; ``[N, K, D]`` when k = 1), ``masses`` ``[N, K]`` (default 1), for springs
+        ``edges`` ``[N, K, K]`` and for charged particles ``charges`` ``[N, K]``. The frame count and the
+        constants are the template's (the run's data); the generated frames are filled with the last given
+        frame (placeholders)."""
+        given = self.known_frames
         r0 = np.asarray(condition["positions"], dtype=np.float64)
         v0 = np.asarray(condition["velocities"], dtype=np.float64)
-        if r0.ndim == 4:
-            r0, v0 = r0[:, 0], v0[:, 0]
+        if r0.ndim == 3 and given == 1:
+            r0, v0 = r0[:, None], v0[:, None]
         k, d = template.positions.shape[2:]
-        if r0.ndim != 3 or r0.shape[1:] != (k, d) or v0.shape != r0.shape:
+        if r0.ndim != 4 or r0.shape[1] < given or r0.shape[2:] != (k, d) or v0.shape != r0.shape:
+            want = f"[N, {k}, {d}] (or [N, 1, {k}, {d}])" if given == 1 else f"[N, {given}, {k}, {d}]"
             raise ValueError(
-                f"condition: positions and velocities must be first frames [N, {k}, {d}], got {r0.shape}, {v0.shape}"
+                f"condition: positions and velocities must be first frames {want} (known_frames = {given}), got "
+                f"{r0.shape}, {v0.shape}"
             )
+        r0, v0 = r0[:, :given], v0[:, :given]
         n = r0.shape[0]
         m = np.asarray(condition.get("masses", np.ones((n, k))), dtype=np.float64)
         edges = condition.get("edges")
         if template.edges is not None and edges is None:
             raise ValueError(f"condition: {template.system} needs the spring graph 'edges' [N, {k}, {k}]")
-        frames = template.positions.shape[1]
+        charges = condition.get("charges")
+        if template.charges is not None and charges is None:
+            raise ValueError(f"condition: {template.system} needs the particle charges 'charges' [N, {k}]")
+        rest = template.positions.shape[1] - given
         return ParticleData(
-            positions=np.repeat(r0[:, None], frames, axis=1),
-            velocities=np.repeat(v0[:, None], frames, axis=1),
+            positions=np.concatenate([r0, np.repeat(r0[:, -1:], rest, axis=1)], axis=1),
+            velocities=np.concatenate([v0, np.repeat(v0[:, -1:], rest, axis=1)], axis=1),
             masses=m,
             edges=None if edges is None else np.asarray(edges, dtype=np.float64),
             system=template.system,
             constants=dict(template.constants),
+            charges=None if charges is None else np.asarray(charges, dtype=np.float64),
         )
 
     def plot(
@@ -351,12 +621,56 @@ class ParticleTask(Task):
 
     @classmethod
     def evaluate_files(cls, samples: Path, reference: Path, system: str | None = None, **options: Any) -> dict:
-        return evaluate_files(samples, reference, system=system)
+        """``physdiff evaluate``; ``draws=[files]``: further samples files of the same conditions (GeoTDM's
+        min- and average ADE / FDE over all of them)."""
+        return evaluate_files(samples, reference, system=system, draws=options.get("draws") or ())
 
     @classmethod
     def systems(cls) -> tuple[str, ...]:
-        return PARTICLE_SYSTEMS
+        """The systems ``physdiff simulate`` simulates (``generic`` reads a user's file)."""
+        return SIMULATED_SYSTEMS
 
     @classmethod
     def simulate_to_file(cls, system: str, path: Path, n: int, seed: int, **settings: Any) -> dict[str, Any]:
         return simulate_to_file(system, path, n, seed, progress=True, **settings)
+
+
+# ------------------------------------------------------------------------------------------ GeoTDM protocol
+def evaluate_geotdm(
+    task: ParticleTask,
+    den: Denoiser,
+    prep: Any,
+    k: int = GEOTDM_K,
+    seed: int = 0,
+    *,
+    subtask: str = "prediction",
+    device: torch.device = torch.device("cpu"),
+) -> dict[str, np.ndarray]:
+    """GeoTDM's protocol for a trained denoiser: K draws of every evaluation condition (sampling seeds
+    :func:`physdiff.evaluation.geotdm.draw_seed`, draw 0 = the ordinary samples of ``seed``), scored per case.
+
+    Args:
+        task: the particle task (its ``known_frames`` are given; GeoTDM's presets: 10 of 30).
+        den: the trained denoiser (:func:`physdiff.experiments.harness.train_arm` / ``load_arm``).
+        prep: the harness's :class:`~physdiff.experiments.harness.Prepared` (evaluation split, scaling).
+        k: draws per condition (GeoTDM: 5).
+        seed: the sampling seed of draw 0.
+
+    Returns:
+        Per case ``[N]``: ``min_ade``, ``min_fde``, ``ave_ade``, ``ave_fde`` and the other metrics of the first
+        draw (:meth:`ParticleTask.evaluate`).
+    """
+    from physdiff.evaluation.geotdm import draw_seed
+    from physdiff.experiments.harness import sample_tensors
+
+    if k < 1:
+        raise ValueError(f"k (draws per condition) must be >= 1, got {k}")
+    tensors = task.to_tensors(prep.evaluation, prep.scaling, subtask)
+    out = []
+    for j in range(k):
+        x = sample_tensors(den, tensors, task.cfg.sample, draw_seed(seed, j), device=device)
+        out.append(task.from_tensors(x, prep.evaluation, prep.scaling))
+    metrics = task.evaluate(out[0], prep.evaluation, subtask, draws=out[1:])
+    if k == 1:
+        metrics |= draw_metrics(out[0]["positions"], prep.evaluation.positions, task.start(subtask))
+    return metrics

@@ -154,6 +154,11 @@ class Task(ABC):
         """A training augmentation of the batch, or ``None``."""
         return None
 
+    def draws_per_condition(self, subtask: str) -> int:
+        """Samples drawn of each condition of ``subtask``: > 1 for metrics over several draws (GeoTDM's min- and
+        average ADE / FDE), whose further draws :meth:`evaluate` then takes as ``draws=[...]``."""
+        return 1
+
     def supports_priors(self, data: Any) -> bool:
         """Whether the stored variables can evaluate the task's priors (e.g. not a field file holding h only)."""
         return True

@@ -2,14 +2,22 @@ r"""Built-in priors for particle systems, acting on states ``x`` ``[B, L, K, 2D]
 
 The diffusion model sees normalised data: positions divided by ``positions_scale`` and velocities by
 ``velocities_scale`` (``scale``); every prior undoes that before computing physics. Context keyword
-arguments: ``masses`` ``[B, K]`` (default: unit masses) and, for springs, ``edges`` ``[B, K, K]``.
-Frame 0 is the conditioned first frame.
+arguments: ``masses`` ``[B, K]`` (default: unit masses), for springs ``edges`` ``[B, K, K]`` and for charged
+particles ``charges`` ``[B, K]``. Frame 0 is the conditioned first frame.
 
 * :class:`MomentumPrior` (linear): R_l = Σ_k m_k V_{l,k} − Σ_k m_k V_{0,k}, l ≥ 1.
 * :class:`AngularMomentumPrior` (multilinear): R_l = L_l − L_0, L_l = Σ_k m_k R_{l,k} × V_{l,k}.
 * :class:`NewtonSpringPrior` (linear in positions given the graph): m a_l − F_spring(R_l) on interior frames.
 * :class:`GravityEnergyPrior` (nonlinear, multilinear reduction): match 1/R_ij (i<j) and V²_{l,k,d}.
 * :class:`SpringEnergyPrior` (nonlinear): match e_ij R_ij² (i<j) and V²_{l,k,d}.
+* :class:`CoulombEnergyPrior` (nonlinear, like gravity's): match q_i q_j / R_ij (i<j) and V²_{l,k,d}.
+
+Which priors apply: momentum (and angular momentum) to every system, ``generic`` included (data without
+external forces; no constants needed); ``energy`` resolves to the system's energy prior (``generic`` has
+none); ``newton`` to springs only. The charged data's force clip (EGNN's, per component at ±100) makes
+momentum and energy inexact on the trajectories it touched: the task checks a prior against the ground
+truth on the trajectories the clip did not touch (their ``clip_steps`` is 0), where the laws hold to
+round-off, and documents the clipped ones' floor (:mod:`physdiff.data.particles_h5`).
 
 The energy priors train on features (the reduction); their :meth:`residual` E_l − E_0 (the conservation
 law itself) is what sampling-time constraints (:mod:`physdiff.priors.sampling`) act on.
@@ -37,6 +45,7 @@ from physdiff.systems.registry import PARTICLE_SYSTEMS, get_system
 __all__ = [
     "PARTICLE_PRIORS",
     "AngularMomentumPrior",
+    "CoulombEnergyPrior",
     "GravityEnergyPrior",
     "MomentumPrior",
     "NewtonSpringPrior",
@@ -115,6 +124,17 @@ class ParticlePrior(Prior):
             )
         e = torch.as_tensor(e, dtype=x.dtype, device=x.device)
         return e[:, None] if e.dim() == 3 else e
+
+    def charges(self, x: Tensor, context: Mapping[str, Any]) -> Tensor:
+        """Charges ``[B, 1, K]`` (broadcast over frames); ``ValueError`` when the context has none."""
+        q = context.get("charges")
+        if q is None:
+            raise ValueError(
+                f"prior {self.name!r} ({type(self).__name__}) needs the particle charges: pass charges=[B, K] in "
+                "the context (it applies to charged particles only)"
+            )
+        q = torch.as_tensor(q, dtype=x.dtype, device=x.device)
+        return q.reshape(-1, 1, x.shape[2]) if q.dim() == 2 else q
 
 
 def _upper_pairs(K: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -241,6 +261,41 @@ class SpringEnergyPrior(ParticlePrior, FeaturePrior, Constraint):
         return {"potential": self.potential_weight, "kinetic": self.kinetic_weight}
 
 
+@dataclass
+class CoulombEnergyPrior(ParticlePrior, FeaturePrior, Constraint):
+    """Energy for charged particles via the multilinear reduction (as gravity's): match the Coulomb pair
+    features q_i q_j / R_ij (i<j) and the kinetic terms (needs ``charges``).
+
+    U = k Σ_{i<j} q_i q_j / r_ij is a sum of these features, so matching them (with V²) matches E; the charge
+    product weights each pair by its share of U (±1 for EGNN's charges: the sign only).
+    """
+
+    name: str = "energy"
+    case: str = "nonlinear"
+    potential_weight: float = 1.0
+    kinetic_weight: float = 1.0
+    kinetic_per_component: bool = True
+    k: float = 1.0
+    system: ClassVar[tuple[str, ...]] = ("charged",)
+
+    def residual(self, x: Tensor, **context: Any) -> Tensor:
+        """E_l − E_0 for l ≥ 1, ``[B, L−1]``: E = ½ Σ m|V|² + Σ_{i<j} k q_i q_j / r_ij."""
+        R, V = self.split(x)
+        U = phys.coulomb_potential(R, self.charges(x, context), self.k)
+        E = phys.kinetic_energy(V, self.masses(x, context)) + U
+        return E[:, 1:] - E[:, :1]
+
+    def features(self, x: Tensor, **context: Any) -> dict[str, Tensor]:
+        R, V = self.split(x)
+        q = self.charges(x, context)  # [B, 1, K]
+        i, j = _upper_pairs(R.shape[-2], R.device)
+        pair = phys.inverse_distances(R)[..., i, j] * (q[..., i] * q[..., j])  # [B, L, K(K-1)/2]
+        return {"potential": pair, "kinetic": _kinetic_features(V, self.kinetic_per_component)}
+
+    def group_weights(self) -> dict[str, float]:
+        return {"potential": self.potential_weight, "kinetic": self.kinetic_weight}
+
+
 PARTICLE_PRIORS: tuple[str, ...] = (
     "momentum",
     "energy",
@@ -248,6 +303,7 @@ PARTICLE_PRIORS: tuple[str, ...] = (
     "angular-momentum",
     "gravity-energy",
     "spring-energy",
+    "coulomb-energy",
 )
 
 _BY_NAME: dict[str, type[ParticlePrior]] = {
@@ -256,6 +312,14 @@ _BY_NAME: dict[str, type[ParticlePrior]] = {
     "angular-momentum": AngularMomentumPrior,
     "gravity-energy": GravityEnergyPrior,
     "spring-energy": SpringEnergyPrior,
+    "coulomb-energy": CoulombEnergyPrior,
+}
+
+#: the energy prior of each system by name (``energy``); a system without one (``generic``) has none
+_ENERGY: dict[str, type[ParticlePrior]] = {
+    "three-body": GravityEnergyPrior,
+    "five-spring": SpringEnergyPrior,
+    "charged": CoulombEnergyPrior,
 }
 
 
@@ -264,9 +328,10 @@ def make_prior(
 ) -> ParticlePrior:
     """A built-in particle prior by name for a particle system.
 
-    Names: ``momentum``, ``energy`` (gravity or spring energy, by system), ``newton``, ``angular-momentum``
-    and the explicit ``gravity-energy`` / ``spring-energy``. ``dim`` defaults to the system's; the physical
-    constants the prior uses (``dt``, ``G``, ``kappa``) come from ``constants`` (a data file's attributes),
+    Names: ``momentum``, ``energy`` (gravity, spring or Coulomb energy, by system), ``newton``,
+    ``angular-momentum`` and the explicit ``gravity-energy`` / ``spring-energy`` / ``coulomb-energy``. ``dim``
+    defaults to the system's; the physical constants the prior uses (``dt``, ``G``, ``kappa``, ``k``) come
+    from ``constants`` (a data file's attributes),
     else from the system's defaults; other keywords (``weight``, ``scale``, ``time_weight``, ...) go to the
     prior.
 
@@ -279,7 +344,13 @@ def make_prior(
         raise ValueError(f"unknown prior {name!r}; valid names: {', '.join(PARTICLE_PRIORS)}")
     sys = get_system(system_name)
     if name == "energy":
-        cls: type[ParticlePrior] = SpringEnergyPrior if sys.has_edges else GravityEnergyPrior
+        if system_name not in _ENERGY:
+            applies = [n for n, c in _BY_NAME.items() if system_name in c.system]
+            raise ValueError(
+                f"prior 'energy': system {system_name!r} has no energy (data of unknown physics); priors that "
+                f"apply to it: {', '.join(applies)}"
+            )
+        cls: type[ParticlePrior] = _ENERGY[system_name]
     else:
         cls = _BY_NAME[name]
     if system_name not in cls.system:

@@ -65,6 +65,14 @@ keep the first 30 frames, ``span: 30``, conditioning on 10 and generating 20):
 Deviations here, on purpose: positions and velocities at the same instants (kick–drift–kick), first
 frame at t = 0 (the drawn initial condition, with the drawn velocity), no initial clamp, direct pair
 differences. Otherwise the force law (including the clip), the step and the frame spacing are EGNN's.
+
+Files (``physdiff simulate charged``, :mod:`physdiff.data.particles_h5`): the charges are the dataset
+``charges`` ``[N, K]`` (``per_trajectory``: the physics methods take them as the keyword ``charges``, laid out
+like the masses; only ±1 is accepted, ``allowed_charges``), the clip counts the dataset ``clip_steps`` ``[N]``,
+and the attributes hold the settings (``clip_force = None`` round-trips), the floors over all trajectories
+and, from ``clip_steps``, ``clip_fraction`` and the floors over the unclipped / clipped ones
+(``floor_<metric>_unclipped`` ≈ round-off for momentum). The task checks priors against the ground truth on
+the unclipped trajectories only, where the laws hold.
 """
 
 from __future__ import annotations
@@ -147,6 +155,9 @@ class Charged(ParticleSystem):
         "k": "interaction strength k (Coulomb constant)",
     }
     has_edges: ClassVar[bool] = False
+    per_trajectory: ClassVar[tuple[str, ...]] = ("charges",)
+    #: the charges a data file of this system may hold (EGNN's ±1; validated on read and write)
+    allowed_charges: ClassVar[tuple[float, ...]] = (-1.0, 1.0)
 
     constants: dict[str, float] = field(default_factory=dict)
     n_particles: int = 5

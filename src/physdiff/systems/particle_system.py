@@ -1,4 +1,4 @@
-"""Common interface of the particle systems (three-body gravity, five-particle springs).
+"""Common interface of the particle systems (three-body gravity, five-particle springs, charged particles).
 
 A :class:`ParticleSystem` bundles the physical constants of a system (e.g. ``G`` or ``kappa`` and the
 frame spacing ``dt``), its energy, forces and Newton residual (thin wrappers around
@@ -8,6 +8,12 @@ Array conventions follow :mod:`physdiff.physics.particles`: ``R``, ``V`` are ``[
 ``m`` broadcast right-aligned against ``R.shape[:-1]`` (pass ``masses[:, None, :]`` for ``R`` of shape
 ``[N, L, K, D]``); ``edges`` broadcast against ``R.shape[:-2] + (K, K)`` (``edges[:, None]``).
 Every method accepts torch tensors or numpy arrays (numpy in, numpy out).
+
+Per-trajectory quantities beyond the masses (the charges of :class:`~physdiff.systems.charged.Charged`)
+are named in ``per_trajectory``; the physics methods take them as keyword arguments laid out like the
+masses (``charges=q[:, None, :]`` for ``R`` of shape ``[N, L, K, D]``), and :meth:`conservation_errors`
+takes them ``[N, K]`` like ``m``. A system with ``has_forces = False`` (``generic``: a data file of an
+unknown system) has no energy, forces or Newton residual: only its momentum is measured.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ class ParticleSystem(ABC):
     """Base class of a particle system: constants, physics and a simulator.
 
     Subclasses set the class variables ``name``, ``DEFAULT_CONSTANTS`` (with ``CONSTANT_DOCS``) and
-    ``has_edges``, declare their simulation settings as dataclass fields with defaults, and implement
+    ``has_edges`` (and ``per_trajectory`` when the physics needs per-trajectory arrays besides the masses),
+    declare their simulation settings as dataclass fields with defaults, and implement
     :meth:`potential_energy`, :meth:`forces` and :meth:`simulate`.
 
     Attributes:
@@ -46,6 +53,12 @@ class ParticleSystem(ABC):
     DEFAULT_CONSTANTS: ClassVar[dict[str, float]] = {}
     CONSTANT_DOCS: ClassVar[dict[str, str]] = {}
     has_edges: ClassVar[bool] = False
+    #: per-trajectory arrays ``[N, K]`` the physics needs besides the masses (keyword arguments of the
+    #: physics methods, laid out like ``m``), e.g. ``("charges",)``; stored as datasets of the same name
+    per_trajectory: ClassVar[tuple[str, ...]] = ()
+    #: False for a data-only system (``generic``): no potential, forces or Newton residual; only the
+    #: momentum is measured, and the optional arrays found in its files (edges, charges) are model context
+    has_forces: ClassVar[bool] = True
 
     constants: dict[str, float] = field(default_factory=dict)
     n_particles: int = 3
@@ -122,23 +135,41 @@ class ParticleSystem(ABC):
         return phys.newton_residual(R, m, step, lambda X: self.forces(X, m, edges))
 
     def conservation_errors(
-        self, R: np.ndarray, V: np.ndarray, m: np.ndarray, edges: np.ndarray | None = None
+        self,
+        R: np.ndarray,
+        V: np.ndarray,
+        m: np.ndarray,
+        edges: np.ndarray | None = None,
+        **per_trajectory: np.ndarray,
     ) -> dict[str, np.ndarray]:
-        """How far trajectories ``[N, L, K, D]`` (masses ``[N, K]``, edges ``[N, K, K]``) are from the laws,
-        per trajectory ``[N]``: ``energy_error`` = mean_{l≥1} |E_l − E_0|, ``momentum_error`` =
-        mean_{l≥1} ‖P_l − P_0‖, ``dynamic_error`` = RMS of the Newton residual on interior frames. On the
-        simulator's own data this is the data set's *floor* (the metrics of
-        :mod:`physdiff.evaluation.particle_metrics` with prediction = reference)."""
+        """How far trajectories ``[N, L, K, D]`` (masses ``[N, K]``, edges ``[N, K, K]``, the arrays of
+        ``per_trajectory`` ``[N, K]``, e.g. ``charges``) are from the laws, per trajectory ``[N]``:
+        ``energy_error`` = mean_{l≥1} |E_l − E_0|, ``momentum_error`` = mean_{l≥1} ‖P_l − P_0‖,
+        ``dynamic_error`` = RMS of the Newton residual on interior frames. On the simulator's own data this
+        is the data set's *floor* (the metrics of :mod:`physdiff.evaluation.particle_metrics` with
+        prediction = reference)."""
         R, V, m = (np.asarray(a, dtype=np.float64) for a in (R, V, m))
         e = None if edges is None else np.asarray(edges, dtype=np.float64)[:, None]
-        E = np.asarray(self.total_energy(R, V, m[:, None], e))  # [N, L]
+        extra = self._frame_arrays(per_trajectory)
+        E = np.asarray(self.total_energy(R, V, m[:, None], e, **extra))  # [N, L]
         P = np.asarray(self.momentum(V, m[:, None]))  # [N, L, D]
-        res = np.asarray(self.newton_residual(R, m[:, None], self.dt, e))  # [N, L-2, K, D]
+        res = np.asarray(self.newton_residual(R, m[:, None], self.dt, e, **extra))  # [N, L-2, K, D]
         return {
             "energy_error": np.abs(E[:, 1:] - E[:, :1]).mean(1),
             "momentum_error": np.linalg.norm(P[:, 1:] - P[:, :1], axis=-1).mean(1),
             "dynamic_error": np.sqrt(np.square(res).mean((1, 2, 3))),
         }
+
+    def _frame_arrays(self, per_trajectory: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Per-trajectory arrays ``[N, K]`` → ``[N, 1, K]`` (broadcast over frames, like ``m[:, None]``); a name
+        outside ``per_trajectory`` is refused, a missing one is the physics methods' to report."""
+        unknown = set(per_trajectory) - set(self.per_trajectory)
+        if unknown:
+            raise ValueError(
+                f"{self.name}: unknown per-trajectory array(s) {sorted(unknown)}; this system takes "
+                f"{list(self.per_trajectory) or 'none'}"
+            )
+        return {k: np.asarray(v, dtype=np.float64)[:, None] for k, v in per_trajectory.items() if v is not None}
 
     # -------------------------------------------------------------------------------------- simulator
     @abstractmethod
