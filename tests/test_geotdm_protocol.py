@@ -177,7 +177,74 @@ def test_multi_frame_conditioning_keeps_the_given_frames_exact(tmp_path: Path) -
     res = evaluate_files(
         tmp_path / "run" / "samples_prediction.h5", prep.data.path, draws=[tmp_path / "run1" / "samples_prediction.h5"]
     )
-    stacked = np.stack([out["positions"], other["prediction"]["positions"]])
+    import h5py
+
+    files = [tmp_path / d / "samples_prediction.h5" for d in ("run", "run1")]
+    stacked = []
+    for path in files:  # each file holds the preset's 5 draws per condition, draw after draw
+        with h5py.File(path) as f:
+            stacked.append(f["positions"][()].reshape(5, *ref.positions.shape))
+    stacked = np.concatenate(stacked)  # [10, N, L, P, D]
+    np.testing.assert_allclose(stacked[5], other["prediction"]["positions"], rtol=0, atol=1e-6 * scale)
     want = float(np.mean(min_ade_fde(stacked, ref.positions, 10)["min_ade"]))
     assert res["metrics"]["min_ade"]["mean"] == pytest.approx(want, rel=1e-6)
     assert res["metrics"]["ave_fde"]["mean"] >= res["metrics"]["min_fde"]["mean"]
+
+
+# ------------------------------------------------------------------------------------------ the commands
+def test_geotdm_protocol_through_the_cli(tmp_path: Path, capsys) -> None:
+    """`reproduce nbody-spring` writes K draws per condition; `sample` draws K; `evaluate --protocol geotdm --k 5`
+    scores them; `plot A B --out` compares runs of K-draw files."""
+    import json
+
+    import h5py
+
+    from physdiff.cli.main import main
+
+    tiny = ["data.n=40", "model.hidden=8", "model.layers=1", "model.vector_channels=2", "train.steps=4"]
+    tiny += ["train.batch_size=8", "train.warmup=1", "train.checkpoint_every=4", "sample.steps=2", "sample.n_test=4"]
+    tiny += ["sample.batch_size=4", "train.log_every=2"]
+    out = tmp_path / "res"
+    assert main(["reproduce", "nbody-spring", "--out", str(out), "--seeds", "0", "--device", "cpu", *tiny]) == 0
+    res = json.loads((out / "results.json").read_text())
+    for arm in ("no_prior", "prior:momentum"):
+        m = res["arms"][arm]
+        assert {"min_ade", "min_fde", "ave_ade", "ave_fde"} <= set(m)
+        assert m["min_ade"]["mean"] <= m["ave_ade"]["mean"] and m["min_fde"]["mean"] <= m["ave_fde"]["mean"]
+    run = out / "arms" / "no_prior" / "seed0"
+    with h5py.File(run / "samples_prediction.h5") as f:  # 5 draws of the 4 conditions, draw after draw
+        idx = f["source_indices"][()]
+        assert f["positions"].shape[:2] == (20, 30) and f.attrs["known_frames"] == 10
+        np.testing.assert_array_equal(idx, np.tile(idx[:4], 5))
+    js = tmp_path / "geotdm.json"
+    argv = ["evaluate", str(run / "samples_prediction.h5"), "--reference", res["data"], "--protocol", "geotdm"]
+    assert main([*argv, "--k", "5", "--json", str(js)]) == 0
+    got = json.loads(js.read_text())["metrics"]
+    base = res["arms"]["no_prior"]
+    for key in ("min_ade", "min_fde", "ave_ade", "ave_fde"):  # the same numbers as the table's
+        assert got[key]["mean"] == pytest.approx(base[key]["mean"], rel=1e-6)
+    capsys.readouterr()
+    assert main([*argv, "--k", "3"]) == 2
+    assert "5 draw(s) per condition, not 3" in capsys.readouterr().err
+    # `sample --draws 3` writes 3 draws per condition; without --draws the run's config gives 5
+    s3 = tmp_path / "s3.h5"
+    assert main(["sample", str(run), "--draws", "3", "--out", str(s3), "--n", "2"]) == 0
+    with h5py.File(s3) as f:
+        assert f["positions"].shape[0] == 6
+    assert main(["evaluate", str(s3), "--reference", res["data"], "--protocol", "geotdm", "--k", "3"]) == 0
+    assert "min_ade" in capsys.readouterr().out
+    # the protocol refuses one draw per condition, and samples given another number of frames than GeoTDM's 10
+    assert main(["sample", str(run), "--draws", "1", "--out", str(tmp_path / "s1.h5"), "--n", "2"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "s1.h5"), "--reference", res["data"], "--protocol", "geotdm"]) == 2
+    assert "1 draw(s) per condition, not 5" in capsys.readouterr().err
+    with h5py.File(s3, "r+") as f:
+        f.attrs["known_frames"] = 1
+    assert main(["evaluate", str(s3), "--reference", res["data"], "--protocol", "geotdm", "--k", "3"]) == 2
+    assert "first 10 frames" in capsys.readouterr().err
+    # comparing the two arms' run folders reads the draws back
+    cmp = tmp_path / "cmp"
+    runs = [str(out / "arms" / a / "seed0") for a in ("no_prior", "prior_momentum")]
+    assert main(["plot", *runs, "--out", str(cmp)]) == 0
+    got = json.loads((cmp / "results.json").read_text())["arms"]
+    assert got["no_prior"]["min_ade"]["mean"] == pytest.approx(res["arms"]["no_prior"]["min_ade"]["mean"], rel=1e-6)

@@ -128,9 +128,10 @@ def _sample_run(a: argparse.Namespace, run_dir: Path, info) -> int:
     import numpy as np
 
     from physdiff.api import load_run
+    from physdiff.evaluation.geotdm import draw_seed
     from physdiff.evaluation.statistics import summarize_samples
     from physdiff.experiments.config import ConstraintConfig
-    from physdiff.experiments.harness import configure, prepare, samples_name
+    from physdiff.experiments.harness import configure, prepare, samples_name, stack_draws
 
     r = load_run(run_dir, device=a.device, split=a.split, cache_dir=a.cache_dir, overrides=a.overrides, dist_info=info)
     subtasks = [a.subtask] if a.subtask else r.config.subtasks
@@ -152,26 +153,39 @@ def _sample_run(a: argparse.Namespace, run_dir: Path, info) -> int:
             raise ValueError(f"{path} exists; pass --force to overwrite it (or --out another file)")
         paths[subtask] = path
     for subtask, path in paths.items():
-        out = r.sample(
-            data=source,
-            n=a.n,
-            subtask=subtask,
-            sampler=a.sampler,
-            steps=a.steps,
-            seed=a.seed,
-            constraints=[constraint] if constraint else None,
-        )
-        idx = out.pop("source_indices")
+        k = a.draws if a.draws is not None else r.task.draws_per_condition(subtask)
+        draws = []
+        for j in range(k):  # draw 0 is the seed's own sample; draw j > 0 is seeded apart (GeoTDM's K draws)
+            seed = draw_seed(r.seed if a.seed is None else a.seed, j)
+            draws.append(
+                r.sample(
+                    data=source,
+                    n=a.n,
+                    subtask=subtask,
+                    sampler=a.sampler,
+                    steps=a.steps,
+                    seed=seed,
+                    constraints=[constraint] if constraint else None,
+                )
+            )
+        idx = draws[0]["source_indices"]
+        out = stack_draws([{key: v for key, v in d.items() if key != "source_indices"} for d in draws])
+        rows = np.tile(np.arange(len(idx)), k)
         if source is not None:
-            reference = source.subset(idx)
+            reference = source.subset(np.tile(idx, k))
         else:
-            reference = r.prepared.evaluation.subset(np.arange(len(idx)))
+            reference = r.prepared.evaluation.subset(rows)
+        idx = np.tile(idx, k)
         if not info.is_main:
             continue
         r.task.write_samples(path, out, reference, idx, split, subtask)
         print(f"wrote {path}")
-        for k, v in summarize_samples(r.task.evaluate(out, reference, subtask)).items():
-            print(f"  {k}: {v['mean']:.4g} ± {v['std']:.2g}")
+        n = len(draws[0]["source_indices"])
+        first = {key: v[:n] if np.ndim(v) and len(v) == n * k else v for key, v in out.items()}
+        more = [{key: v[j * n : (j + 1) * n] for key, v in out.items() if np.ndim(v)} for j in range(1, k)]
+        kw = {"draws": more} if more else {}
+        for key, v in summarize_samples(r.task.evaluate(first, reference.subset(np.arange(n)), subtask, **kw)).items():
+            print(f"  {key}: {v['mean']:.4g} ± {v['std']:.2g}")
     return 0
 
 
@@ -192,7 +206,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         check_output_file(Path(a.json), "--json")
     draws = [Path(d) for d in a.draws] if a.draws else None
     res = task_for_file(a.reference).evaluate_files(
-        Path(a.samples), Path(a.reference), system=a.system, task=a.task, draws=draws
+        Path(a.samples), Path(a.reference), system=a.system, task=a.task, draws=draws, protocol=a.protocol, k=a.k
     )
     for k, v in res["metrics"].items():
         fl = res["floor"].get(k)
@@ -432,6 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--constraint-mode", default="projection", choices=("projection", "guidance"))
     sm.add_argument("--out", default=None, help="the samples file (default: the run folder's samples_<subtask>.h5)")
     sm.add_argument("--force", action="store_true", help="overwrite an existing samples file")
+    sm.add_argument(
+        "--draws",
+        type=_positive_int,
+        default=None,
+        help="samples per condition, written draw after draw (default: the config's sample.draws where its metrics "
+        "need several, else 1); 'evaluate --protocol geotdm' scores them",
+    )
     sm.add_argument("--system", default=None, help="the system of a --condition file without a 'system' attribute")
     add_common(sm)
     sm.set_defaults(fn=_cmd_sample)
@@ -453,6 +474,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="further samples files of the same conditions (other seeds): GeoTDM's min/ave ADE/FDE over all draws",
     )
+    e.add_argument(
+        "--protocol",
+        default=None,
+        choices=("geotdm",),
+        help="geotdm: GeoTDM's N-body protocol (10 given frames, K draws per condition: min_ade, min_fde, ave_ade, "
+        "ave_fde)",
+    )
+    e.add_argument("--k", type=_positive_int, default=None, help="draws per condition the protocol expects (default 5)")
     e.set_defaults(fn=_cmd_evaluate)
 
     r = sub.add_parser("reproduce", help="reproduce a table of the paper (without vs with prior)")

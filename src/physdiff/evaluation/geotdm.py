@@ -37,6 +37,7 @@ __all__ = [
     "ave_ade_fde",
     "draw_metrics",
     "draw_seed",
+    "group_draws",
     "min_ade_fde",
 ]
 
@@ -107,3 +108,25 @@ def draw_seed(seed: int, draw: int) -> int:
     if draw < 0:
         raise ValueError(f"draw must be >= 0, got {draw}")
     return int(seed) + 1_000_003 * int(draw)
+
+
+def group_draws(source_indices: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of a samples file that holds several draws per condition (rows of one condition share their
+    ``source_indices``): ``(order [K, N], conditions [N])`` with ``rows[order[j, i]]`` the j-th draw of
+    condition ``conditions[i]`` (conditions in order of first appearance, draws in row order).
+
+    Every condition must have the same number of draws, ``k`` when given; ``ValueError`` otherwise."""
+    idx = np.asarray(source_indices, dtype=np.int64).ravel()
+    values, first, counts = np.unique(idx, return_index=True, return_counts=True)
+    if counts.size == 0:
+        raise ValueError("no samples")
+    if counts.min() != counts.max():
+        raise ValueError(
+            f"the conditions have different numbers of draws ({int(counts.min())} to {int(counts.max())}); "
+            "every condition needs the same K"
+        )
+    if k is not None and int(counts[0]) != int(k):
+        raise ValueError(f"--k {k}: the samples hold {int(counts[0])} draw(s) per condition, not {k}")
+    rows = np.argsort(idx, kind="stable").reshape(values.size, int(counts[0]))  # per value, draws in row order
+    appear = np.argsort(first, kind="stable")
+    return rows[appear].T, values[appear]

@@ -225,6 +225,8 @@ def evaluate_files(
     reference_path: str | os.PathLike[str],
     system: str | None = None,
     draws: Sequence[str | os.PathLike[str]] = (),
+    protocol: str | None = None,
+    k: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate a samples file against a reference data file.
 
@@ -234,34 +236,55 @@ def evaluate_files(
     1), masses, graph and charges must equal the reference rows', and a recorded ``reference_sha256`` must
     match (:func:`physdiff.data.provenance.check_reference`). The metrics start after the given frames.
 
-    ``draws``: further samples files of the same conditions (other seeds; GeoTDM's protocol draws K = 5 in
-    all): ``min_ade``, ``min_fde``, ``ave_ade`` and ``ave_fde`` over ``samples_path`` and ``draws`` are added
-    (:func:`physdiff.evaluation.geotdm.draw_metrics`).
+    Several draws per condition (rows of the samples file, and of the further files ``draws``, that share a
+    ``source_indices`` value; ``physdiff sample --draws K`` writes them): ``min_ade``, ``min_fde``,
+    ``ave_ade`` and ``ave_fde`` over each condition's draws are added
+    (:func:`physdiff.evaluation.geotdm.draw_metrics`); the one-sample metrics are then draw 0's (each
+    condition's first row), as the tables report them. ``protocol="geotdm"``: GeoTDM's N-body protocol —
+    10 given frames and ``k`` (default 5) draws per condition, both checked.
 
     Returns:
         ``{"metrics": {key: {"mean", "std"}}, "floor": {key: value}}``, the floor computed on the
-        matched reference rows.
+        matched reference rows (each condition once).
     """
     from physdiff.data.particles_h5 import load_particles
-    from physdiff.evaluation.geotdm import draw_metrics
+    from physdiff.evaluation.geotdm import GEOTDM_K, GEOTDM_KNOWN_FRAMES, draw_metrics, group_draws
 
+    if protocol not in (None, "geotdm"):
+        raise ValueError(f"--protocol: unknown evaluation protocol {protocol!r}; choose geotdm")
+    if k is not None and k < 1:
+        raise ValueError(f"--k must be a positive number of draws, got {k}")
     full = load_particles(reference_path, system)
-    samples, ref = _matched(samples_path, reference_path, full)
-    start = _known_frames(samples)
-    sys_obj = ref.get_system()
-    per = per_sample_metrics(samples.positions, samples.velocities, ref, sys_obj, start=start)
-    if draws:
-        all_draws = [samples]
-        for path in draws:
-            other, other_ref = _matched(path, reference_path, full)
-            if not np.array_equal(other_ref.source_indices, ref.source_indices) or other.shape != samples.shape:
-                raise ValueError(
-                    f"{path}: a draw must hold the same conditions (source_indices) as {samples_path}; it does not"
-                )
-            all_draws.append(other)
-        stacked = np.stack([d.positions for d in all_draws])  # [K, N, L, P, D]
-        per |= draw_metrics(stacked, ref.positions, start)
-    return {"metrics": summarize(per), "floor": floor_metrics(ref, sys_obj, start=start)}
+    paths = [samples_path, *draws]
+    matched = [_matched(path, reference_path, full) for path in paths]
+    starts = {_known_frames(s) for s, _ in matched}
+    if len(starts) > 1:
+        raise ValueError(f"{paths}: the files were generated given different numbers of frames {sorted(starts)}")
+    start = starts.pop()
+    if protocol == "geotdm":
+        k = GEOTDM_K if k is None else k
+        if start != GEOTDM_KNOWN_FRAMES:
+            raise ValueError(
+                f"{samples_path}: GeoTDM's protocol gives the first {GEOTDM_KNOWN_FRAMES} frames; these samples were "
+                f"generated given {start} (train with known_frames={GEOTDM_KNOWN_FRAMES}, e.g. the nbody-* presets)"
+            )
+    positions = np.concatenate([s.positions for s, _ in matched])
+    velocities = np.concatenate([s.velocities for s, _ in matched])
+    rows = np.concatenate([r.source_indices for _, r in matched])
+    ref_rows = full.subset(rows)
+    order, conditions = group_draws(rows, k) if (k is not None or len(paths) > 1) else (None, None)
+    if order is None and np.unique(rows).size < rows.size:  # a file of several draws per condition
+        order, conditions = group_draws(rows)
+    if order is None:
+        ref_once = ref_rows
+        per = per_sample_metrics(positions, velocities, ref_rows, ref_rows.get_system(), start=start)
+    else:  # the one-sample metrics on draw 0 (as the tables report them), the draw metrics over all K
+        ref_once = full.subset(conditions)
+        first = order[0]
+        per = per_sample_metrics(positions[first], velocities[first], ref_once, ref_once.get_system(), start=start)
+        per |= draw_metrics(positions[order], ref_once.positions, start)
+    sys_obj = ref_once.get_system()
+    return {"metrics": summarize(per), "floor": floor_metrics(ref_once, sys_obj, start=start)}
 
 
 def _known_frames(samples: Any) -> int:

@@ -423,8 +423,10 @@ class FieldTask(Task):
 
     @classmethod
     def evaluate_files(cls, samples: Path, reference: Path, system: str | None = None, **options: Any) -> dict:
-        if options.get("draws"):
-            raise ValueError("--draws: field samples have no metrics over several draws (a particle protocol)")
+        if options.get("draws") or options.get("protocol") or options.get("k"):
+            raise ValueError(
+                "--draws/--protocol/--k: field samples have no metrics over several draws (a particle protocol)"
+            )
         return evaluate_field_files(samples, reference, system=system, task=options.get("task"))
 
     @classmethod

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from physdiff.config import apply_overrides, save_yaml, to_dict
 from physdiff.diffusion import Denoiser, sample
-from physdiff.evaluation.geotdm import draw_seed
+from physdiff.evaluation.geotdm import draw_seed, group_draws
 from physdiff.experiments import tables
 from physdiff.experiments.config import ConstraintConfig, ExperimentConfig, SampleConfig, preset_config
 from physdiff.experiments.task import Samples, Task, make_task
@@ -51,6 +51,8 @@ __all__ = [
     "sample_tensors",
     "sample_and_evaluate",
     "samples_name",
+    "split_draws",
+    "stack_draws",
     "draw_figures_and_report",
     "draw_run_figures",
     "compare_runs",
@@ -367,9 +369,6 @@ def sample_and_evaluate(
         )
         out = task.from_tensors(x, prep.evaluation, prep.scaling)
         samples[subtask] = out
-        if run_dir is not None and dist_info.is_main:
-            name = samples_name(subtask, None if constraint is None else constraint[0])
-            task.write_samples(run_dir / name, out, prep.evaluation, prep.indices, prep.split, subtask)
         # metrics over several draws per condition (GeoTDM): draw j > 0 seeded apart from the seed's own
         draws = [
             task.from_tensors(
@@ -387,12 +386,47 @@ def sample_and_evaluate(
             )
             for j in range(1, task.draws_per_condition(subtask))
         ]
-        metrics |= (
-            task.evaluate(out, prep.evaluation, subtask, draws=draws)
-            if draws
-            else task.evaluate(out, prep.evaluation, subtask)
-        )
+        if run_dir is not None and dist_info.is_main:  # every draw, rows draw-major (source_indices repeat)
+            name = samples_name(subtask, None if constraint is None else constraint[0])
+            rows, k = np.arange(len(prep.indices)), 1 + len(draws)
+            task.write_samples(
+                run_dir / name,
+                stack_draws([out, *draws]),
+                prep.evaluation.subset(np.tile(rows, k)) if draws else prep.evaluation,
+                np.tile(prep.indices, k),
+                prep.split,
+                subtask,
+            )
+        if draws:
+            metrics |= task.evaluate(out, prep.evaluation, subtask, draws=draws)
+        else:
+            metrics |= task.evaluate(out, prep.evaluation, subtask)
     return samples, metrics
+
+
+def stack_draws(draws: Sequence[Samples]) -> Samples:
+    """Several draws of the same conditions as one set of samples: rows draw-major (draw 0's N rows first),
+    the per-sample arrays concatenated."""
+    if len(draws) == 1:
+        return draws[0]
+    n = len(next(iter(draws[0].values())))
+    return {
+        key: np.concatenate([d[key] for d in draws]) if np.ndim(value) and len(value) == n else value
+        for key, value in draws[0].items()
+    }
+
+
+def split_draws(samples: Samples) -> tuple[list[Samples], np.ndarray]:
+    """The inverse of :func:`stack_draws` for samples read back (``source_indices`` repeat once per draw):
+    the draws and the conditions' ``source_indices`` (one draw: the samples themselves)."""
+    idx = np.asarray(samples["source_indices"], dtype=np.int64)
+    if np.unique(idx).size == idx.size:
+        return [samples], idx
+    order, conditions = group_draws(idx)
+    draws = [
+        {k: (np.asarray(v)[o] if np.ndim(v) and len(v) == idx.size else v) for k, v in samples.items()} for o in order
+    ]
+    return draws, conditions
 
 
 def draw_figures_and_report(
@@ -529,8 +563,8 @@ def compare_runs(
                 path = d / samples_name(subtask)
                 if not path.is_file():
                     continue
-                samples = task.read_samples(path)
-                idx = np.asarray(samples["source_indices"], dtype=np.int64)
+                draws, idx = split_draws(task.read_samples(path))  # several draws per condition (GeoTDM)
+                samples = draws[0]
                 first = sources.setdefault(subtask, idx)
                 if not np.array_equal(first, idx):
                     raise ValueError(
@@ -538,7 +572,10 @@ def compare_runs(
                         f"(source_indices differ); sample every run with the same --split and --n"
                     )
                 splits.add(_recorded_split(path))
-                metrics |= task.evaluate(samples, data.subset(idx), subtask)
+                if len(draws) > 1:
+                    metrics |= task.evaluate(samples, data.subset(idx), subtask, draws=draws[1:])
+                else:
+                    metrics |= task.evaluate(samples, data.subset(idx), subtask)
             if not metrics:
                 raise FileNotFoundError(f"{d}: no samples files to compare; run 'physdiff sample {d}' first")
             per_arm.setdefault(arm, {})[seed] = metrics

@@ -621,9 +621,17 @@ class ParticleTask(Task):
 
     @classmethod
     def evaluate_files(cls, samples: Path, reference: Path, system: str | None = None, **options: Any) -> dict:
-        """``physdiff evaluate``; ``draws=[files]``: further samples files of the same conditions (GeoTDM's
-        min- and average ADE / FDE over all of them)."""
-        return evaluate_files(samples, reference, system=system, draws=options.get("draws") or ())
+        """``physdiff evaluate``; ``draws=[files]``: further samples files of the same conditions;
+        ``protocol="geotdm"``, ``k``: GeoTDM's min- and average ADE / FDE over K draws per condition
+        (:func:`physdiff.evaluation.particle_metrics.evaluate_files`)."""
+        return evaluate_files(
+            samples,
+            reference,
+            system=system,
+            draws=options.get("draws") or (),
+            protocol=options.get("protocol"),
+            k=options.get("k"),
+        )
 
     @classmethod
     def systems(cls) -> tuple[str, ...]:

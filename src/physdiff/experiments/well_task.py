@@ -151,6 +151,10 @@ class WellTask(FieldTask):
     def evaluate_files(cls, samples: Path, reference: Path, system: str | None = None, **options: Any) -> dict:
         from physdiff.experiments.config import preset_config
 
+        if options.get("draws") or options.get("protocol") or options.get("k"):
+            raise ValueError(
+                "--draws/--protocol/--k: field samples have no metrics over several draws (a particle protocol)"
+            )
         cfg = preset_config("the-well")
         cfg.data.path = str(reference)
         task = cls(cfg)
