@@ -22,7 +22,7 @@ from physdiff.diffusion.samplers import SAMPLERS
 from physdiff.diffusion.schedule import PROCESSES, SCHEDULES
 from physdiff.presets import PRESETS, experiments, preset_path
 from physdiff.priors.aux_head import PRIOR_VARIANTS
-from physdiff.priors.sampling import CONSTRAINT_MODES
+from physdiff.priors.sampling import CONSTRAINT_MODES, PROJECTION_METHODS
 from physdiff.training.trainer import TrainConfig
 
 __all__ = [
@@ -151,12 +151,25 @@ class ConstraintConfig:
     iterations: int = field(default=1, metadata=bounded(ge=1))
     scale: float = field(default=0.1, metadata=bounded(gt=0))  # guidance step size
     tol: float = field(default=1e-6, metadata=bounded(ge=0))  # a projection stops once max |R| <= tol
-    # conjugate-gradient iterations per projection step (large residuals: PDE fields)
+    # conjugate-gradient iterations per projection step on the matrix-free path (large or nonlinear fields)
     cg_iters: int = field(default=50, metadata=bounded(ge=1))
+    # the projection's path: auto (dense for <= 512 residual entries per sample, sparse and exact for a linear
+    # residual on <= sparse_max state entries, matrix-free otherwise), or one of them forced
+    method: str = field(default="auto", metadata=one_of(lambda: PROJECTION_METHODS))
+    sparse_max: int = field(default=1 << 15, metadata=bounded(ge=1))
+    rtol: float = field(default=1e-8, metadata=bounded(gt=0, lt=1))  # matrix-free conjugate gradients
+    # add a time-dependent PDE prior's first-step equation (closes the frame a central difference leaves free)
+    first_step: bool = False
 
     @property
     def label(self) -> str:
-        return f"{self.mode}:{'+'.join(self.priors)}"
+        return f"{self.mode}:{'+'.join(self.priors)}" + ("+first_step" if self.first_step else "")
+
+    def hook_options(self) -> dict[str, Any]:
+        """The keyword settings of :func:`physdiff.priors.sampling.constraint_hook` (all but the priors, mask
+        and context)."""
+        names = ("mode", "t_start", "iterations", "scale", "tol", "cg_iters", "method", "sparse_max", "rtol")
+        return {name: getattr(self, name) for name in names} | {"first_step": self.first_step}
 
 
 @dataclass

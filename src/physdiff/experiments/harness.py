@@ -311,17 +311,7 @@ def sample_tensors(
         hook = None
         if constraint is not None:
             c, priors = constraint
-            hook = constraint_hook(
-                priors,
-                mode=c.mode,
-                mask=cond.get("mask"),
-                context=ctx,
-                t_start=c.t_start,
-                iterations=c.iterations,
-                scale=c.scale,
-                tol=c.tol,
-                cg_iters=c.cg_iters,
-            )
+            hook = constraint_hook(priors, mask=cond.get("mask"), context=ctx, **c.hook_options())
         mine[b] = sample(
             den,
             known.shape,

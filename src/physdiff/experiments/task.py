@@ -262,7 +262,7 @@ class Task(ABC):
         out = []
         for c in self.cfg.sample.constraints:
             priors = [self.make_constraint_prior(name, train, scaling) for name in c.priors]
-            constraint_hook(priors, mode=c.mode, iterations=c.iterations, scale=c.scale, cg_iters=c.cg_iters)
+            constraint_hook(priors, **c.hook_options())  # bad settings (method, first_step) fail here
             for p in priors:
                 if isinstance(p, ResidualPrior):  # its own floor check (relative for discretised PDEs)
                     p.check_ground_truth(x0, **self.check_tolerance(p), **ctx)
