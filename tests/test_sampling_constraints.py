@@ -118,6 +118,31 @@ def test_guidance_descends_and_the_hook_waits_for_t_start():
     assert prior.residual(y).square().sum() < r0 and torch.equal(y[:, 0], x[:, 0])
 
 
+def test_normalised_guidance_is_the_exact_line_step_and_free_of_units():
+    """For an affine R(x) = A x − b the normalised step with scale 1 is the exact minimiser of ½‖R‖² along the
+    gradient g = Aᵀ R (α = ‖g‖²/‖A g‖²), per sample; multiplying R by any constant leaves the step unchanged,
+    while the raw step (normalise=False) scales with the square of that constant."""
+    from physdiff.priors.sampling import gradient_guidance
+
+    g_ = torch.Generator().manual_seed(0)
+    A = torch.randn(5, 8, generator=g_, dtype=torch.float64)
+    b = torch.randn(5, generator=g_, dtype=torch.float64)
+    x = torch.randn(3, 8, generator=g_, dtype=torch.float64)
+    free = torch.ones_like(x)
+    free[:, 0] = 0.0  # a known entry: never moved
+    g = ((x @ A.T - b) @ A) * free
+    alpha = g.square().sum(1) / (g @ A.T).square().sum(1)
+    want = x - alpha[:, None] * g
+    for c in (1.0, 1e-4, 1e6):
+        got = gradient_guidance(lambda y, c=c: c * (y @ A.T - b), x, free, scale=1.0)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+        assert torch.equal(got[:, 0], x[:, 0])
+    half = gradient_guidance(lambda y: y @ A.T - b, x, free, scale=0.5)
+    torch.testing.assert_close(half, x - 0.5 * alpha[:, None] * g, rtol=1e-10, atol=1e-12)
+    raw = [gradient_guidance(lambda y, c=c: c * (y @ A.T - b), x, free, 1e-3, normalise=False) - x for c in (1, 10)]
+    torch.testing.assert_close(raw[1], 100 * raw[0], rtol=1e-10, atol=1e-12)
+
+
 def test_bad_constraints_are_refused_with_their_name():
     class FeaturesOnly(FeaturePrior):
         def features(self, x, **context):

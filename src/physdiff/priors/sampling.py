@@ -34,7 +34,8 @@ sampler then recomputes ε̂ from x_t and the new x̂0, so the correction carrie
 
   A linear system that the exact paths cannot meet — contradictory constraints — is refused at the
   first projection (its residual is not reduced); a singular sparse system likewise.
-* ``guidance``: ``iterations`` gradient steps x ← x − s M ∇_x ½‖R(x)‖² with step size ``scale``.
+* ``guidance``: ``iterations`` gradient steps x ← x − α M ∇_x ½‖R(x)‖², α = ``scale`` times the exact line
+  step of the linearised residual (:func:`gradient_guidance`: free of the residual's units and gain).
 
 Known entries (the conditioning mask) are never moved. The residual of several priors is their
 concatenation, so a projection meets all of them at once. ``first_step=True`` adds, for every time-dependent
@@ -800,14 +801,36 @@ def gauss_newton_projection(
     return proj(x, free, iterations, tol)
 
 
-def gradient_guidance(residual: Residual, x: Tensor, free: Tensor, scale: float, iterations: int = 1) -> Tensor:
-    """``iterations`` steps of x ← x − scale · M ∇_x ½‖R(x)‖²."""
+def gradient_guidance(
+    residual: Residual, x: Tensor, free: Tensor, scale: float, iterations: int = 1, normalise: bool = True
+) -> Tensor:
+    r"""``iterations`` gradient steps on ½‖R(x)‖² over the free entries, x ← x − α g with g = M Jᵀ R.
+
+    ``normalise=True`` (the default): α = ``scale`` · ‖g‖² / ‖J g‖² per sample, ``scale`` times the exact line
+    minimiser along −g of an affine residual (the Gauss–Newton curvature along the step). The step is then
+    free of the residual's units and of the operator's gain — the same ``scale`` ∈ (0, 1] means the same
+    thing for a conservation law in physical units and a PDE residual on a 128² grid: ``scale = 1`` removes
+    the residual's component along the gradient, smaller values a fraction of it. ``normalise=False``: the
+    raw step α = ``scale``, whose size depends on the residual's units. J g is the vector-Jacobian product
+    of w ↦ Jᵀw (reverse mode twice; no forward-mode support needed).
+    """
     for _ in range(iterations):
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            loss = 0.5 * residual(xg).square().sum()
-            (g,) = torch.autograd.grad(loss, xg)
-        x = (x - scale * g * free).detach()
+            r = residual(xg)
+            if not normalise:
+                (g,) = torch.autograd.grad(0.5 * r.square().sum(), xg)
+                x = (x - scale * g * free).detach()
+                continue
+            w = torch.zeros_like(r, requires_grad=True)
+            (jt_w,) = torch.autograd.grad(r, xg, w, create_graph=True)  # Jᵀ w, linear in w
+            g = (torch.autograd.grad(r, xg, r.detach(), retain_graph=True)[0] * free).detach()  # M Jᵀ R
+            (jg,) = torch.autograd.grad(jt_w, w, g)  # J g
+        dims = tuple(range(1, x.ndim))
+        gg = g.square().sum(dims)
+        jgjg = jg.detach().flatten(1).square().sum(1)
+        alpha = torch.where(jgjg > 0, gg / jgjg.clamp_min(torch.finfo(gg.dtype).tiny), torch.zeros_like(gg))
+        x = (x - scale * alpha.reshape(-1, *([1] * (x.ndim - 1))) * g).detach()
     return x
 
 
