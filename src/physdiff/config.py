@@ -42,7 +42,8 @@ def bounded(
     *, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None
 ) -> dict[str, Any]:
     """Field metadata declaring a numeric range (checked by :func:`from_dict`, element-wise for lists);
-    non-finite floats are always refused. Use as ``field(default=..., metadata=bounded(gt=0))``."""
+    non-finite floats, floats beyond float32's range and integers beyond int64's are always refused. Use as
+    ``field(default=..., metadata=bounded(gt=0))``."""
     return {"range": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}}
 
 
@@ -55,6 +56,25 @@ def one_of(options: Any) -> dict[str, Any]:
 _OPS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b), "le": ("<=", lambda v, b: v <= b)}
 _OPS["lt"] = ("<", lambda v, b: v < b)
 
+#: every config number ends up in a float32 tensor or an int64 (torch sizes, seeds, HDF5 attributes): larger
+#: values fail deep inside a run (overflow errors, inf losses) after its folder was written, so they are
+#: refused when the config is read
+FLOAT32_MAX = 3.4028234663852886e38
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _check_representable(v: Any, key: str) -> None:
+    """Refuse a non-finite float, a float beyond float32's range or an integer beyond int64's, naming the key."""
+    if isinstance(v, bool):
+        return
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ConfigError(f"config key {key!r} must be a finite number, got {v!r}")
+        if abs(v) > FLOAT32_MAX:
+            raise ConfigError(f"config key {key!r} must be at most {FLOAT32_MAX:.4g} in magnitude (float32), got {v!r}")
+    elif isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX:
+        raise ConfigError(f"config key {key!r} must fit a 64-bit integer, got {v!r}")
+
 
 def _check_declared(value: Any, meta: Any, key: str) -> None:
     """Refuse a value outside the field's declared range or choices, naming the key."""
@@ -62,8 +82,7 @@ def _check_declared(value: Any, meta: Any, key: str) -> None:
         return
     values = value if isinstance(value, (list, tuple)) else [value]
     for v in values:
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ConfigError(f"config key {key!r} must be a finite number, got {v!r}")
+        _check_representable(v, key)
         for op, bound in meta.get("range", {}).items():
             sym, ok = _OPS[op]
             if isinstance(v, (int, float)) and not isinstance(v, bool) and not ok(v, bound):
@@ -229,6 +248,11 @@ def _child(node: Any, part: str, key: str) -> Any:
     if isinstance(node, list):
         raise ConfigError(f"unknown config key {key!r}: index {part!r} is not in a list of {len(node)} entries")
     prefix = key[: len(key) - len(part)] if key.endswith(part) else ""
+    if not isinstance(node, dict):  # e.g. `data=null` and then `data.path=...` (the CLI's --data)
+        raise ConfigError(
+            f"cannot set config key {key!r}: {prefix.rstrip('.')!r} is {node!r}, not a mapping (an earlier "
+            "override replaced it?)"
+        )
     valid = sorted(node) if isinstance(node, dict) else []
     raise ConfigError(
         f"unknown config key {key!r}{closest(part, valid)}; valid keys under {prefix.rstrip('.') or 'the top level'}: "

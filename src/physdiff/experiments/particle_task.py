@@ -171,6 +171,7 @@ def _build_network(model: Any, dim: int) -> nn.Module:
 class ParticleTask(Task):
     kind = "particles"
     builtin_priors = PARTICLE_PRIORS
+
     @property
     def table_note(self) -> str:  # type: ignore[override]
         """The table's footnote: what the floor is (and, for charged particles, what EGNN's force clip does to it;

@@ -17,7 +17,10 @@ the file and the key: a layout that matches no supported format (the datasets fo
 unknown ``system`` attribute or one that contradicts the layout, inconsistent grid sizes, NaN/inf in
 fields or coordinates, a non-positive Burgers viscosity (attribute or file name), a non-positive Darcy
 permeability anywhere in the loaded samples (checked at full resolution even when downsampling), a
-non-positive depth or gravity ``g`` in shallow-water files, and malformed ``splits/``.
+non-positive depth or gravity ``g`` in shallow-water files, fields or coordinates that are not real
+numbers (complex, strings, booleans), a loaded grid too small to learn on (fewer than 3 points along a
+spatial axis or 2 frames, after down-sampling), and malformed ``splits/``: not 1-D, not integers, out of
+range, a sample listed twice, or splits that share a sample.
 """
 
 from __future__ import annotations
@@ -102,8 +105,9 @@ def load_pde(
         read = _READERS[layout.name]
         data = read(f, path, PDE_SYSTEMS[found], downsample_x, downsample_t, max_samples, params, messages)
         n = data.fields.shape[0]
+        _check_grid_size(data, path, PDE_SYSTEMS[found])
         if "splits" in f:
-            splits = _read_splits(f, path, n)
+            splits = _read_splits(f, path, n, _samples_in_file(f, layout))
             split_source = "file"
         else:
             splits = default_splits(n)
@@ -153,19 +157,45 @@ def _which_system(path: Path, f: h5py.File, layout: Layout, stored: Any, want: s
     return found
 
 
-def _read_splits(f: h5py.File, path: Path, n: int) -> dict[str, np.ndarray]:
-    """The ``splits/{train,val,test}`` index arrays (indices ``>= n`` dropped, for ``max_samples``)."""
+def _samples_in_file(f: h5py.File, layout: Layout) -> int:
+    """How many samples the file holds (before ``max_samples``)."""
+    if layout.name == "2d-time":
+        return sum(1 for k in f.keys() if k.isdigit())
+    return int(f["tensor"].shape[0])
+
+
+def _read_splits(f: h5py.File, path: Path, n: int, n_file: int) -> dict[str, np.ndarray]:
+    """The ``splits/{train,val,test}`` index arrays (indices ``>= n`` dropped, for ``max_samples``).
+
+    Each must be a 1-D array of distinct integer indices into the file's ``n_file`` samples, and the three
+    must not share a sample (a test sample that is also trained on would make the table's numbers wrong)."""
     splits = {}
     for k in ("train", "val", "test"):
         key = f"splits/{k}"
         if key not in f or not isinstance(f[key], h5py.Dataset):
             raise PDEBenchFormatError(f"{path}: missing split dataset {key!r}; found: {describe(f)}")
         raw = np.asarray(f[key][()])
+        if raw.ndim != 1:
+            raise PDEBenchFormatError(f"{path}: {key!r} must be a 1-D array of sample indices, got shape {raw.shape}")
         if raw.size and (raw.dtype.kind not in "iu" or raw.min() < 0):
             raise PDEBenchFormatError(f"{path}: {key!r} must hold non-negative integer sample indices")
-        v = raw.astype(np.int64).ravel()
-        splits[k] = v[v < n]
-    return splits
+        v = raw.astype(np.int64)
+        if v.size and v.max() >= n_file:
+            raise PDEBenchFormatError(
+                f"{path}: {key!r} holds index {int(v.max())}, out of range for the file's {n_file} samples"
+            )
+        uniq, counts = np.unique(v, return_counts=True)
+        if (counts > 1).any():
+            raise PDEBenchFormatError(f"{path}: {key!r} lists sample {int(uniq[counts > 1][0])} more than once")
+        splits[k] = v
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        both = np.intersect1d(splits[a], splits[b])
+        if both.size:
+            raise PDEBenchFormatError(
+                f"{path}: 'splits/{a}' and 'splits/{b}' share {both.size} sample(s) (first: {int(both[0])}); "
+                "the splits must be disjoint"
+            )
+    return {k: v[v < n] for k, v in splits.items()}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -185,6 +215,40 @@ def _frames_from_t(t: np.ndarray, n_frames: int, path: Path, key: str) -> np.nda
     )
 
 
+def _check_real(ds: h5py.Dataset, path: Path, key: str) -> None:
+    """Raise unless the dataset ``key`` holds real numbers (integers or floats): complex values would lose
+    their imaginary part and strings or booleans are no field."""
+    kind = ds.dtype.kind
+    if kind not in "iuf":
+        raise PDEBenchFormatError(
+            f"{path}: dataset {key!r} (shape {ds.shape}) has dtype {ds.dtype}; expected real numbers "
+            "(integers or floats)"
+        )
+
+
+#: the fewest points a loaded spatial axis may have (a central finite-difference stencil) and the fewest
+#: frames of a time-dependent system (a first frame and one to predict)
+MIN_POINTS, MIN_FRAMES = 3, 2
+
+
+def _check_grid_size(data: FieldData, path: Path, system: PDESystem) -> None:
+    """Raise if the loaded grid (after down-sampling) is too small to learn or evaluate the system on."""
+    for axis in system.spatial_axes:
+        n = len(data.coords[axis])
+        if n < MIN_POINTS:
+            raise PDEBenchFormatError(
+                f"{path}: the loaded grid has {n} point(s) along {axis}; {system.name} needs at least {MIN_POINTS} "
+                "(finite-difference stencils; check the file or downsample_x)"
+            )
+    if "t" in system.field_axes:
+        n = len(data.coords["t"])
+        if n < MIN_FRAMES:
+            raise PDEBenchFormatError(
+                f"{path}: the loaded data have {n} frame(s); {system.name} needs at least {MIN_FRAMES} "
+                "(check the file or downsample_t)"
+            )
+
+
 def _check_len(c: np.ndarray, n: int, path: Path, key: str, what: str) -> None:
     """Raise unless the coordinate ``c`` is 1-D with ``n`` points."""
     if c.ndim != 1 or len(c) != n:
@@ -202,7 +266,8 @@ def _check_uniform(c: np.ndarray, path: Path, key: str) -> None:
 
 
 def _space_coordinate(f: h5py.File, key: str, n: int, path: Path, axis: str) -> np.ndarray:
-    """The coordinate dataset ``key`` of spatial axis ``axis``: 1-D, ``n`` points, finite, uniform."""
+    """The coordinate dataset ``key`` of spatial axis ``axis``: 1-D, ``n`` points, real, finite, uniform."""
+    _check_real(f[key], path, key)
     c = np.asarray(f[key][()], dtype=np.float64).ravel()
     _check_len(c, n, path, key, f"along {axis}")
     check_finite(c, path, key)
@@ -262,6 +327,9 @@ def _load_1d(
     for key in ("x-coordinate", "t-coordinate"):
         if key not in f or not isinstance(f[key], h5py.Dataset):
             raise PDEBenchFormatError(f"{path}: 1-D layout needs dataset {key!r}; found: {describe(f)}")
+    _check_real(ds, path, "tensor")
+    for key in ("x-coordinate", "t-coordinate"):
+        _check_real(f[key], path, key)
     x_all = np.asarray(f["x-coordinate"][()], dtype=np.float64).ravel()
     _check_len(x_all, n_x, path, "x-coordinate", "along x (tensor axis 2)")
     check_finite(x_all, path, "x-coordinate")
@@ -311,6 +379,8 @@ def _load_darcy(
         raise PDEBenchFormatError(
             f"{path}: inconsistent grid sizes: 'nu' has shape {ds_a.shape}, 'tensor' has {ds_u.shape}"
         )
+    _check_real(ds_u, path, "tensor")
+    _check_real(ds_a, path, "nu")
     coords: dict[str, np.ndarray] = {}
     for key, n_pts, name in (("x-coordinate", n_x, "x"), ("y-coordinate", n_y, "y")):
         c = _space_coordinate(f, key, n_pts, path, name) if key in f else (np.arange(n_pts) + 0.5) / n_pts
@@ -393,6 +463,7 @@ def _load_2d_time(
     for key, n_pts in (("x", n_x), ("y", n_y)):
         coords[key] = _space_coordinate(f, f"{names[0]}/grid/{key}", n_pts, path, key)[::sx]
     kt = f"{names[0]}/grid/t"
+    _check_real(f[kt], path, kt)
     t_raw = np.asarray(f[kt][()], dtype=np.float64).ravel()
     check_finite(t_raw, path, kt)
     t = _frames_from_t(t_raw, n_t, path, kt)
@@ -402,6 +473,7 @@ def _load_2d_time(
     for name in names:
         key = f"{name}/data"
         ds = f[key]
+        _check_real(ds, path, key)
         if ds.shape != shape:
             raise PDEBenchFormatError(
                 f"{path}: inconsistent grid sizes: {key!r} has shape {ds.shape}, '{names[0]}/data' has {shape}"
