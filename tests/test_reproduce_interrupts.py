@@ -388,12 +388,6 @@ def test_interrupted_reproduce_resumes_to_the_same_results(sig, chains, referenc
             print(f"{sig.name}: {arm}/validation.csv misses the rows of steps {missing}")
 
 
-VALIDATION_ROW = (
-    "training/trainer.py: a Ctrl-C during the validation pass of a checkpoint step k (_validate runs before "
-    "_save and is not under defer_sigint) leaves checkpoint k (saved by _save_on_interrupt) without its "
-    "validation.csv row, and the resumed run starts after k: validation.csv misses that row for good "
-    "(results.json, metrics.csv, samples and weights are unaffected)"
-)
 
 
 @pytest.fixture
@@ -414,7 +408,6 @@ def cut_in_validation(zygote, tmp_path) -> tuple[Path, Path]:
     return whole, cut
 
 
-@pytest.mark.xfail(strict=True, reason=VALIDATION_ROW)
 def test_sigint_inside_a_validation_pass_keeps_the_validation_log(cut_in_validation) -> None:
     whole, cut = cut_in_validation
     assert (cut / "validation.csv").read_text() == (whole / "validation.csv").read_text()

@@ -24,10 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from physdiff.config import from_dict, load_yaml_dict
+from physdiff.config import from_dict, load_yaml_dict, to_dict
 from physdiff.evaluation.statistics import summarize_samples
 from physdiff.experiments.config import ConstraintConfig, ExperimentConfig
 from physdiff.experiments.harness import Prepared, configure, load_arm, prepare, sample_tensors
+from physdiff.experiments.task import make_task
+from physdiff.training.checkpoint import check_config_matches, load_latest_checkpoint
 from physdiff.training.distributed import DistInfo, resolve_device
 
 __all__ = ["Run", "load_run"]
@@ -172,10 +174,20 @@ def load_run(
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path}: not a trained run folder (no {name})")
     raw = load_yaml_dict(path / "config.yaml")
+    if not raw:
+        raise ValueError(f"{path / 'config.yaml'} is empty; it should hold the run's resolved config")
     arm, seed = str(raw.pop("arm", "no_prior")), int(raw.pop("seed", 0))
     cfg = configure(from_dict(ExperimentConfig, raw, where=str(path / "config.yaml")), overrides)
+    # the network the config describes must be the checkpoint's (a hand-edited config, a model override)
+    state, used = load_latest_checkpoint(path / "checkpoint.pt")
+    if "config" in state:
+        check_config_matches(used, state["config"], to_dict(cfg), ("model", "diffusion"))
     info = dist_info or DistInfo()
     dev = resolve_device(device, info.local_rank)
-    scaling = json.loads((path / "scaling.json").read_text())
+    try:
+        scaling = json.loads((path / "scaling.json").read_text())
+        make_task(cfg).scaling_from_dict(scaling)
+    except ValueError as e:  # JSONDecodeError too
+        raise ValueError(f"{path / 'scaling.json'}: {' '.join(str(e).split())}") from None
     prep = prepare(cfg, Path(cache_dir or path / "data"), split=split, progress=False, scaling=scaling, dist_info=info)
     return Run(path, cfg, arm, seed, prep, load_arm(prep, path, dev), dev, info)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shlex
 import sys
@@ -373,8 +374,27 @@ THREADS_HELP = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``physdiff <verb>: error: <message> (physdiff <verb> --help)``, exit 2
+    (the usage block stays in ``--help``)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _finite_float(text: str) -> float:
+    """argparse type: a finite float (NaN and inf refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="physdiff",
         description="Generate physical dynamics with diffusion models under priors (ICLR 2025, arXiv 2409.00730).",
     )
@@ -515,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--split", default="val", choices=("val", "test"), help="tune on val; test stays held out")
     sw.add_argument(
         "--max-worse",
-        type=float,
+        type=_finite_float,
         default=0.05,
         help="a point that makes any metric worse than no_prior by more than this fraction is not eligible",
     )
@@ -540,6 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors"
         )
         verb.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="debug messages")
+    p.verbs = dict(sub.choices)  # type: ignore[attr-defined]
     return p
 
 
@@ -558,18 +579,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     args.command_line = shlex.join(["physdiff", *(sys.argv[1:] if argv is None else argv)])
+    verb = parser.verbs[args.command]  # errors name the verb: "physdiff train: error: ..."
     bad = [e for e in extra if "=" not in e or e.startswith("-")]
     if bad:
-        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+        verb.error(f"unrecognized arguments: {' '.join(bad)}")
     if extra:
         if not hasattr(args, "overrides"):
-            parser.error(f"'{args.command}' takes no key=value overrides: {' '.join(extra)}")
+            verb.error(f"'{args.command}' takes no key=value overrides: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
     _configure_logging(args)
     try:
         from physdiff.training.threads import configure_threads
 
         configure_threads(args.threads, local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        if getattr(args, "cache_dir", None):  # refused before any simulation writes into it
+            check_output_folder(Path(args.cache_dir), "--cache-dir")
         return args.fn(args)
     except EXPECTED as e:
         print(f"physdiff {args.command}: error: {_one_line(e)}", file=sys.stderr)
@@ -589,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
 
 #: errors of bad input: reported as one line, exit code 2 (OSError: unreadable, truncated or non-HDF5 files,
 #: a directory where a file is expected, a path under a file, permissions)
-EXPECTED = (ConfigError, CheckpointError, RunLockedError, ValueError, KeyError, OSError)
+EXPECTED = (ConfigError, CheckpointError, RunLockedError, ValueError, KeyError, OSError, FloatingPointError)
 
 
 def _one_line(e: BaseException) -> str:

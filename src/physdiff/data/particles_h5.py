@@ -219,8 +219,10 @@ def validate_particle_arrays(
     for key in ("positions", "velocities", "masses", "edges", "charges"):
         if key in data:
             a = np.asarray(data[key])
-            if not np.issubdtype(a.dtype, np.number):
+            if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.bool_):
                 raise ValueError(f"{where}: {key!r} has non-numeric dtype {a.dtype}")
+            if np.issubdtype(a.dtype, np.complexfloating):
+                raise ValueError(f"{where}: {key!r} has complex dtype {a.dtype}; particle data must be real")
             bad, first = nonfinite(a)
             if bad:
                 raise ValueError(f"{where}: {key!r} {_shape(a)} contains {bad} NaN/inf value(s), first at {first}")
@@ -288,7 +290,13 @@ def _resolve_constants(system: ParticleSystem, attrs: Mapping[str, Any], where: 
     constants = {}
     for name, default in system.DEFAULT_CONSTANTS.items():
         if name in attrs:
-            constants[name] = float(attrs[name])
+            try:
+                value = float(attrs[name])
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}: attribute {name!r} = {attrs[name]!r} is not a number") from None
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{where}: attribute {name!r} = {value!r}; the constant must be finite and > 0")
+            constants[name] = value
         else:
             warnings.warn(
                 f"{where}: attribute {name!r} ({system.CONSTANT_DOCS.get(name, 'constant')}) is missing; "
@@ -479,13 +487,19 @@ def load_particles(path: str | os.PathLike[str], system: str | None = None) -> P
     where = str(path)
     if not path.is_file():
         raise FileNotFoundError(f"{where}: no such particle file")
-    with h5py.File(path, "r") as f:
-        attrs = {k: _decode(v) for k, v in f.attrs.items()}
-        arrays = {k: f[k][()] for k in ARRAY_KEYS if k in f and isinstance(f[k], h5py.Dataset)}
-        extra = [k for k in f if k not in ARRAY_KEYS and k != "splits"]
-        splits = {}
-        if "splits" in f:
-            splits = {k: np.asarray(f["splits"][k][()], dtype=np.int64) for k in f["splits"]}
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: _decode(v) for k, v in f.attrs.items()}
+            arrays = {k: f[k][()] for k in ARRAY_KEYS if k in f and isinstance(f[k], h5py.Dataset)}
+            extra = [k for k in f if k not in ARRAY_KEYS and k != "splits"]
+            raw_splits = {k: np.asarray(f["splits"][k][()]) for k in f["splits"]} if "splits" in f else {}
+    except OSError as e:  # empty, truncated or not HDF5: h5py's message does not name the file
+        raise OSError(f"{where}: not a readable HDF5 file ({' '.join(str(e).split())})") from None
+    splits = {}
+    for split_name, idx in raw_splits.items():
+        if not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"{where}: 'splits/{split_name}' has dtype {idx.dtype}; split indices must be integers")
+        splits[split_name] = idx.astype(np.int64)
     file_system = attrs.get("system")
     if file_system is None and system is None:
         raise ValueError(
@@ -508,6 +522,17 @@ def load_particles(path: str | os.PathLike[str], system: str | None = None) -> P
     for split_name, idx in splits.items():
         if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= N)):
             raise ValueError(f"{where}: 'splits/{split_name}' must be 1-D indices in [0, {N})")
+        if np.unique(idx).size != idx.size:
+            raise ValueError(f"{where}: 'splits/{split_name}' lists a sample more than once")
+    names = sorted(splits)
+    for i, a in enumerate(names):  # a sample in two splits (e.g. train and test) would leak the test set
+        for b in names[i + 1 :]:
+            shared = np.intersect1d(splits[a], splits[b])
+            if shared.size:
+                raise ValueError(
+                    f"{where}: 'splits/{a}' and 'splits/{b}' share {shared.size} sample(s) (first {int(shared[0])}); "
+                    "the splits must be disjoint"
+                )
     attrs["system"] = name
 
     def get(key: str, dtype: Any) -> np.ndarray | None:

@@ -28,7 +28,8 @@ def fingerprint(*arrays: np.ndarray | None) -> str:
     for a in arrays:
         if a is None:
             continue
-        a = np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+        with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 hash as inf, silently
+            a = np.ascontiguousarray(np.asarray(a, dtype=np.float32))
         h.update(repr(a.shape).encode())
         h.update(a.tobytes())
     return h.hexdigest()

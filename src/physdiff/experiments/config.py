@@ -210,8 +210,8 @@ class ExperimentConfig:
     table metric to the sub-task whose samples it is measured on (``prediction`` given the known part,
     ``generation`` without), in the table's column order."""
 
-    experiment: str = "three-body"
-    preset: str = "quick"
+    experiment: str = field(default="three-body", metadata=one_of(lambda: tuple(experiments())))
+    preset: str = field(default="quick", metadata=one_of(lambda: tuple(PRESETS)))
     task: str = "particles"
     metrics: dict[str, str] = field(default_factory=dict)
     # fraction of training samples without the condition (one model, both sub-tasks)

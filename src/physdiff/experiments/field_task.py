@@ -31,6 +31,7 @@ from physdiff.data.pdebench import FieldData, load_pde, simulate_to_file, write_
 from physdiff.data.provenance import fingerprint
 from physdiff.diffusion import Denoiser, make_schedule
 from physdiff.evaluation.field_metrics import evaluate_field_files, is_field_file, rmse
+from physdiff.evaluation.pdebench_metrics import METRIC_KEYS as PDEBENCH_METRIC_KEYS
 from physdiff.evaluation.pdebench_metrics import pdebench_metrics
 from physdiff.experiments.config import PriorConfig, UNetConfig
 from physdiff.experiments.task import Augment, Samples, Task, register_task
@@ -145,6 +146,7 @@ def condition_dropout(p: float) -> Augment:
 class FieldTask(Task):
     kind = "fields"
     builtin_priors = ("residual", "momentum")
+    metric_names = ("rmse", "constraint_rmse", *PDEBENCH_METRIC_KEYS)
     table_note = (
         "rmse: prediction RMSE vs ground truth on unknown entries (physical units); constraint_rmse: RMSE of "
         "the PDE residual over the stencil's points; floor: the same residual on the ground truth."
@@ -196,7 +198,18 @@ class FieldTask(Task):
         return scaling
 
     def scaling_from_dict(self, d: Mapping[str, Any]) -> FieldScaling:
-        return FieldScaling(**d)
+        names = {f.name for f in dataclasses.fields(FieldScaling)}
+        if not isinstance(d, Mapping) or not {"mean", "std"} <= set(d) <= names:
+            raise ValueError(f"a field scaling needs the keys mean, std (and cond_mean, cond_std), got {d!r}")
+        try:
+            scaling = FieldScaling(**d)
+            values = [*map(float, scaling.mean), *map(float, scaling.std), float(scaling.cond_mean)]
+            stds = [*map(float, scaling.std), float(scaling.cond_std)]
+        except (TypeError, ValueError):
+            raise ValueError(f"a field scaling holds numbers (lists for mean and std), got {d!r}") from None
+        if not all(np.isfinite(values)) or not all(np.isfinite(v) and v > 0 for v in stds):
+            raise ValueError(f"a field scaling needs finite means and finite stds > 0, got {d!r}")
+        return scaling
 
     def to_tensors(
         self, data: FieldData, scaling: FieldScaling, subtask: str, dtype: torch.dtype = torch.float32
@@ -222,6 +235,15 @@ class FieldTask(Task):
         if not isinstance(model, UNetConfig):
             raise ValueError(f"model kind {model.kind!r} does not apply to field tasks; choose 'unet'")
         x0 = example["x0"]
+        factor = 2 ** (len(model.channel_mults) - 1)  # the U-Net halves every axis once per level below the top
+        shape = tuple(int(n) for n in x0.shape[2:])
+        if any(n % factor for n in shape):
+            where = self.cfg.data.path or f"the simulated {self.cfg.data.system} data"
+            raise ValueError(
+                f"{where}: the model grid {list(shape)} cannot be halved {len(model.channel_mults) - 1} times by the "
+                f"U-Net (model.channel_mults = {list(model.channel_mults)}): every size must be divisible by "
+                f"{factor}; use fewer levels (e.g. model.channel_mults=[1]) or another grid"
+            )
         net = UNet(
             spatial_dims=x0.dim() - 2,
             channels=x0.shape[1],

@@ -238,14 +238,13 @@ def train_arm(
             return total_prior_loss(priors, loss_out, task.context(batch))
 
     tcfg = TrainConfig(**{**to_dict(cfg.train), "seed": seed})
-    if progress:
-        log.info(
-            "[%s | seed %d] training %d steps on %d samples → %s", arm, seed, tcfg.steps, len(tensors["x0"]), run_dir
-        )
     if dist_info.is_main:
         check_run_folder(run_dir, _run_config(prep, arm, seed), resume=resume, force=force)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir) if dist_info.is_main else contextlib.nullcontext():  # one writer per run folder
+        if progress:  # after the folder and its lock are ours: no line before a refusal
+            n = len(tensors["x0"])
+            log.info("[%s | seed %d] training %d steps on %d samples → %s", arm, seed, tcfg.steps, n, run_dir)
         if dist_info.is_main:
             (run_dir / "scaling.json").write_text(json.dumps(prep.scaling.to_dict()))
             save_yaml(_run_config(prep, arm, seed), run_dir / "config.yaml")
@@ -633,6 +632,7 @@ def reproduce(
     for specs in arm_specs.values():  # a bad prior (name, system, variant, sign/scale) fails before training
         task.build_priors(specs, prep.train, prep.scaling)
     constraints = task.build_constraints(prep.train, prep.scaling)
+    task.build_denoiser(prep.scaling, task.to_tensors(prep.evaluation, prep.scaling, cfg.subtasks[0]))  # model vs data
     if main:
         for arm in arm_specs:  # every run folder is checked before the first is trained
             for seed in cfg.seeds:

@@ -51,7 +51,7 @@ from physdiff.data.particles_h5 import (
 from physdiff.data.provenance import fingerprint
 from physdiff.diffusion import Denoiser, make_schedule
 from physdiff.evaluation.geotdm import GEOTDM_K, draw_metrics
-from physdiff.evaluation.particle_metrics import evaluate_files, floor_metrics, per_sample_metrics
+from physdiff.evaluation.particle_metrics import METRIC_KEYS, evaluate_files, floor_metrics, per_sample_metrics
 from physdiff.experiments.config import EGNNConfig, ExperimentConfig, PriorConfig, TransformerConfig
 from physdiff.experiments.task import Augment, Samples, Task, register_task
 from physdiff.models.egnn import SpaceTimeEGNN
@@ -171,6 +171,7 @@ def _build_network(model: Any, dim: int) -> nn.Module:
 class ParticleTask(Task):
     kind = "particles"
     builtin_priors = PARTICLE_PRIORS
+    metric_names = (*METRIC_KEYS, *DRAW_METRICS)
 
     @property
     def table_note(self) -> str:  # type: ignore[override]
@@ -224,24 +225,6 @@ class ParticleTask(Task):
         (``<file>.splits.json``); a generic file's estimated frame spacing is said aloud."""
         n, frames, k, _ = data.shape
         where = data.path or "data"
-        if not data.splits:  # a user's file without splits: the default seeded split, said aloud
-            status = "in-memory"
-            if data.path:
-                data.splits, status = side_splits(data.path, n)
-            else:
-                data.splits = make_splits(n, 0)
-            kept = {
-                "read": f"read from {side_splits_path(where)}",
-                "written": f"written to {side_splits_path(where)} (the data file is not modified)",
-                "rewritten": f"rewritten to {side_splits_path(where)}, which described another file",
-                "in-memory": "not kept (its folder is not writable)" if data.path else "in memory",
-            }[status]
-            log.info(
-                "note (%s): no 'splits' group; using the default seeded split (train/val/test = %d/%d/%d), %s",
-                where,
-                *(len(data.splits[s]) for s in ("train", "val", "test")),
-                kept,
-            )
         if k < 2:
             raise ValueError(f"{where}: 'positions' has K = {k} particle(s); an interacting system needs K >= 2")
         if frames < 3:
@@ -272,7 +255,33 @@ class ParticleTask(Task):
                     where,
                     misfit,
                 )
+        if not data.splits:
+            self._default_splits(data)  # after every check: nothing is written next to a file that is refused
         return data
+
+    @staticmethod
+    def _default_splits(data: ParticleData) -> None:
+        """A user's file without splits: the default seeded split, kept next to it and said aloud."""
+        n, where = data.shape[0], data.path or "data"
+        if n < 3:
+            raise ValueError(f"{where}: N = {n} trajectories; a train/val/test split needs at least 3")
+        status = "in-memory"
+        if data.path:
+            data.splits, status = side_splits(data.path, n)
+        else:
+            data.splits = make_splits(n, 0)
+        kept = {
+            "read": f"read from {side_splits_path(where)}",
+            "written": f"written to {side_splits_path(where)} (the data file is not modified)",
+            "rewritten": f"rewritten to {side_splits_path(where)}, which described another file",
+            "in-memory": "not kept (its folder is not writable)" if data.path else "in memory",
+        }[status]
+        log.info(
+            "note (%s): no 'splits' group; using the default seeded split (train/val/test = %d/%d/%d), %s",
+            where,
+            *(len(data.splits[s]) for s in ("train", "val", "test")),
+            kept,
+        )
 
     def fit_scaling(self, train: ParticleData) -> ParticleScaling:
         r = train.positions - _com(train.positions, train.masses)
@@ -287,6 +296,12 @@ class ParticleTask(Task):
         return scaling
 
     def scaling_from_dict(self, d: Mapping[str, Any]) -> ParticleScaling:
+        keys = {f.name for f in dataclasses.fields(ParticleScaling)}
+        if not isinstance(d, Mapping) or set(d) != keys:
+            raise ValueError(f"a particle scaling needs exactly the keys {sorted(keys)}, got {d!r}")
+        for key, value in d.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (np.isfinite(value) and value > 0):
+                raise ValueError(f"scale {key!r} = {value!r} must be a finite number > 0")
         return ParticleScaling(**d)
 
     def to_tensors(

@@ -55,9 +55,13 @@ def _plan(
 
     cfg = apply_overrides(preset_config(experiment, preset), overrides)
     keys = list(grid)
+    # every point's config first (no data needed), then priors and constraints on the data
+    points = [
+        apply_overrides(cfg, [f"{k}={v}" for k, v in zip(keys, values, strict=True)])
+        for values in itertools.product(*(grid[k] for k in keys))
+    ]
     prep = None
-    for values in itertools.product(*(grid[k] for k in keys)):  # refuse a bad grid before any training
-        point = apply_overrides(cfg, [f"{k}={v}" for k, v in zip(keys, values, strict=True)])
+    for point in points:
         prep = prep or prepare(point, cache, split=split, progress=False)
         task = type(prep.task)(point)
         for specs in point.arms().values():

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from physdiff.config import ConfigError
 from physdiff.diffusion import Denoiser, make_schedule
 from physdiff.experiments.config import ConstraintConfig, ExperimentConfig, PriorConfig
 from physdiff.priors.base import Prior, ResidualPrior
@@ -105,8 +106,16 @@ class Task(ABC):
     builtin_priors: ClassVar[tuple[str, ...]] = ()
     #: a line under the table saying what its metrics and floor are
     table_note: ClassVar[str] = ""
+    #: the metric keys :meth:`evaluate` can return (``cfg.metrics`` must name some of them)
+    metric_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: ExperimentConfig) -> None:
+        unknown = [k for k in cfg.metrics if self.metric_names and k not in self.metric_names]
+        if unknown:
+            raise ConfigError(
+                f"config key 'metrics': {unknown} are not metrics of a {self.kind or type(self).__name__} task; "
+                f"choose from {list(self.metric_names)}"
+            )
         self.cfg = cfg
         self.schedule = make_schedule(cfg.diffusion.schedule, process=cfg.diffusion.process)
 
@@ -239,7 +248,16 @@ class Task(ABC):
         """The priors of one arm on model tensors, each checked on the ground truth (a sign, unit or scale
         bug is refused before training)."""
         tensors = self.to_tensors(train, scaling, self.cfg.subtasks[0], dtype=torch.float64)
-        priors = [self.make_prior(spec, train, scaling, tensors) for spec in specs]
+        priors = []
+        for i, spec in enumerate(specs):
+            try:
+                priors.append(self.make_prior(spec, train, scaling, tensors))
+            except TypeError as e:  # an option the prior class does not take (priors.<i>.options.<key>)
+                if "keyword argument" not in str(e):
+                    raise
+                raise ValueError(
+                    f"priors.{i}.options {dict(spec.options)}: the {spec.name!r} prior does not take it ({e})"
+                ) from None
         head = {k: v[:32] for k, v in tensors.items()}
         for prior in priors:
             prior.check_ground_truth(head["x0"], **self.check_tolerance(prior), **self.context(head))

@@ -98,4 +98,26 @@ def get_system(name: str, **settings: Any) -> ParticleSystem:
         cls = _SYSTEMS[name]
     except KeyError:
         raise ValueError(f"unknown particle system {name!r}; valid names: {', '.join(PARTICLE_SYSTEMS)}") from None
+    _check_settings(cls, settings)
     return cls(**settings)
+
+
+def _check_settings(cls: type[ParticleSystem], settings: dict[str, Any]) -> None:
+    """Refuse, naming it, a setting the system does not have or a value of the wrong kind (a string for a
+    number) before the simulator sees it."""
+    import dataclasses
+
+    known = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key, value in settings.items():
+        if key not in known:
+            valid = ", ".join(sorted(k for k in known if k != "constants"))
+            raise ValueError(f"data.settings.{key}: the {cls.name} system has no setting {key!r}; valid: {valid}")
+        default = known[key].default
+        if value is None or default is dataclasses.MISSING or default is None:
+            continue
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"data.settings.{key}: must be a number, got {value!r}")
+        if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"data.settings.{key}: must be an integer, got {value!r}")

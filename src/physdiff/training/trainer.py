@@ -61,7 +61,7 @@ class TrainConfig:
 
     steps: int = field(default=1000, metadata=bounded(ge=1))
     batch_size: int = field(default=64, metadata=bounded(ge=1))
-    lr: float = field(default=1e-3, metadata=bounded(gt=0))
+    lr: float = field(default=1e-3, metadata=bounded(gt=0, le=1))  # Adam: a step of ~lr per coordinate
     weight_decay: float = field(default=0.0, metadata=bounded(ge=0))
     warmup: int = field(default=100, metadata=bounded(ge=0))
     grad_clip: float = field(default=1.0, metadata=bounded(gt=0))
@@ -172,11 +172,13 @@ def train(
             while run.completed < cfg.steps:
                 losses.append(_train_step(run, job, log))
                 if run.completed % cfg.checkpoint_every == 0:
+                    with defer_sigint():  # a checkpoint and its validation row are written together
+                        _validate(run, job, log, val_data)
+                        _save(run, ckpt, config_dict, dist_info)
+            with defer_sigint():
+                if run.saved != run.completed:
                     _validate(run, job, log, val_data)
-                    _save(run, ckpt, config_dict, dist_info)
-            if run.saved != run.completed:
-                _validate(run, job, log, val_data)
-            _save(run, ckpt, config_dict, dist_info)
+                _save(run, ckpt, config_dict, dist_info)
         except KeyboardInterrupt:
             _save_on_interrupt(run, ckpt, config_dict, dist_info)
             raise
