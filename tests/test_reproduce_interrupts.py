@@ -388,8 +388,6 @@ def test_interrupted_reproduce_resumes_to_the_same_results(sig, chains, referenc
             print(f"{sig.name}: {arm}/validation.csv misses the rows of steps {missing}")
 
 
-
-
 @pytest.fixture
 def cut_in_validation(zygote, tmp_path) -> tuple[Path, Path]:
     """``physdiff train`` uninterrupted, and once more sending itself SIGINT inside its first validation pass
