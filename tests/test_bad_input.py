@@ -705,7 +705,7 @@ CASES += [
         "config",
         "sweep --max-worse nan",
         lambda ws: ["sweep", "five-spring", "--grid", "priors.0.weight=1", "--max-worse", "nan", "--out", str(ws.out)],
-        r"--max-worse: must be a finite number",
+        r"--max-worse: must be a finite number >= 0",
         usage=True,
     ),
     D(
