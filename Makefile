@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.physdiff-installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench results reliability clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
@@ -27,6 +27,15 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_core.py
+
+# The published tables (docs/results.md): every quick preset on the test split, 3 seeds. Hours on a CPU;
+# not part of CI.
+results: $(STAMP)
+	$(VENV)/bin/physdiff reproduce all --preset quick --out results/
+
+# The bad-input and interrupt figures of docs/reliability.md (minutes).
+reliability: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/reliability.py --examples 25 --chains 2 --json results/reliability.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
