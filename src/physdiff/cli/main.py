@@ -28,6 +28,19 @@ def _experiments() -> tuple[str, ...]:
     return experiments()
 
 
+def _simulated_experiments() -> list[str]:
+    """``reproduce all``: every experiment that simulates its own data (not those that read a user's file:
+    generic particles, The Well)."""
+    from physdiff.experiments.config import preset_config
+
+    out = []
+    for name in _experiments():
+        cfg = preset_config(name, "quick")
+        if cfg.task != "the-well" and cfg.data.system != "generic":
+            out.append(name)
+    return out
+
+
 def check_output_file(path: Path, option: str) -> Path:
     """Refuse, before any work, an output file path that is a folder or lies under a file."""
     if path.is_dir():
@@ -241,7 +254,7 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
     from physdiff.experiments.harness import reproduce
     from physdiff.training.distributed import cleanup, init_distributed, resolve_device
 
-    exps = list(_experiments()) if a.experiment == "all" else [a.experiment]
+    exps = _simulated_experiments() if a.experiment == "all" else [a.experiment]
     if a.out:
         check_output_folder(Path(a.out), "--out")
     info = init_distributed(resolve_device(a.device, int(os.environ.get("LOCAL_RANK", "0"))))
