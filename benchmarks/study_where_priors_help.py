@@ -39,11 +39,12 @@ def paired_ratio(prior: list[float], base: list[float]) -> dict:
     }
 
 
-def run_point(exp: str, out: Path, overrides: list[str], seeds: list[int], cache: Path) -> dict:
+def run_point(exp: str, out: Path, overrides: list[str], seeds: list[int], cache: Path, arm: str) -> dict:
     res = reproduce(
         exp,
         "quick",
         out,
+        arms=["no_prior", arm],
         overrides=[*overrides, "sample.constraints=[]"],
         seeds=seeds,
         split="val",
@@ -125,15 +126,19 @@ def main() -> None:
     p.add_argument("--steps", default="300,600,2000")
     p.add_argument("--sizes", default="0.5,1,2")
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--arm", default=None, help="the with-prior arm (default: the preset's first)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     cfg = apply_overrides(preset_config(a.experiment, "quick"), a.overrides)
     out = a.out or Path(f"results/study-{a.experiment}")
     cache = out / "data"
     seeds = [int(s) for s in a.seeds.split(",")]
+    arm = a.arm or list(cfg.arms())[1]  # the preset's first with-prior arm
     study = {"experiment": a.experiment, "seeds": seeds, "metrics": list(cfg.metrics), "steps": [], "size": []}
     for steps in (int(s) for s in a.steps.split(",")):
-        point = run_point(a.experiment, out / f"steps-{steps}", [*a.overrides, f"train.steps={steps}"], seeds, cache)
+        point = run_point(
+            a.experiment, out / f"steps-{steps}", [*a.overrides, f"train.steps={steps}"], seeds, cache, arm
+        )
         study["steps"].append({"x": steps, **point})
         print(f"steps {steps}: " + ", ".join(f"{k} ×{v['mean']:.3f}" for k, v in point["ratio"].items()), flush=True)
     for size in (float(s) for s in a.sizes.split(",")):
@@ -141,7 +146,7 @@ def main() -> None:
         # the preset's size at the preset's budget is the budget axis's point of that budget: the same runs
         folder = out / (f"steps-{cfg.train.steps}" if n == cfg.data.n else f"size-{size:g}")
         extra = [f"train.steps={cfg.train.steps}"] if n == cfg.data.n else [f"data.n={n}"]
-        point = run_point(a.experiment, folder, [*a.overrides, *extra], seeds, cache)
+        point = run_point(a.experiment, folder, [*a.overrides, *extra], seeds, cache, arm)
         study["size"].append({"x": size, "n": n, **point})
         print(f"size {size}: " + ", ".join(f"{k} ×{v['mean']:.3f}" for k, v in point["ratio"].items()), flush=True)
     study["arm"] = study["steps"][0]["arm"] if study["steps"] else study["size"][0]["arm"]
