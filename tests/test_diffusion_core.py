@@ -522,3 +522,32 @@ def test_network_output_depends_on_the_noise_level_not_the_schedule(network):
     assert (out_lin.raw - out_cos.raw).abs().max() <= 1e3 * tol_c
     assert (out_lin.x0 - out_cos.x0).abs().max() <= 1e3 * tol_c * float(out_lin.sigma.max() / out_lin.alpha.min())
     assert (out_lin.raw - control.raw).abs().max() > 1e-3
+
+
+def test_sampler_progress_obeys_quiet_and_tqdm_disable(capsys, caplog, monkeypatch):
+    """``reproduce`` hands ``progress=True`` to the sampler and relies on ``--quiet``'s global switch and
+    ``TQDM_DISABLE``: the sampler's bar once ignored both and filled quiet runs' logs with one bar per batch.
+    Off a terminal the inner bar prints nothing at all."""
+    import sys
+
+    from physdiff import progress
+    from physdiff.diffusion.samplers import sample
+
+    def run():
+        sample(_gaussian_denoiser(), (2, 2), sampler="ddim", steps=4, eta=0.0, dtype=torch.float64, progress=True)
+        return capsys.readouterr().err
+
+    caplog.set_level("INFO", logger="physdiff")  # as the CLI sets it
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert "sampling (ddim)" in run()  # on a terminal: a bar
+    progress.set_quiet(True)
+    try:
+        assert run() == ""
+    finally:
+        progress.set_quiet(False)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert run() == ""
+    monkeypatch.delenv("TQDM_DISABLE")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert run() == ""  # a log file gets no per-batch bars

@@ -86,10 +86,13 @@ class _Off:
         pass
 
 
-def progress_bar(total: int, *, desc: str, initial: int = 0, enabled: bool = True, leave: bool = True) -> Any:
-    """A tqdm bar on a terminal, a line every 10 % elsewhere, nothing when disabled (see the module)."""
+def progress_bar(
+    total: int, *, desc: str, initial: int = 0, enabled: bool = True, leave: bool = True, tty_only: bool = False
+) -> Any:
+    """A tqdm bar on a terminal, a line every 10 % elsewhere, nothing when disabled (see the module).
+    ``tty_only`` keeps an inner bar (one per sampled batch) off log files: there it prints nothing."""
     if not progress_enabled(enabled):
         return _Off()
     if not sys.stderr.isatty():
-        return LineProgress(total, initial, desc)
+        return _Off() if tty_only else LineProgress(total, initial, desc)
     return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=leave)

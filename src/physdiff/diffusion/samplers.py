@@ -35,10 +35,10 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from physdiff.diffusion.parametrisation import Denoiser, eps_from_x0
 from physdiff.diffusion.schedule import DiffusionProcess
+from physdiff.progress import progress_bar
 
 __all__ = [
     "SAMPLERS",
@@ -282,8 +282,11 @@ class Sampler(ABC):
             if start_std != 1.0:
                 x = start_std * x
             ts = self.timesteps().to(dtype=dtype, device=device)
-            for i in tqdm(range(self.steps), desc=f"sampling ({self.name})", disable=not progress, leave=False):
+            bar = progress_bar(self.steps, desc=f"sampling ({self.name})", enabled=progress, leave=False, tty_only=True)
+            for i in range(self.steps):
                 x = self.step(x, ts[i], ts[i + 1])
+                bar.update(1)
+            bar.close()
             x0, _ = self.denoise(x, ts[-1])
         finally:
             self._cond = _Conditioning()
