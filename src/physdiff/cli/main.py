@@ -382,8 +382,9 @@ def _nonnegative_int(text: str) -> int:
 
 
 THREADS_HELP = (
-    "torch intra-op CPU threads: a count, or auto (default: OMP_NUM_THREADS if set, else 1 per process, "
-    "measured fastest for the quick models and robust beside other processes; docs/benchmarks.md)"
+    "torch intra-op CPU threads: a count, or auto (default: OMP_NUM_THREADS if set, else 1 per process: "
+    "on 2 cores the quick models train 1.4-1.5x faster with 2 threads on an idle machine but 2.5-4x slower "
+    "with 2 threads beside one other run, which 1 thread does not notice; docs/benchmarks.md, Threads)"
 )
 
 
