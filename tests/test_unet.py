@@ -214,3 +214,31 @@ def test_padded_conv_equals_explicit_padding_then_valid_conv(periodic):
     x = torch.randn(2, 2, 4, 6, 5, dtype=torch.float64)
     ref = torch.nn.functional.conv3d(pad_per_axis(x, [1, 1, 1], periodic), conv.weight, conv.bias)
     torch.testing.assert_close(conv(x), ref, rtol=0, atol=1e-12)
+
+
+def test_unet_noise_embedding_is_ddpm_time_for_the_linear_schedule():
+    """The U-Net embeds 1000 · t_ref(c): the reference linear schedule's time at noise level c, a function
+    of c alone. For the linear schedule it is the diffusion time itself (closed-form inverse, float64), it
+    increases with c, and a checkpoint of the other argument (70 · c) does not load into it."""
+    import pytest
+
+    from physdiff.diffusion.schedule import make_schedule
+    from physdiff.models.embedding import NoiseEmbedding, reference_time
+
+    sched = make_schedule("linear")
+    t = torch.linspace(1e-3, 1.0, 101, dtype=torch.float64)
+    c = -0.5 * sched.log_snr(t)
+    assert torch.allclose(reference_time(c), t, rtol=0, atol=1e-12)
+    cs = torch.linspace(-12.0, 12.0, 1001, dtype=torch.float64)
+    assert (reference_time(cs).diff() > 0).all()
+    cos = make_schedule("cosine")  # another schedule: same noise level, same argument
+    tc = torch.tensor([0.3], dtype=torch.float64)
+    c_cos = -0.5 * cos.log_snr(tc)
+    t_lin = reference_time(c_cos)
+    assert torch.allclose(-0.5 * sched.log_snr(t_lin), c_cos, atol=1e-10)
+    emb = NoiseEmbedding(8, argument="reference_time")
+    assert torch.allclose(emb.angle(c.float()), 1000 * t.float(), atol=1e-3)
+    with pytest.raises(RuntimeError, match="reference_time"):
+        emb.load_state_dict(NoiseEmbedding(8).state_dict())
+    with pytest.raises(ValueError, match="argument"):
+        NoiseEmbedding(8, argument="t")

@@ -17,11 +17,27 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["NOISE_SCALE", "NoiseEmbedding", "sinusoidal_embedding"]
+__all__ = ["NOISE_SCALE", "NoiseEmbedding", "reference_time", "sinusoidal_embedding"]
 
 # c_noise = log(σ/α) spans ≈ [−7, 7] (log-SNR ∈ [−15, 15]): a span of ≈ 14, and 14 · 70 ≈ 1000 radians
 # at the highest frequency, like DDPM's 1000·t over t ∈ [0, 1]. See NoiseEmbedding.
 NOISE_SCALE = 70.0
+
+#: the reference schedule of :func:`reference_time`: DDPM's linear β from 0.1 to 20 (β_i = 1e-4 … 0.02 over
+#: 1000 steps, Ho et al. 2020), the schedule every preset trains with
+REFERENCE_BETA = (0.1, 20.0)
+
+
+def reference_time(noise: Tensor) -> Tensor:
+    """The diffusion time at which the reference linear-β VP schedule has noise level ``noise`` = c = log(σ/α):
+
+    B(t) = β₀ t + ½(β₁ − β₀) t² = log(1 + σ²/α²) = softplus(2c)  ⇒  t = (√(β₀² + 2(β₁ − β₀) B) − β₀) / (β₁ − β₀),
+
+    a fixed, increasing function of c alone (t = 0 at c = −∞, t = 1 at the reference schedule's end, above 1
+    for noisier levels), so a network fed t_ref(c) still depends only on the noise level."""
+    b0, b1 = REFERENCE_BETA
+    big_b = torch.nn.functional.softplus(2.0 * noise)
+    return (torch.sqrt(b0 * b0 + 2.0 * (b1 - b0) * big_b) - b0) / (b1 - b0)
 
 
 def sinusoidal_embedding(x: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -67,16 +83,30 @@ class NoiseEmbedding(nn.Module):
         features: int | None = None,
         scale: float = NOISE_SCALE,
         max_period: float = 10_000.0,
+        argument: str = "log_sigma",
     ) -> None:
         super().__init__()
+        if argument not in ("log_sigma", "reference_time"):
+            raise ValueError(f"argument must be 'log_sigma' or 'reference_time', got {argument!r}")
         features = features or dim
         self.n_features = features + features % 2
-        self.scale, self.max_period = scale, max_period
+        self.scale, self.max_period, self.argument = scale, max_period, argument
         self.mlp = nn.Sequential(nn.Linear(self.n_features, dim), nn.SiLU(), nn.Linear(dim, dim))
+        if argument == "reference_time":
+            # a marker in the state dict: a checkpoint trained with the other argument does not load
+            self.register_buffer("reference_time", torch.ones(()))
+
+    def angle(self, noise: Tensor) -> Tensor:
+        """The sinusoids' argument: ``scale · c`` (``log_sigma``) or ``1000 · t_ref(c)`` (``reference_time``,
+        :func:`reference_time`: DDPM's 1000·t for the linear schedule)."""
+        if self.argument == "reference_time":
+            return 1000.0 * reference_time(noise)
+        return self.scale * noise
 
     def forward(self, noise: Tensor) -> Tensor:
         noise = noise.to(self.mlp[0].weight.dtype)
-        return self.mlp(sinusoidal_embedding(self.scale * noise, self.n_features, self.max_period))
+        return self.mlp(sinusoidal_embedding(self.angle(noise), self.n_features, self.max_period))
 
     def extra_repr(self) -> str:
-        return f"features={self.n_features}, scale={self.scale}, max_period={self.max_period}"
+        arg = f"1000·t_ref(c)" if self.argument == "reference_time" else f"{self.scale}·c"
+        return f"features={self.n_features}, argument={arg}, max_period={self.max_period}"
