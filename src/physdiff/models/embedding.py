@@ -108,5 +108,5 @@ class NoiseEmbedding(nn.Module):
         return self.mlp(sinusoidal_embedding(self.angle(noise), self.n_features, self.max_period))
 
     def extra_repr(self) -> str:
-        arg = f"1000·t_ref(c)" if self.argument == "reference_time" else f"{self.scale}·c"
+        arg = "1000·t_ref(c)" if self.argument == "reference_time" else f"{self.scale}·c"
         return f"features={self.n_features}, argument={arg}, max_period={self.max_period}"
