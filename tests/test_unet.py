@@ -242,3 +242,22 @@ def test_unet_noise_embedding_is_ddpm_time_for_the_linear_schedule():
         emb.load_state_dict(NoiseEmbedding(8).state_dict())
     with pytest.raises(ValueError, match="argument"):
         NoiseEmbedding(8, argument="t")
+
+
+def test_a_checkpoint_of_the_earlier_embedding_is_refused_with_its_reason(monkeypatch):
+    """A U-Net checkpoint from before the reference-time embedding (no ``time_embed.reference_time``) is
+    refused by name, not loaded into a network that would read its weights with another argument."""
+    from types import SimpleNamespace
+
+    from physdiff.training import trainer
+    from physdiff.training.errors import CheckpointError
+
+    net = UNet(1, 1, periodic=(True,), **SMALL)
+    old = {k: v for k, v in net.state_dict().items() if not k.endswith("time_embed.reference_time")}
+    monkeypatch.setattr(trainer, "load_checkpoint", lambda path, map_location=None: {"ema": {"model": old}, "step": 1})
+    with pytest.raises(CheckpointError, match="earlier noise embedding"):
+        trainer.load_ema_weights(SimpleNamespace(net=net), "run/checkpoint.pt")
+    monkeypatch.setattr(
+        trainer, "load_checkpoint", lambda path, map_location=None: {"ema": {"model": net.state_dict()}, "step": 7}
+    )
+    assert trainer.load_ema_weights(SimpleNamespace(net=net), "run/checkpoint.pt") == 7

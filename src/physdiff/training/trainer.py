@@ -190,7 +190,16 @@ def train(
 def load_ema_weights(denoiser: Denoiser, path: str | Path, device: torch.device | str = "cpu") -> int:
     """Load the EMA weights of a checkpoint into ``denoiser.net``; returns the checkpoint's step."""
     state = load_checkpoint(path, map_location=device)
-    denoiser.net.load_state_dict(state["ema"]["model"])
+    try:
+        denoiser.net.load_state_dict(state["ema"]["model"])
+    except (RuntimeError, KeyError) as e:
+        hint = (
+            "it was trained with the U-Net's earlier noise embedding (70·c, physdiff before 4100f66); train it again"
+            if any(k.endswith("time_embed.reference_time") for k in denoiser.net.state_dict())
+            and not any(k.endswith("time_embed.reference_time") for k in state["ema"]["model"])
+            else "its parameters differ from this model's (config.yaml and the checkpoint disagree)"
+        )
+        raise CheckpointError(f"cannot load {path}: {hint} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     return int(state["step"])
 
 
