@@ -149,7 +149,9 @@ class ConstraintConfig:
     t_start: float = field(default=1.0, metadata=bounded(gt=0, le=1))  # act at diffusion times t <= t_start
     # guidance steps; for a projection the most Gauss–Newton steps (exact in 1 if linear)
     iterations: int = field(default=1, metadata=bounded(ge=1))
-    scale: float = field(default=0.1, metadata=bounded(gt=0))  # guidance step size
+    # guidance step, normalised: 1 = the exact line step of the linearised residual along its gradient; chosen
+    # on val (docs/benchmarks.md, "Normalised guidance": eligible on all six quick tables, the largest gain)
+    scale: float = field(default=1.0, metadata=bounded(gt=0))
     tol: float = field(default=1e-6, metadata=bounded(ge=0))  # a projection stops once max |R| <= tol
     # conjugate-gradient iterations per projection step on the matrix-free path (large or nonlinear fields)
     cg_iters: int = field(default=50, metadata=bounded(ge=1))

@@ -879,7 +879,7 @@ def constraint_hook(
     context: Mapping[str, Any] | None = None,
     t_start: float = 1.0,
     iterations: int = 1,
-    scale: float = 0.1,
+    scale: float = 1.0,
     tol: float = 1e-6,
     cg_iters: int = 50,
     method: str = "auto",
