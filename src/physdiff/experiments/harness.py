@@ -353,6 +353,15 @@ def sample_and_evaluate(
     metrics: dict[str, np.ndarray] = {}
     for subtask in cfg.subtasks:
         tensors = task.to_tensors(prep.evaluation, prep.scaling, subtask)
+        if progress and dist_info.is_main:  # one line per sub-task; the per-batch bars are for terminals only
+            log.info(
+                "sampling (%s, %d steps): %d %s conditions%s",
+                cfg.sample.sampler,
+                cfg.sample.steps,
+                len(prep.indices),
+                subtask,
+                "" if constraint is None else f", {constraint[0].label}",
+            )
         x = sample_tensors(
             den, tensors, cfg.sample, seed, device=device, progress=progress, constraint=constraint, dist_info=dist_info
         )
