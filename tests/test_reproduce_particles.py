@@ -199,3 +199,20 @@ def test_unequal_masses_keep_noise_outputs_and_restored_centre_of_mass_consisten
     c0 = (masses[:, :, None] * data.positions[:, 0]).sum(1) / masses.sum(1)[:, None]
     want = c0[:, None] + np.arange(L)[None, :, None] * 0.1 * p0[:, None]
     assert np.allclose(com, want, atol=1e-9)
+
+
+def test_resume_of_a_fresh_table_trains_from_step_0_without_a_warning(tmp_path, recwarn, capsys):
+    """``reproduce --resume`` (as sweeps and the study resume every point) on a folder with no checkpoint
+    yet: an INFO line, not a 'resume: no checkpoint' warning per run; the second call resumes the trained
+    run instead of training it again."""
+    out = tmp_path / "res"
+    argv = ["reproduce", "five-spring", "--out", str(out), "--seeds", "0", "--arms", "no_prior", "--resume"]
+    argv += ["--device", "cpu", *TINY]
+    assert main(argv) == 0
+    assert not [w for w in recwarn if "no checkpoint" in str(w.message)]
+    err = capsys.readouterr().err
+    assert "no checkpoint in" in err and "training from step 0" in err
+    ckpt = out / "arms" / "no_prior" / "seed0" / "checkpoint.pt"
+    stamp = ckpt.stat().st_mtime_ns
+    assert main(argv) == 0
+    assert "no checkpoint in" not in capsys.readouterr().err and ckpt.stat().st_mtime_ns == stamp

@@ -151,14 +151,21 @@ def clear_run_folder(run_dir: Path) -> None:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a checkpoint (or the previous one kept beside it)."""
+    from physdiff.training.checkpoint import previous_path
+
+    ckpt = run_dir / "checkpoint.pt"
+    return ckpt.is_file() or previous_path(ckpt).is_file()
+
+
 def check_run_folder(run_dir: Path, config: Mapping[str, Any], *, resume: bool, force: bool) -> None:
     """Refuse, before anything is written, to train into a folder that holds a run unless resuming it
     (with the same model, data and diffusion settings) or ``force`` (which clears it)."""
-    from physdiff.training.checkpoint import check_config_matches, load_latest_checkpoint, previous_path
+    from physdiff.training.checkpoint import check_config_matches, load_latest_checkpoint
 
     ckpt = run_dir / "checkpoint.pt"
-    exists = ckpt.is_file() or previous_path(ckpt).is_file()
-    if not exists:
+    if not has_checkpoint(run_dir):
         return
     if resume:
         state, used = load_latest_checkpoint(ckpt)
@@ -240,6 +247,10 @@ def train_arm(
     tcfg = TrainConfig(**{**to_dict(cfg.train), "seed": seed})
     if dist_info.is_main:
         check_run_folder(run_dir, _run_config(prep, arm, seed), resume=resume, force=force)
+    if resume and not has_checkpoint(run_dir):  # a fresh point of a resumed table or sweep: nothing to warn about
+        if progress:
+            log.info("[%s | seed %d] no checkpoint in %s yet: training from step 0", arm, seed, run_dir)
+        resume = False
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir) if dist_info.is_main else contextlib.nullcontext():  # one writer per run folder
         if progress:  # after the folder and its lock are ours: no line before a refusal
