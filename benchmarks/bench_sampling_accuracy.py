@@ -138,56 +138,73 @@ def markdown(res: dict) -> str:
 
 
 def plot(res: dict, path: Path) -> None:
+    """One column per metric; top row against denoiser evaluations per sample, bottom row against seconds per
+    sample (log x); the band is DDPM-1000's mean ± std over seeds per arm (solid: no prior, dashed: prior)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, ScalarFormatter
 
     keys, arms = res["metrics"], res["arm_names"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    fig, axes = plt.subplots(2, len(keys), figsize=(3.6 * len(keys) + 2.2, 5.8), squeeze=False)
     ref = next(r for r in res["rows"] if r["sampler"] == "ddpm")
-    styles = ["-", "--"]
-    for ax, k in zip(axes[0], keys, strict=True):
-        for ai, arm in enumerate(arms):
-            m, s = ref["arms"][arm][k]["mean"], ref["arms"][arm][k]["std"]
-            ax.axhspan(m - s, m + s, color=f"C{ai + 5}", alpha=0.15, label=f"DDPM-1000 ± std ({arm})")
-            for si, name in enumerate(sorted({r["sampler"] for r in res["rows"] if r["sampler"] != "ddpm"})):
-                rows = [r for r in res["rows"] if r["sampler"] == name]
-                x = [r["nfe"] for r in rows]
-                y = [r["arms"][arm][k]["mean"] for r in rows]
-                e = [r["arms"][arm][k]["std"] for r in rows]
-                ax.errorbar(
-                    x,
-                    y,
-                    yerr=e,
-                    ls=styles[ai % 2],
-                    marker="o",
-                    ms=3,
-                    color=f"C{si}",
-                    capsize=2,
-                    label=f"{name} ({arm})",
-                )
-        ax.set_xscale("log")
-        ax.set_xlabel("denoiser evaluations per sample")
-        ax.set_ylabel(k)
-        ax.set_title(k)
-    axes[0][0].legend(fontsize=6)
-    fig.suptitle(f"{res['experiment']}: accuracy against cost ({res['split']} split, mean ± std over seeds)")
-    fig.tight_layout()
+    names = sorted({r["sampler"] for r in res["rows"] if r["sampler"] != "ddpm"})
+    styles = ["-", "--", ":"]
+    for row, (xkey, xlabel) in enumerate([("nfe", "denoiser evaluations per sample"), ("s_per_sample", "s / sample")]):
+        for ax, k in zip(axes[row], keys, strict=True):
+            for ai, arm in enumerate(arms):
+                m, s = ref["arms"][arm][k]["mean"], ref["arms"][arm][k]["std"]
+                ax.axhspan(m - s, m + s, color=f"C{ai + 5}", alpha=0.15, label=f"DDPM-1000 ± std ({arm})")
+                for si, name in enumerate(names):
+                    rows = sorted((r for r in res["rows"] if r["sampler"] == name), key=lambda r: r[xkey])
+                    ax.errorbar(
+                        [r[xkey] for r in rows],
+                        [r["arms"][arm][k]["mean"] for r in rows],
+                        yerr=[r["arms"][arm][k]["std"] for r in rows],
+                        ls=styles[ai % len(styles)],
+                        marker="o",
+                        ms=3,
+                        color=f"C{si}",
+                        capsize=2,
+                        label=f"{name} ({arm})",
+                    )
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(k)
+            if row == 0:
+                ax.set_title(k)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
+    fig.suptitle(
+        f"{res['experiment']}: accuracy against cost ({res['split']} split, {res['n']} conditions, "
+        f"mean ± std over seeds {res['seeds']})"
+    )
+    fig.tight_layout(rect=(0, 0, 1 - 2.0 / fig.get_figwidth(), 1))
     fig.savefig(path, dpi=200)
     plt.close(fig)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("results", type=Path, help="a results folder of 'physdiff reproduce'")
+    p.add_argument("results", type=Path, help="a results folder of 'physdiff reproduce' (--replot: an --out)")
     p.add_argument("--split", default="val", choices=["val", "test"])
     p.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated <sampler>:<steps>")
     p.add_argument("--n", type=int, default=None, help="conditions per seed (default: the preset's sample.n_test)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--replot", action="store_true", help="redraw RESULTS/sampling_accuracy.{md,png} from its .json")
     a = p.parse_args()
+    if a.replot:
+        res = json.loads((a.results / "sampling_accuracy.json").read_text())
+        (a.results / "sampling_accuracy.md").write_text(markdown(res))
+        plot(res, a.results / "sampling_accuracy.png")
+        print(f"redrew {a.results / 'sampling_accuracy.png'}")
+        return
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
