@@ -147,7 +147,7 @@ def plot(res: dict, path: Path) -> None:
     from matplotlib.ticker import LogLocator, ScalarFormatter
 
     keys, arms = res["metrics"], res["arm_names"]
-    fig, axes = plt.subplots(2, len(keys), figsize=(3.6 * len(keys) + 2.2, 5.8), squeeze=False)
+    fig, axes = plt.subplots(2, len(keys), figsize=(max(3.6 * len(keys) + 2.2, 7.5), 6.0), squeeze=False)
     ref = next(r for r in res["rows"] if r["sampler"] == "ddpm")
     names = sorted({r["sampler"] for r in res["rows"] if r["sampler"] != "ddpm"})
     styles = ["-", "--", ":"]
@@ -180,8 +180,9 @@ def plot(res: dict, path: Path) -> None:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
     fig.suptitle(
-        f"{res['experiment']}: accuracy against cost ({res['split']} split, {res['n']} conditions, "
-        f"mean ± std over seeds {res['seeds']})"
+        f"{res['experiment']}: accuracy against cost\n({res['split']} split, {res['n']} conditions, "
+        f"mean ± std over seeds {res['seeds']})",
+        fontsize=10,
     )
     fig.tight_layout(rect=(0, 0, 1 - 2.0 / fig.get_figwidth(), 1))
     fig.savefig(path, dpi=200)
