@@ -134,6 +134,8 @@ def markdown(res: dict) -> str:
     ]
     if "chosen" in res:
         lines.append(f"Decision rule: the cheapest ✓ configuration is {res['chosen'][0]}-{res['chosen'][1]}.")
+    elif any(r["sampler"] == "ddpm" for r in res["rows"]):
+        lines.append("Decision rule: no configuration is within DDPM-1000's seed spread; the preset keeps its sampler.")
     return "\n".join(lines) + "\n"
 
 

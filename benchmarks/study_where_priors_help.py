@@ -128,7 +128,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--arm", default=None, help="the with-prior arm (default: the preset's first)")
     p.add_argument("--out", type=Path, default=None)
-    a = p.parse_args()
+    a = p.parse_intermixed_args()  # overrides may follow the options
     cfg = apply_overrides(preset_config(a.experiment, "quick"), a.overrides)
     out = a.out or Path(f"results/study-{a.experiment}")
     cache = out / "data"
