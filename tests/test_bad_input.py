@@ -1732,6 +1732,7 @@ def test_unknown_keys_are_refused_with_the_closest_key_suggested(t, inputs: Inpu
 
 NAME_KEYS = {
     "sample.sampler": ("ddim", "ddpm", "dpmpp2m", "euler", "heun"),
+    "sample.dtype": ("float32", "float64"),
     "diffusion.schedule": ("linear", "cosine"),
     "diffusion.process": ("vp", "flow"),
     "diffusion.prediction": ("eps", "x0", "v"),

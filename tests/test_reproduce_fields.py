@@ -197,3 +197,23 @@ def test_trained_field_model_beats_an_untrained_one(tmp_path):
         assert main(argv) == 0
         rmse[steps] = json.loads((out / "results.json").read_text())["arms"]["no_prior"]["rmse"]["mean"]
     assert rmse[150] < 0.7 * rmse[1], rmse
+
+
+def test_float64_sampling_keeps_an_exact_projection_exact(tmp_path):
+    """``sample.dtype=float64``: the state, the conditions and the network in float64, so Darcy's exact
+    projection (the discrete solve) is not rounded to float32 on the way out. In float32 the projected
+    residual is float32 round-off of its terms (~1e-7 of the unprojected residual: float32's eps); in float64
+    it must fall below 1e-9 of it — between float64's eps times the system's condition number (~1e-12) and
+    float32's eps — and the samples file holds float64 fields."""
+    rows = {}
+    for dtype in ("float32", "float64"):
+        out = tmp_path / dtype
+        argv = ["reproduce", "darcy", "--out", str(out), "--seeds", "0", "--arms", "no_prior", "--device", "cpu"]
+        assert main([*argv, *TINY, *SIZES["darcy"], f"sample.dtype={dtype}"]) == 0
+        res = json.loads((out / "results.json").read_text())
+        plain = res["arms"]["no_prior"]["constraint_rmse"]["mean"]
+        rows[dtype] = res["sampling_constraints"]["no_prior + projection:residual"]["constraint_rmse"]["mean"] / plain
+        with h5py.File(out / "arms" / "no_prior" / "seed0" / "samples_prediction_projection_residual.h5") as f:
+            assert f["tensor"].dtype == (np.float64 if dtype == "float64" else f["tensor"].dtype)
+    assert rows["float32"] > 1e-8  # float32 round-off, the control
+    assert rows["float64"] < 1e-9, rows

@@ -184,6 +184,9 @@ class SampleConfig:
     constraints: list[ConstraintConfig] = field(default_factory=list)
     # samples drawn per condition; > 1 for metrics over several draws (GeoTDM's min/ave ADE/FDE over K = 5)
     draws: int = field(default=1, metadata=bounded(ge=1))
+    # precision of the sampling state and network: float64 keeps an exact projection's result to float64
+    # (a Darcy sample projected in float32 keeps a residual of float32 round-off, ~1e-6 of the model's)
+    dtype: str = field(default="float32", metadata=one_of(("float32", "float64")))
 
 
 @dataclass

@@ -13,6 +13,7 @@ Everything task-specific is asked of the :class:`~physdiff.experiments.task.Task
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -307,6 +308,10 @@ def sample_tensors(
     the batches are shared out: under DDP rank r samples batches r, r + W, … and every rank receives all of
     them, in order.
     """
+    dtype = getattr(torch, cfg.dtype)  # sample.dtype: the state, the conditions and (a copy of) the network
+    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    if next(den.parameters()).dtype != dtype:
+        den = copy.deepcopy(den).to(dtype)
     x0, mask_all = tensors["x0"], tensors["mask"]
     conditional = bool(mask_all.any())
     ctx_all = {k: v for k, v in tensors.items() if k not in ("x0", "mask")}
@@ -362,8 +367,8 @@ def sample_and_evaluate(
     task, cfg = prep.task, prep.cfg
     samples: dict[str, Samples] = {}
     metrics: dict[str, np.ndarray] = {}
-    for subtask in cfg.subtasks:
-        tensors = task.to_tensors(prep.evaluation, prep.scaling, subtask)
+    for subtask in cfg.subtasks:  # in sample.dtype from the data on (float64 data are not rounded first)
+        tensors = task.to_tensors(prep.evaluation, prep.scaling, subtask, dtype=getattr(torch, cfg.sample.dtype))
         if progress and dist_info.is_main:  # one line per sub-task; the per-batch bars are for terminals only
             log.info(
                 "sampling (%s, %d steps): %d %s conditions%s",
