@@ -84,6 +84,7 @@ def plot(study: dict, path: Path) -> None:
             ax.axhline(1.0, ls="--", color="grey", lw=1)
             ax.set_xscale("log")
             ax.set_xticks(x, [f"{v:g}" for v in x])
+            ax.set_xticks([], minor=True)  # the log axis' minor labels would overprint the points' labels
             ax.set_xlabel(label)
             ax.set_ylabel(f"{k}: prior / no prior")
             if row == 0:
@@ -128,9 +129,16 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--arm", default=None, help="the with-prior arm (default: the preset's first)")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--replot", action="store_true", help="redraw OUT/study.{md,png,pdf} from OUT/study.json")
     a = p.parse_intermixed_args()  # overrides may follow the options
     cfg = apply_overrides(preset_config(a.experiment, "quick"), a.overrides)
     out = a.out or Path(f"results/study-{a.experiment}")
+    if a.replot:
+        study = json.loads((out / "study.json").read_text())
+        (out / "study.md").write_text(markdown(study))
+        plot(study, out / "study.png")
+        print(f"redrew {out / 'study.png'}")
+        return
     cache = out / "data"
     seeds = [int(s) for s in a.seeds.split(",")]
     arm = a.arm or list(cfg.arms())[1]  # the preset's first with-prior arm
