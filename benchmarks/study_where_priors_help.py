@@ -90,8 +90,9 @@ def plot(study: dict, path: Path) -> None:
             if row == 0:
                 ax.set_title(k)
     fig.suptitle(
-        f"{study['experiment']}: {study['arm']} against no_prior (val split, seeds {study['seeds']}; "
-        "mean of per-seed ratios, 95 % t-interval)"
+        f"{study['experiment']}: {study['arm']} against no_prior\n(val split, seeds {study['seeds']}; "
+        "mean of per-seed ratios, 95 % t-interval)",
+        fontsize=10,
     )
     fig.tight_layout()
     fig.savefig(path, dpi=200)
