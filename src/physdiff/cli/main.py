@@ -18,6 +18,9 @@ from pathlib import Path
 from physdiff.config import ConfigError
 from physdiff.training.errors import CheckpointError, RunLockedError
 
+#: physdiff.priors.sampling.CONSTRAINT_MODES without importing torch for the parser (tests/test_constraint_methods.py)
+CONSTRAINT_MODE_CHOICES = ("projection", "guidance", "pcfm", "eci", "diffusionpde", "dps", "dflow")
+
 log = logging.getLogger("physdiff")
 PRESETS = ("quick", "paper")
 
@@ -477,7 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--subtask", default=None, choices=("prediction", "generation"), help="default: the run's")
     sm.add_argument("--condition", default=None, help="a data file of the task's format whose conditions to use")
     sm.add_argument("--constraint", default=None, help="sampling-time constraint: comma-separated priors")
-    sm.add_argument("--constraint-mode", default="projection", choices=("projection", "guidance"))
+    sm.add_argument(
+        "--constraint-mode",
+        default="projection",
+        choices=CONSTRAINT_MODE_CHOICES,
+        help="the sampling-time method (docs/priors.md, 'Sampling-time methods')",
+    )
     sm.add_argument("--out", default=None, help="the samples file (default: the run folder's samples_<subtask>.h5)")
     sm.add_argument("--force", action="store_true", help="overwrite an existing samples file")
     sm.add_argument(
