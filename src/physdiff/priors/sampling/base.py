@@ -193,12 +193,6 @@ class SamplingMethod(ABC):  # noqa: B024 (a method implements x0_hook or loop, n
     loop: Callable[[Sampler, Tensor, Tensor], Tensor] | None = None
 
 
-def tweedie(sampler: Sampler, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    """(x̂0, ε̂) of the sampler's denoiser at (x, t) with the call's conditioning (no hook is set on a loop
-    method's sampler)."""
-    return sampler.denoise(x, t)
-
-
 def coefficients(sampler: Sampler, t: Tensor) -> tuple[Tensor, Tensor]:
     """(α_t, σ_t) of the sampler's process at a scalar time; at t = 0, (1, 0) exactly (the data end)."""
     if float(t) == 0.0:
