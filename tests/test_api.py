@@ -51,6 +51,10 @@ def test_load_run_samples_from_user_conditions_and_the_test_split(trained):
     assert np.array_equal(again["positions"], test["positions"])
     projected = r.sample(n=4, steps=4, constraints=[{"priors": ["momentum"]}])
     assert r.evaluate(projected)["momentum_error"]["mean"] < 1e-4 < m["momentum_error"]["mean"]
+    guided = r.sample(n=4, steps=4, constraints=[{"priors": ["momentum"], "mode": "dps", "scale": 0.1}])
+    assert np.isfinite(guided["positions"]).all() and not np.array_equal(guided["positions"], test["positions"])
+    with pytest.raises(ValueError, match="mode 'pcfm' does not apply to diffusion.process='vp'"):
+        r.sample(n=4, steps=4, constraints=[{"priors": ["momentum"], "mode": "pcfm"}])
     with pytest.raises(ValueError, match="source_indices"):
         r.evaluate(out)
     with pytest.raises(ValueError, match="first frames"):

@@ -26,7 +26,7 @@ SIZES = {
 
 
 @pytest.mark.parametrize(
-    "experiment,keys", [("advection", ("rmse", "constraint_rmse")), ("darcy", ("rmse", "constraint_rmse"))]
+    "experiment,keys", [("advection", ("rmse", "constraint_rmse", "mmd")), ("darcy", ("rmse", "constraint_rmse"))]
 )
 def test_reproduce_pde_table_both_arms(tmp_path, capsys, experiment, keys):
     out = tmp_path / "res"

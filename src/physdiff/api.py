@@ -29,6 +29,7 @@ from physdiff.evaluation.statistics import summarize_samples
 from physdiff.experiments.config import ConstraintConfig, ExperimentConfig
 from physdiff.experiments.harness import Prepared, configure, load_arm, prepare, sample_tensors
 from physdiff.experiments.task import make_task
+from physdiff.priors.sampling import make_method
 from physdiff.training.checkpoint import check_config_matches, load_latest_checkpoint
 from physdiff.training.distributed import DistInfo, resolve_device
 
@@ -65,6 +66,7 @@ class Run:
             priors = [
                 self.task.make_constraint_prior(name, self.prepared.train, self.prepared.scaling) for name in c.priors
             ]
+            make_method(priors, **c.hook_options()).check_process(self.config.diffusion.process)
             out.append((c, priors))
         if len(out) > 1:
             raise ValueError("run.sample takes one sampling-time constraint at a time (list several priors in it)")
@@ -93,7 +95,9 @@ class Run:
             subtask: ``prediction`` (given the condition) or ``generation`` (unconditional).
             sampler, steps: override the run's sampler settings.
             seed: the sampling seed (default: the run's).
-            constraints: sampling-time constraints, e.g. ``[{"priors": ["momentum"]}]`` (beyond the paper).
+            constraints: one sampling-time constraint, e.g. ``[{"priors": ["momentum"]}]`` or
+                ``[{"priors": ["residual"], "mode": "pcfm"}]`` (a mode of ``physdiff.priors.sampling.METHODS``; beyond
+                the paper); a method not defined on the run's process is refused.
         """
         over = [f"sample.sampler={sampler}"] if sampler else []
         over += [f"sample.steps={steps}"] if steps is not None else []

@@ -18,6 +18,9 @@ from pathlib import Path
 from physdiff.config import ConfigError
 from physdiff.training.errors import CheckpointError, RunLockedError
 
+#: physdiff.priors.sampling.CONSTRAINT_MODES without importing torch for the parser (tests/test_constraint_methods.py)
+CONSTRAINT_MODE_CHOICES = ("projection", "guidance", "pcfm", "eci", "diffusionpde", "dps", "dflow")
+
 log = logging.getLogger("physdiff")
 PRESETS = ("quick", "paper")
 
@@ -292,6 +295,45 @@ def _reproduce_all(a: argparse.Namespace, exps: list[str], info, reproduce) -> i
     return 0
 
 
+def _cmd_compare_constraints(a: argparse.Namespace) -> int:
+    """``physdiff compare-constraints EXP --methods ...`` (:mod:`physdiff.experiments.compare_constraints`)."""
+    import yaml
+
+    from physdiff.experiments.compare_constraints import compare_constraints
+
+    options: dict[str, dict[str, object]] = {}
+    for item in a.set or []:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not (sep and dot and method and name):
+            raise ConfigError(f"--set: expected METHOD.KEY=VALUE (e.g. dps.scale=0.1), got {item!r}")
+        options.setdefault(method, {})[name] = yaml.safe_load(value)
+    if a.out:
+        check_output_folder(Path(a.out), "--out")
+    out = Path(a.out or f"results/{a.experiment}-constraints")
+    over = list(a.overrides) + ([f"data.path={Path(a.data).resolve()}"] if a.data else [])
+    compare_constraints(
+        a.experiment,
+        a.methods,
+        a.preset,
+        out,
+        laws=a.law.split(",") if a.law else None,
+        processes=[p.strip() for p in a.processes.split(",") if p.strip()],
+        method_options=options,
+        overrides=over,
+        seeds=_seeds(a),
+        cache_dir=a.cache_dir,
+        device=a.device,
+        resume=a.resume,
+        force=a.force,
+        split=a.split,
+        command=a.command_line,
+    )
+    print((out / "table.md").read_text())
+    print(f"results folder: {out.resolve()}")
+    return 0
+
+
 def _cmd_sweep(a: argparse.Namespace) -> int:
     from physdiff.experiments.sweep import parse_grid, run_sweep
 
@@ -477,7 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--subtask", default=None, choices=("prediction", "generation"), help="default: the run's")
     sm.add_argument("--condition", default=None, help="a data file of the task's format whose conditions to use")
     sm.add_argument("--constraint", default=None, help="sampling-time constraint: comma-separated priors")
-    sm.add_argument("--constraint-mode", default="projection", choices=("projection", "guidance"))
+    sm.add_argument(
+        "--constraint-mode",
+        default="projection",
+        choices=CONSTRAINT_MODE_CHOICES,
+        help="the sampling-time method (docs/priors.md, 'Sampling-time methods')",
+    )
     sm.add_argument("--out", default=None, help="the samples file (default: the run folder's samples_<subtask>.h5)")
     sm.add_argument("--force", action="store_true", help="overwrite an existing samples file")
     sm.add_argument(
@@ -534,6 +581,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common(r)
     r.set_defaults(fn=_cmd_reproduce)
+
+    cc = sub.add_parser(
+        "compare-constraints",
+        help="constraint methods side by side: the training penalty and the sampling-time methods on the same models",
+    )
+    add_experiment(cc)
+    cc.add_argument(
+        "--methods",
+        required=True,
+        help="comma-separated: penalty (the training prior) and sampling-time modes ("
+        + ",".join(CONSTRAINT_MODE_CHOICES)
+        + ")",
+    )
+    cc.add_argument("--law", default=None, help="comma-separated priors to enforce and report (default: the preset's)")
+    cc.add_argument("--processes", default="vp,flow", help="comma-separated process families to train (vp, flow)")
+    cc.add_argument(
+        "--set", action="append", metavar="METHOD.KEY=VALUE", help="a method's setting, e.g. dps.scale=0.1 (repeatable)"
+    )
+    cc.add_argument("--out", default=None, help="results folder (default results/<experiment>-constraints)")
+    cc.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
+    cc.add_argument("--resume", action="store_true", help="continue the runs of an earlier call (same settings)")
+    cc.add_argument("--force", action="store_true", help="clear the runs of an earlier call and start over")
+    cc.add_argument("--data", default=None, help="a data file to use instead of simulating (= data.path=FILE)")
+    cc.add_argument("--split", default="test", choices=("val", "test"), help="val to choose settings, test to report")
+    add_common(cc)
+    cc.set_defaults(fn=_cmd_compare_constraints)
 
     sw = sub.add_parser("sweep", help="choose prior settings (λ, w(t), ...) on the validation split")
     add_experiment(sw)

@@ -60,6 +60,7 @@ __all__ = [
 
 SPACINGS = ("uniform", "edm", "logsnr")
 X0Hook = Callable[[Tensor, Tensor], Tensor]
+Loop = Callable[["Sampler", Tensor, Tensor], Tensor]
 
 
 # --------------------------------------------------------------------------------------- time grids
@@ -243,6 +244,10 @@ class Sampler(ABC):
             eps = eps_from_x0(x, x0, out.alpha, out.sigma)
         return x0, eps
 
+    def project(self, x: Tensor) -> Tensor:
+        """``x`` projected onto the data subspace with the current call's context (e.g. zero centre of mass)."""
+        return self.denoiser.project(x, **self._cond.context)
+
     def noise(self, like: Tensor) -> Tensor:
         """z ~ N(0, I) shaped like ``like`` from the call's generator, projected onto the data subspace."""
         c = self._cond
@@ -264,10 +269,15 @@ class Sampler(ABC):
         dtype: torch.dtype | None = None,
         device: torch.device | str = "cpu",
         progress: bool = False,
+        loop: Loop | None = None,
         **context: Tensor,
     ) -> Tensor:
         """Draw samples of shape ``shape``; ``known``/``mask`` condition (known entries stay exact),
-        ``generator`` seeds every draw, ``context`` goes to the denoiser (e.g. ``masses``, ``edges``)."""
+        ``generator`` seeds every draw, ``context`` goes to the denoiser (e.g. ``masses``, ``edges``).
+
+        ``loop``: a sampling-time method that drives the loop itself (:mod:`physdiff.priors.sampling`), called
+        as ``loop(sampler, x_start, ts)`` with the conditioning of this call set, in place of the steps and the
+        final denoise; it returns the samples."""
         dtype = dtype or torch.get_default_dtype()
         if mask is not None:
             if known is None:
@@ -282,6 +292,8 @@ class Sampler(ABC):
             if start_std != 1.0:
                 x = start_std * x
             ts = self.timesteps().to(dtype=dtype, device=device)
+            if loop is not None:
+                return loop(self, x, ts)
             bar = progress_bar(self.steps, desc=f"sampling ({self.name})", enabled=progress, leave=False, tty_only=True)
             for i in range(self.steps):
                 x = self.step(x, ts[i], ts[i + 1])
@@ -532,6 +544,7 @@ def sample(
     progress: bool = False,
     dtype: torch.dtype | None = None,
     device: torch.device | str = "cpu",
+    loop: Loop | None = None,
     **context: Tensor,
 ) -> Tensor:
     """Draw samples of shape ``shape`` from the model: ``make_sampler(sampler, ...)(shape, ...)``.
@@ -548,8 +561,17 @@ def sample(
         generator: a seeded ``torch.Generator`` for reproducible draws.
         known, mask: conditioning; known entries are kept fixed.
         x0_hook: optional ``f(x̂0, t) -> x̂0`` applied after every denoiser evaluation.
+        loop: optional method that drives the sampling loop (:meth:`Sampler.__call__`).
     """
     smp = make_sampler(sampler, denoiser, steps=steps, eta=eta, spacing=spacing, x0_hook=x0_hook)
     return smp(
-        shape, known=known, mask=mask, generator=generator, dtype=dtype, device=device, progress=progress, **context
+        shape,
+        known=known,
+        mask=mask,
+        generator=generator,
+        dtype=dtype,
+        device=device,
+        progress=progress,
+        loop=loop,
+        **context,
     )

@@ -145,7 +145,8 @@ class ConstraintConfig:
     rows: every trained arm is sampled once more with it."""
 
     priors: list[str] = field(default_factory=lambda: ["momentum"])  # prior names (with a residual)
-    mode: str = field(default="projection", metadata=one_of(lambda: CONSTRAINT_MODES))  # projection | guidance
+    # projection | guidance | pcfm | eci | diffusionpde | dps | dflow (physdiff.priors.sampling.METHODS)
+    mode: str = field(default="projection", metadata=one_of(lambda: CONSTRAINT_MODES))
     t_start: float = field(default=1.0, metadata=bounded(gt=0, le=1))  # act at diffusion times t <= t_start
     # guidance steps; for a projection the most Gauss–Newton steps (exact in 1 if linear)
     iterations: int = field(default=1, metadata=bounded(ge=1))
@@ -162,6 +163,12 @@ class ConstraintConfig:
     rtol: float = field(default=1e-8, metadata=bounded(gt=0, lt=1))  # matrix-free conjugate gradients
     # add a time-dependent PDE prior's first-step equation (closes the frame a central difference leaves free)
     first_step: bool = False
+    # pcfm: the relaxed penalty correction's weight λ (0 = off), gradient steps and step size
+    penalty: float = field(default=0.0, metadata=bounded(ge=0))
+    penalty_steps: int = field(default=20, metadata=bounded(ge=1))
+    penalty_step: float = field(default=1e-2, metadata=bounded(gt=0))
+    # eci: draw the interpolation noise afresh every this many mixing iterations (0 = keep the initial noise)
+    resample_every: int = field(default=0, metadata=bounded(ge=0))
 
     @property
     def label(self) -> str:
@@ -171,7 +178,8 @@ class ConstraintConfig:
         """The keyword settings of :func:`physdiff.priors.sampling.constraint_hook` (all but the priors, mask
         and context)."""
         names = ("mode", "t_start", "iterations", "scale", "tol", "cg_iters", "method", "sparse_max", "rtol")
-        return {name: getattr(self, name) for name in names} | {"first_step": self.first_step}
+        names += ("first_step", "penalty", "penalty_steps", "penalty_step", "resample_every")
+        return {name: getattr(self, name) for name in names}
 
 
 @dataclass

@@ -31,6 +31,7 @@ from physdiff.data.pdebench import FieldData, load_pde, simulate_to_file, write_
 from physdiff.data.provenance import fingerprint
 from physdiff.diffusion import Denoiser, make_schedule
 from physdiff.evaluation.field_metrics import evaluate_field_files, is_field_file, rmse
+from physdiff.evaluation.mmd import generation_mmd, mmd_floor
 from physdiff.evaluation.pdebench_metrics import METRIC_KEYS as PDEBENCH_METRIC_KEYS
 from physdiff.evaluation.pdebench_metrics import pdebench_metrics
 from physdiff.experiments.config import PriorConfig, UNetConfig
@@ -146,7 +147,7 @@ def condition_dropout(p: float) -> Augment:
 class FieldTask(Task):
     kind = "fields"
     builtin_priors = ("residual", "momentum")
-    metric_names = ("rmse", "constraint_rmse", *PDEBENCH_METRIC_KEYS)
+    metric_names = ("rmse", "constraint_rmse", "mmd", *PDEBENCH_METRIC_KEYS)
     table_note = (
         "rmse: prediction RMSE vs ground truth on unknown entries (physical units); constraint_rmse: RMSE of "
         "the PDE residual over the stencil's points; floor: the same residual on the ground truth."
@@ -328,8 +329,10 @@ class FieldTask(Task):
             elif key == "constraint_rmse":
                 if reference.priors_available:
                     out[key] = self.system.residual_rmse(reference, samples["u"])
+            elif key == "mmd":  # generation: the distance to the held-out distribution (physdiff.evaluation.mmd)
+                out[key] = generation_mmd(samples["u"], reference.fields)[key]
             else:
-                raise ValueError(f"metrics: unknown field metric {key!r}; choose 'rmse' or 'constraint_rmse'")
+                raise ValueError(f"metrics: unknown field metric {key!r}; choose 'rmse', 'constraint_rmse' or 'mmd'")
         return out
 
     def pdebench(self, pred: np.ndarray, reference: FieldData) -> dict[str, np.ndarray]:
@@ -353,9 +356,10 @@ class FieldTask(Task):
         return {k: v for k, v in values.items() if k != "rmse"}
 
     def floor(self, reference: FieldData) -> dict[str, float]:
+        out = {"mmd": mmd_floor(reference.fields)} if "mmd" in self.cfg.metrics else {}
         if not reference.priors_available or "constraint_rmse" not in self.cfg.metrics:
-            return {}
-        return {"constraint_rmse": float(np.mean(self.system.residual_rmse(reference)))}
+            return out
+        return out | {"constraint_rmse": float(np.mean(self.system.residual_rmse(reference)))}
 
     def write_samples(
         self, path: Path, samples: Samples, reference: FieldData, indices: np.ndarray, split: str, subtask: str

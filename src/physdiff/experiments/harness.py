@@ -34,7 +34,7 @@ from physdiff.experiments.config import ConstraintConfig, ExperimentConfig, Samp
 from physdiff.experiments.task import Samples, Task, make_task
 from physdiff.priors.aux_head import AuxHeadPrior, attach_aux_heads
 from physdiff.priors.base import Prior, total_prior_loss
-from physdiff.priors.sampling import constraint_hook
+from physdiff.priors.sampling import make_method
 from physdiff.training.distributed import DistInfo, all_gather_objects, barrier, main_first, resolve_device
 from physdiff.training.lock import RunLock
 from physdiff.training.metrics_log import require_tensorboard, tensorboard_writer
@@ -323,10 +323,12 @@ def sample_tensors(
         ctx = {k: v[sl].to(device) for k, v in ctx_all.items()}
         known = x0[sl].to(device)
         cond = {"known": known, "mask": mask_all[sl].to(device)} if conditional else {}
-        hook = None
-        if constraint is not None:
+        hook = loop = None
+        if constraint is not None:  # a method correcting x̂0 (hook) or driving the loop (physdiff.priors.sampling)
             c, priors = constraint
-            hook = constraint_hook(priors, mask=cond.get("mask"), context=ctx, **c.hook_options())
+            method = make_method(priors, mask=cond.get("mask"), context=ctx, **c.hook_options())
+            method.check_process(den.schedule.kind)
+            hook, loop = method.x0_hook(), method.loop
         mine[b] = sample(
             den,
             known.shape,
@@ -335,6 +337,7 @@ def sample_tensors(
             eta=cfg.eta,
             generator=g,
             x0_hook=hook,
+            loop=loop,
             progress=progress,
             dtype=known.dtype,
             device=device,

@@ -51,6 +51,7 @@ from physdiff.data.particles_h5 import (
 from physdiff.data.provenance import fingerprint
 from physdiff.diffusion import Denoiser, make_schedule
 from physdiff.evaluation.geotdm import GEOTDM_K, draw_metrics
+from physdiff.evaluation.mmd import MMD_KEYS, particle_generation_mmd, particle_mmd_floor
 from physdiff.evaluation.particle_metrics import METRIC_KEYS, evaluate_files, floor_metrics, per_sample_metrics
 from physdiff.experiments.config import EGNNConfig, ExperimentConfig, PriorConfig, TransformerConfig
 from physdiff.experiments.task import Augment, Samples, Task, register_task
@@ -171,7 +172,7 @@ def _build_network(model: Any, dim: int) -> nn.Module:
 class ParticleTask(Task):
     kind = "particles"
     builtin_priors = PARTICLE_PRIORS
-    metric_names = (*METRIC_KEYS, *DRAW_METRICS)
+    metric_names = (*METRIC_KEYS, *DRAW_METRICS, *MMD_KEYS)
 
     @property
     def table_note(self) -> str:  # type: ignore[override]
@@ -495,6 +496,9 @@ class ParticleTask(Task):
         if R.ndim == 5:
             R, V = R[0], V[0]
         out = per_sample_metrics(R, V, reference, start=start)
+        if any(self.cfg.metrics.get(k) == subtask for k in MMD_KEYS):  # against the held-out trajectories
+            ref_R, ref_V = reference.positions[:, start:], reference.velocities[:, start:]
+            out |= particle_generation_mmd(R[:, start:], V[:, start:], ref_R, ref_V)
         stacked += [np.asarray(d["positions"]) for d in draws or []]
         if len(stacked) > 1:
             out |= draw_metrics(np.stack(stacked), reference.positions, start)
@@ -524,6 +528,8 @@ class ParticleTask(Task):
         first sub-task, with (charged data) the share of clipped trajectories and the floor without them."""
         start = self.start(self.cfg.subtasks[0])
         out = floor_metrics(reference, start=start)
+        if any(k in self.cfg.metrics for k in MMD_KEYS):
+            out |= particle_mmd_floor(reference.positions[:, start:], reference.velocities[:, start:])
         if reference.clip_steps is not None:
             clipped = reference.clip_steps > 0
             out["clip_fraction"] = float(clipped.mean()) if clipped.size else 0.0

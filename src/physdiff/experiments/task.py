@@ -272,7 +272,7 @@ class Task(ABC):
         physical residuals); each residual must be at the ground truth's floor (the prior's own check, or
         per-sample mean R² ≤ 1e-4), or the projection would pull samples off the data's physics."""
         from physdiff.priors.base import per_sample_mean
-        from physdiff.priors.sampling import constraint_hook
+        from physdiff.priors.sampling import make_method
 
         check_constraint_configs(self.cfg.sample.constraints)
         tensors = self.to_tensors(train, scaling, self.cfg.subtasks[0], dtype=torch.float64)
@@ -280,7 +280,8 @@ class Task(ABC):
         out = []
         for c in self.cfg.sample.constraints:
             priors = [self.make_constraint_prior(name, train, scaling) for name in c.priors]
-            constraint_hook(priors, **c.hook_options())  # bad settings (method, first_step) fail here
+            # bad settings (method, first_step) and a process the method is not defined on fail here
+            make_method(priors, **c.hook_options()).check_process(self.cfg.diffusion.process)
             for p in priors:
                 if isinstance(p, ResidualPrior):  # its own floor check (relative for discretised PDEs)
                     p.check_ground_truth(x0, **self.check_tolerance(p), **ctx)

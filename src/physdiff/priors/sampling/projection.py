@@ -1,12 +1,8 @@
-r"""Sampling-time constraints: the prior objects applied to the Tweedie estimate while sampling.
+r"""``projection``: the exact projection of the Tweedie estimate onto the law (our method; the sampling-time
+constraint of :mod:`physdiff.priors.sampling`, reported apart from the paper's arms).
 
-This goes **beyond the paper** (method.md §3, last item), whose priors act on training only; results
-obtained with it are reported in their own rows, never as the paper's with-prior arm.
-
-At every sampler step whose time is ≤ ``t_start`` the estimate x̂0 is replaced by a corrected one (the
-sampler then recomputes ε̂ from x_t and the new x̂0, so the correction carries into x_{t−Δt}):
-
-* ``projection``: the masked Gauss–Newton projection onto {x : R(x) = 0},
+At every sampler step whose time is ≤ ``t_start`` the estimate x̂0 is replaced by the masked Gauss–Newton
+projection onto {x : R(x) = 0},
 
       x ← x − M Jᵀ (J M Jᵀ)⁻¹ R(x),   J = ∂R/∂x,  M = diag(free entries),
 
@@ -34,20 +30,13 @@ sampler then recomputes ε̂ from x_t and the new x̂0, so the correction carrie
 
   A linear system that the exact paths cannot meet — contradictory constraints — is refused at the
   first projection (its residual is not reduced); a singular sparse system likewise.
-* ``guidance``: ``iterations`` gradient steps x ← x − α M ∇_x ½‖R(x)‖², α = ``scale`` times the exact line
-  step of the linearised residual (:func:`gradient_guidance`: free of the residual's units and gain).
-
-Known entries (the conditioning mask) are never moved. The residual of several priors is their
-concatenation, so a projection meets all of them at once. ``first_step=True`` adds, for every time-dependent
-PDE prior, the first step's equation (:class:`FirstStepResidual`) to the rows, constraining the one
-frame's worth of freedom that central time differences leave.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,23 +46,18 @@ import scipy.sparse.linalg as spla
 import torch
 from torch import Tensor
 
-from physdiff.priors.base import Constraint, Prior
-from physdiff.priors.fields import FieldResidualPrior
+from physdiff.priors.sampling.base import Law, SamplingMethod
 
 __all__ = [
-    "CONSTRAINT_MODES",
     "PROJECTION_METHODS",
-    "FirstStepResidual",
+    "ProjectionMethod",
     "Projector",
     "SingularSystemError",
     "batched_cg",
     "choose_projection_method",
-    "constraint_hook",
-    "gradient_guidance",
     "gauss_newton_projection",
 ]
 
-CONSTRAINT_MODES: tuple[str, ...] = ("projection", "guidance")
 PROJECTION_METHODS: tuple[str, ...] = ("auto", "dense", "sparse", "matrix-free")
 Residual = Callable[[Tensor], Tensor]
 
@@ -801,171 +785,42 @@ def gauss_newton_projection(
     return proj(x, free, iterations, tol)
 
 
-def gradient_guidance(
-    residual: Residual, x: Tensor, free: Tensor, scale: float, iterations: int = 1, normalise: bool = True
-) -> Tensor:
-    r"""``iterations`` gradient steps on ½‖R(x)‖² over the free entries, x ← x − α g with g = M Jᵀ R.
-
-    ``normalise=True`` (the default): α = ``scale`` · ‖g‖² / ‖J g‖² per sample, ``scale`` times the exact line
-    minimiser along −g of an affine residual (the Gauss–Newton curvature along the step). The step is then
-    free of the residual's units and of the operator's gain — the same ``scale`` ∈ (0, 1] means the same
-    thing for a conservation law in physical units and a PDE residual on a 128² grid: ``scale = 1`` removes
-    the residual's component along the gradient, smaller values a fraction of it. ``normalise=False``: the
-    raw step α = ``scale``, whose size depends on the residual's units. J g is the vector-Jacobian product
-    of w ↦ Jᵀw (reverse mode twice; no forward-mode support needed).
-    """
-    for _ in range(iterations):
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            r = residual(xg)
-            if not normalise:
-                (g,) = torch.autograd.grad(0.5 * r.square().sum(), xg)
-                x = (x - scale * g * free).detach()
-                continue
-            w = torch.zeros_like(r, requires_grad=True)
-            (jt_w,) = torch.autograd.grad(r, xg, w, create_graph=True)  # Jᵀ w, linear in w
-            g = (torch.autograd.grad(r, xg, r.detach(), retain_graph=True)[0] * free).detach()  # M Jᵀ R
-            (jg,) = torch.autograd.grad(jt_w, w, g)  # J g
-        dims = tuple(range(1, x.ndim))
-        gg = g.square().sum(dims)
-        jgjg = jg.detach().flatten(1).square().sum(1)
-        alpha = torch.where(jgjg > 0, gg / jgjg.clamp_min(torch.finfo(gg.dtype).tiny), torch.zeros_like(gg))
-        x = (x - scale * alpha.reshape(-1, *([1] * (x.ndim - 1))) * g).detach()
-    return x
+def make_projector(law: Law, options: Any) -> Projector:
+    """The :class:`Projector` onto ``law`` with a method's settings (used by ``projection``, ``pcfm``, ``eci``)."""
+    return Projector(
+        law.residual,
+        linear=None if law.linear else False,
+        method=options.method,
+        dense_max=options.dense_max,
+        sparse_max=options.sparse_max,
+        cg_iters=options.cg_iters,
+        rtol=options.rtol,
+        label=law.label,
+    )
 
 
-class FirstStepResidual(Constraint):
-    r"""The first step's equation of a time-dependent PDE prior, the rows that central time differences lack.
+class ProjectionMethod(SamplingMethod):
+    r"""``projection``: x̂0 ← x̂0 − M Jᵀ (J M Jᵀ)⁻¹ R(x̂0) after every denoiser evaluation at t ≤ ``t_start``
+    (module docstring); the sampler then recomputes ε̂ from x_t and the projected x̂0."""
 
-    The system's residual uses (u^{n+1} − u^{n−1})/(2Δt) on the interior frames 1..T−2, so with the first frame
-    given, (T−2) frames of equations constrain (T−1) free frames: one frame's worth of freedom is left. This
-    adds the midpoint (Crank–Nicolson) equation of the step 0 → 1,
+    name = "projection"
+    reference = "this library (docs/priors.md, 'Sampling-time constraints')"
 
-        (u¹ − u⁰)/Δt + F((u⁰ + u¹)/2) = 0,
-
-    evaluated by the system's own residual on the three frames (u⁰, (u⁰ + u¹)/2, u¹) with Δt/2 (second-order
-    accurate, like the interior rows; linear when the residual is). Divided by the prior's normaliser.
-    """
-
-    def __init__(self, prior: FieldResidualPrior) -> None:
-        if not isinstance(prior, FieldResidualPrior) or prior.system is None or not prior.system.time_dependent:
+    def check_options(self) -> None:
+        o = self.options
+        if o.method not in PROJECTION_METHODS:
             raise ValueError(
-                f"first_step: prior {getattr(prior, 'name', prior)!r} is not a time-dependent PDE-residual prior; "
-                "the first-step equation applies to advection, Burgers and shallow-water residuals"
+                f"sampling-time constraint: unknown projection method {o.method!r}; choose one of {PROJECTION_METHODS}"
             )
-        if prior.spacing.get("dt") is None:
-            raise ValueError(f"first_step: prior {prior.name!r} has no time step dt in its spacing")
-        self.prior = prior
-        self.name = f"{prior.name}:first-step"
-        self.case = prior.case
+        self.projector = make_projector(self.law, o)
 
-    def residual(self, x: Tensor, cond: Tensor | None = None, **context: Any) -> Tensor:
-        p = self.prior
-        u = p.to_physical(x) if p.to_physical is not None else x
-        u3 = torch.stack([u[:, 0], 0.5 * (u[:, 0] + u[:, 1]), u[:, 1]], dim=1)
-        coef = None
-        if p.coefficient_to_physical is not None and cond is not None:
-            coef = p.coefficient_to_physical(cond).to(u.dtype)
-        spacing = {**p.spacing, "dt": float(p.spacing["dt"]) / 2.0}
-        fn = p.system.get_residual(p.residual_name).fn
-        return fn(u3, coef, spacing, p.parameters) / p.normaliser
+    def x0_hook(self) -> Callable[[Tensor, Tensor], Tensor]:
+        law, o, projector = self.law, self.options, self.projector
 
+        def hook(x0: Tensor, t: Tensor) -> Tensor:
+            if float(t.reshape(-1)[0]) > o.t_start:
+                return x0
+            return projector(x0, law.free(x0), o.iterations, o.tol)
 
-def constraint_hook(
-    priors: Sequence[Prior],
-    *,
-    mode: str = "projection",
-    mask: Tensor | None = None,
-    context: Mapping[str, Any] | None = None,
-    t_start: float = 1.0,
-    iterations: int = 1,
-    scale: float = 1.0,
-    tol: float = 1e-6,
-    cg_iters: int = 50,
-    method: str = "auto",
-    dense_max: int = 512,
-    sparse_max: int = 1 << 15,
-    rtol: float = 1e-8,
-    first_step: bool = False,
-) -> Callable[[Tensor, Tensor], Tensor]:
-    """An ``x0_hook(x̂0, t)`` for :func:`physdiff.diffusion.samplers.sample` that enforces ``priors``.
-
-    Args:
-        priors: priors with a :meth:`~physdiff.priors.base.Prior.residual` (linear, multilinear, or a
-            nonlinear one that defines its conservation residual, like the energy priors).
-        mode: ``"projection"`` (Gauss–Newton, exact for affine residuals) or ``"guidance"`` (gradient steps).
-        mask: the conditioning mask (1 = known entry, never moved); ``None`` moves every entry.
-        context: keyword context of the priors (``masses``, ``edges``, ``cond``, ...).
-        t_start: act only at diffusion times t ≤ t_start (1 = every step; small values = the last steps,
-            where x̂0 is sharp enough for a nonlinear residual to be meaningful).
-        iterations: guidance steps per sampler step; for a projection, the most Gauss–Newton steps (an affine
-            residual's exact projection needs one).
-        tol: a projection stops once max |R| ≤ tol (the residual's units) in every sample.
-        cg_iters: conjugate-gradient iterations per projection step on the matrix-free path.
-        method: the projection's path, ``auto`` (default: ``dense`` for ≤ ``dense_max`` residual entries per
-            sample, ``sparse`` — exact — for an affine residual on ≤ ``sparse_max`` state entries per sample,
-            ``matrix-free`` otherwise), or one of them forced.
-        rtol: relative tolerance of the matrix-free conjugate gradients.
-        first_step: add each time-dependent PDE prior's first-step equation (:class:`FirstStepResidual`).
-        scale: the guidance step size.
-
-    The returned hook carries its :class:`Projector` as ``hook.projector`` (``None`` for guidance); its
-    ``info`` tells the path taken and the residual reached.
-
-    Raises:
-        ValueError: an unknown mode or method, no priors, a bad setting, or a prior without a residual;
-            at the first projection, a singular or inconsistent linear constraint system.
-    """
-    if mode not in CONSTRAINT_MODES:
-        raise ValueError(f"unknown sampling-time constraint mode {mode!r}; choose one of {CONSTRAINT_MODES}")
-    if not priors:
-        raise ValueError("a sampling-time constraint needs at least one prior")
-    if not iterations >= 1:
-        raise ValueError(f"sampling-time constraint: iterations must be >= 1, got {iterations}")
-    if not cg_iters >= 1:
-        raise ValueError(f"sampling-time constraint: cg_iters must be >= 1, got {cg_iters}")
-    if mode == "guidance" and not scale > 0:
-        raise ValueError(f"sampling-time guidance: scale must be > 0, got {scale}")
-    if method not in PROJECTION_METHODS:
-        raise ValueError(
-            f"sampling-time constraint: unknown projection method {method!r}; choose one of {PROJECTION_METHODS}"
-        )
-    for p in priors:
-        if not isinstance(p, Constraint):
-            raise ValueError(
-                f"prior {p.name!r} ({type(p).__name__}) states no law R(x) = 0; sampling-time constraints act on "
-                "residuals (a ResidualPrior, or a prior that is also a Constraint, like the energy priors)"
-            )
-    laws: list[Any] = list(priors)
-    if first_step:
-        laws += [FirstStepResidual(p) for p in priors]  # refuses a prior without a time axis, by name
-    label = "priors " + ", ".join(repr(p.name) for p in priors) + (" (+ first step)" if first_step else "")
-    ctx = dict(context or {})
-
-    def residual(x: Tensor) -> Tensor:
-        return torch.cat([p.residual(x, **ctx).flatten(1) for p in laws], dim=1)
-
-    linear = all(getattr(p, "case", None) == "linear" for p in laws)
-    projector = None
-    if mode == "projection":
-        projector = Projector(
-            residual,
-            linear=None if linear else False,
-            method=method,
-            dense_max=dense_max,
-            sparse_max=sparse_max,
-            cg_iters=cg_iters,
-            rtol=rtol,
-            label=label,
-        )
-
-    def hook(x0: Tensor, t: Tensor) -> Tensor:
-        if float(t.reshape(-1)[0]) > t_start:
-            return x0
-        free = torch.ones_like(x0) if mask is None else 1.0 - mask.to(x0)
-        if projector is not None:
-            return projector(x0, free, iterations, tol)
-        return gradient_guidance(residual, x0, free, scale, iterations)
-
-    hook.projector = projector  # type: ignore[attr-defined]
-    return hook
+        hook.projector = projector  # type: ignore[attr-defined]
+        return hook
