@@ -330,6 +330,8 @@ def _matched(samples_path: Any, reference_path: Any, full: Any) -> tuple[Any, An
         f"velocities[:, :{k}]": (samples.velocities[:, :k], ref.velocities[:, :k]),
         "masses": (samples.masses, ref.masses),
     }
+    if samples.attrs.get("state") == "positions":  # a positions-only model: its given frames' V are differenced
+        del conditioned[f"velocities[:, :{k}]"]
     if ref.edges is not None and samples.edges is not None:
         conditioned["edges"] = (samples.edges, ref.edges)
     if ref.charges is not None and samples.charges is not None:
