@@ -258,3 +258,20 @@ def test_positions_state_trains_samples_and_evaluates(experiment: str, tmp_path:
     ev = json.loads(js.read_text())["metrics"]
     per_seed = res["arms"]["no_prior"]["traj_error"]["per_seed"][0]
     assert abs(ev["traj_error"]["mean"] - per_seed) < 1e-9 and np.isfinite(ev["vel_error"]["mean"])
+    floor = json.loads(js.read_text())["floor"]  # the positions-only floor, as the run's (same test rows)
+    assert floor["vel_error"] == pytest.approx(res["floor"]["vel_error"], rel=1e-9)
+
+
+def test_rotation_augmentation_of_a_positions_state() -> None:
+    """The transformer's augmentation rotates the D channels of R as one vector per node (norms and pair
+    distances kept, the state changed)."""
+    from physdiff.experiments.config import TransformerConfig
+
+    cfg = preset_config("three-body", "quick")
+    cfg.model = TransformerConfig(state="positions", rotation_augmentation=True)
+    task = ParticleTask(cfg)
+    x0 = torch.randn(4, 5, 3, 3, dtype=F64)
+    out = task.augment()({"x0": x0}, torch.Generator().manual_seed(0))["x0"]
+    assert out.shape == x0.shape and not torch.allclose(out, x0)
+    torch.testing.assert_close(out.norm(dim=-1), x0.norm(dim=-1))
+    torch.testing.assert_close(torch.cdist(out, out), torch.cdist(x0, x0))

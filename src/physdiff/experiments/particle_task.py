@@ -59,7 +59,13 @@ from physdiff.data.particles_h5 import (
 from physdiff.data.provenance import fingerprint
 from physdiff.diffusion import Denoiser, make_schedule
 from physdiff.evaluation.geotdm import GEOTDM_K, draw_metrics
-from physdiff.evaluation.particle_metrics import METRIC_KEYS, evaluate_files, floor_metrics, per_sample_metrics
+from physdiff.evaluation.particle_metrics import (
+    METRIC_KEYS,
+    differenced_floor_metrics,
+    evaluate_files,
+    floor_metrics,
+    per_sample_metrics,
+)
 from physdiff.experiments.config import EGNNConfig, ExperimentConfig, PriorConfig, TransformerConfig
 from physdiff.experiments.task import Augment, Samples, Task, register_task
 from physdiff.models.egnn import SpaceTimeEGNN
@@ -624,12 +630,9 @@ class ParticleTask(Task):
 
     @staticmethod
     def _differenced_floor(reference: ParticleData, start: int) -> dict[str, float]:
-        """The positions-only state's floor: what a model that generated the true positions exactly would score,
-        its velocities differenced from them (:func:`velocities_from_positions`): ``vel_error`` (the stencil's
-        error), ``energy_error``, ``momentum_error`` and ``dynamic_error``, mean over the reference."""
-        R = reference.positions
-        per = per_sample_metrics(R, _differenced(R, float(reference.constants["dt"])), reference, start=start)
-        return {k: float(np.mean(v)) for k, v in per.items() if k != "traj_error"}
+        """The positions-only state's floor (:func:`physdiff.evaluation.particle_metrics.differenced_floor_metrics`):
+        the true positions with differenced velocities against the ground truth."""
+        return differenced_floor_metrics(reference, start=start)
 
     def write_samples(
         self,
