@@ -124,8 +124,11 @@ def test_metrics_use_the_charges(charged_file: Path) -> None:
 
 
 def test_coulomb_energy_prior_on_the_ground_truth(charged_file: Path) -> None:
+    from physdiff.experiments.harness import configure
+
     data = load_particles(charged_file)
-    task = ParticleTask(preset_config("nbody-charged", "quick"))
+    # the velocity-given variant (the preset's state is positions only: tests/test_positions_state.py)
+    task = ParticleTask(configure(preset_config("nbody-charged", "quick"), ["model.state=positions+velocities"]))
     scaling = task.fit_scaling(data)
     t = task.to_tensors(data, scaling, "prediction", dtype=torch.float64)
     ctx = task.context(t)

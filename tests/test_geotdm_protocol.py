@@ -135,7 +135,9 @@ TINY = [
 def test_multi_frame_conditioning_keeps_the_given_frames_exact(tmp_path: Path) -> None:
     from physdiff.experiments.harness import configure, prepare, sample_and_evaluate, train_arm
 
-    cfg = configure(preset_config("nbody-spring", "quick"), TINY)
+    # the velocity-given variant: its given frames' velocities are kept too (the preset's positions-only
+    # state differences them: tests/test_positions_state.py)
+    cfg = configure(preset_config("nbody-spring", "quick"), [*TINY, "model.state=positions+velocities"])
     prep = prepare(cfg, tmp_path / "data", progress=False)
     task = prep.task
     assert task.known_frames == 10 and "known_frames" not in prep.data.attrs  # never passed to the simulator

@@ -223,7 +223,14 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         check_output_file(Path(a.json), "--json")
     draws = [Path(d) for d in a.draws] if a.draws else None
     res = task_for_file(a.reference).evaluate_files(
-        Path(a.samples), Path(a.reference), system=a.system, task=a.task, draws=draws, protocol=a.protocol, k=a.k
+        Path(a.samples),
+        Path(a.reference),
+        system=a.system,
+        task=a.task,
+        draws=draws,
+        protocol=a.protocol,
+        k=a.k,
+        frmse_lengths=a.frmse_lengths,
     )
     for k, v in res["metrics"].items():
         fl = res["floor"].get(k)
@@ -563,6 +570,12 @@ def build_parser() -> argparse.ArgumentParser:
         "ave_fde)",
     )
     e.add_argument("--k", type=_positive_int, default=None, help="draws per condition the protocol expects (default 5)")
+    e.add_argument(
+        "--frmse-lengths",
+        default=None,
+        choices=("unit", "physical"),
+        help="field samples: fRMSE's domain lengths, unit (Lx = Ly = 1, PDEBench's scripts; default) or physical",
+    )
     e.set_defaults(fn=_cmd_evaluate)
 
     r = sub.add_parser("reproduce", help="reproduce a table of the paper (without vs with prior)")

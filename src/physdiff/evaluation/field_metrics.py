@@ -1,7 +1,14 @@
 """Per-sample metrics for PDE fields (method spec, section 5).
 
-* :func:`rmse` -- prediction RMSE against ground truth, over the *unknown* entries only when a mask
-  of known (conditioned) entries is given.
+* :func:`pdebench_field_metrics` -- PDEBench's metrics (:mod:`physdiff.evaluation.pdebench_metrics`) of a
+  prediction against the reference fields, in the system's layout: the tables' ``rmse`` is PDEBench's
+  ``err_RMSE`` (per slice (channel, frame) the spatial RMSE, averaged over the slices that were not given),
+  and fRMSE takes PDEBench's domain lengths Lx = Ly = 1 (``lengths="unit"``, what its scripts pass) unless
+  ``lengths="physical"``.
+* :func:`rmse` -- the pooled RMSE ``sqrt(mean((pred - ref)^2))`` over the *unknown* entries (table key
+  ``rmse_pooled``; before 2026-12-07 the tables' ``rmse``): one root over all the unknown entries of a
+  sample, where PDEBench averages per-slice roots (they differ when the error varies across frames or
+  channels: by 4.4 % on advection, 2.7 % on shallow water).
 * :func:`constraint_rmse` -- RMSE of a finite-difference residual over all points where its stencil
   applies (the residual functions of :mod:`physdiff.physics.pde_residuals` return exactly those
   points). Reported next to the same quantity on ground truth (the floor).
@@ -22,7 +29,18 @@ import torch
 
 from physdiff.evaluation.statistics import summarize_samples
 
-__all__ = ["rmse", "constraint_rmse", "summarize", "is_field_file", "evaluate_field_files"]
+__all__ = [
+    "FRMSE_LENGTHS",
+    "constraint_rmse",
+    "evaluate_field_files",
+    "is_field_file",
+    "pdebench_field_metrics",
+    "rmse",
+    "summarize",
+]
+
+#: fRMSE's domain lengths: ``unit`` (Lx = Ly = 1, PDEBench's scripts) or ``physical`` (the grid's extent)
+FRMSE_LENGTHS: tuple[str, ...] = ("unit", "physical")
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -57,6 +75,47 @@ def rmse(pred: ArrayLike, ref: ArrayLike, mask: ArrayLike | None = None) -> np.n
         return np.sqrt(num / den)
 
 
+def pdebench_field_metrics(
+    pred: ArrayLike, reference: Any, lengths: str = "unit", system: Any = None
+) -> dict[str, np.ndarray]:
+    """PDEBench's per-sample metrics (every key of :data:`physdiff.evaluation.pdebench_metrics.METRIC_KEYS`)
+    of predicted fields against ``reference`` (a :class:`~physdiff.data.pdebench.FieldData` whose rows they
+    predict), the given slices (the first frame of a time-dependent system) left out as PDEBench's
+    ``initial_step`` does.
+
+    Args:
+        pred: ``[N, *field_axes]`` in the reference's layout.
+        reference: the reference rows (its ``system`` names the layout, its ``coords`` the grid).
+        lengths: fRMSE's domain lengths: ``"unit"`` (PDEBench's scripts, Lx = Ly = 1) or ``"physical"`` (the
+            grid's extent, one spacing past its last point: the period of a periodic grid).
+        system: the :class:`~physdiff.systems.pde_registry.PDESystem` of the layout (default: the registry's
+            ``reference.system``).
+    """
+    from physdiff.evaluation.pdebench_metrics import pdebench_metrics
+    from physdiff.systems.pde_registry import get_pde_system
+
+    if lengths not in FRMSE_LENGTHS:
+        raise ValueError(f"frmse_lengths must be one of {FRMSE_LENGTHS}, got {lengths!r}")
+    system = system if system is not None else get_pde_system(reference.system)
+    axes, fields = system.field_axes, reference.fields
+    domain: float | list[float] = 1.0
+    if lengths == "physical":
+        domain = [
+            float(np.ptp(reference.coords[a]) + (reference.coords[a][1] - reference.coords[a][0]))
+            for a in system.spatial_axes
+        ]
+    known = system.prediction_mask(fields.shape)
+    return pdebench_metrics(
+        pred,
+        fields,
+        spatial_dims=len(system.spatial_axes),
+        channel_axis=1 + axes.index("c") if "c" in axes else None,
+        time_axis=1 + axes.index("t") if "t" in axes else None,
+        mask=None if known is None else np.broadcast_to(known, fields.shape),
+        domain_lengths=domain,
+    )
+
+
 def constraint_rmse(residual: ArrayLike) -> np.ndarray:
     """Per-sample RMSE of a residual ``[N, ...]`` over all its points, ``[N]``."""
     r = _np(residual)
@@ -83,14 +142,17 @@ def evaluate_field_files(
     reference: str | os.PathLike[str],
     system: str | None = None,
     task: str | None = None,
+    frmse_lengths: str = "unit",
 ) -> dict[str, Any]:
     """Metrics of a file of generated fields against the reference data set.
 
     The samples file (as written by ``physdiff reproduce``/``sample``) carries ``source_indices`` into
     the reference, its ``task`` and the ``downsample_x``/``downsample_t`` the reference is read with.
     ``constraint_rmse`` (the system's residual) is always computed, on the
-    samples and on the matching reference samples (the floor); ``rmse`` only for ``prediction`` samples,
-    over the entries that were not given (all but the first frame of time-dependent systems).
+    samples and on the matching reference samples (the floor); for ``prediction`` samples PDEBench's metrics
+    (:func:`pdebench_field_metrics`: ``rmse``, ``nrmse``, ``crmse``, ``max_error``, ``brmse``,
+    ``frmse_low|mid|high``, as ``sample`` and ``reproduce`` report them; fRMSE with ``frmse_lengths``) and
+    ``rmse_pooled``, over the entries that were not given (all but the first frame of time-dependent systems).
 
     Returns:
         ``{"metrics": {key: {"mean", "std"}}, "floor": {"constraint_rmse": float}, "per_sample": {...}}``.
@@ -130,7 +192,8 @@ def evaluate_field_files(
     per_sample: dict[str, np.ndarray] = {}
     floor: dict[str, float] = {}
     if task == "prediction":
-        per_sample["rmse"] = rmse(gen.fields, ref.fields, mask)
+        per_sample |= pdebench_field_metrics(gen.fields, ref, frmse_lengths)
+        per_sample["rmse_pooled"] = rmse(gen.fields, ref.fields, mask)
     if ref.priors_available:
         sys_ = get_pde_system(ref.system)
         per_sample["constraint_rmse"] = sys_.residual_rmse(ref, gen.fields)

@@ -40,6 +40,7 @@ __all__ = [
     "CONSERVATION_KEYS",
     "METRIC_KEYS",
     "conservation_curves",
+    "differenced_floor_metrics",
     "evaluate_files",
     "floor_metrics",
     "per_sample_metrics",
@@ -196,6 +197,21 @@ def floor_metrics(ref: Any, system: ParticleSystem | str | None = None, start: i
     return {k: float(np.mean(errors[k])) for k in CONSERVATION_KEYS if k in errors}
 
 
+def differenced_floor_metrics(ref: Any, start: int = 1) -> dict[str, float]:
+    """The floor of a positions-only model (``model.state: positions``): what generating the true positions
+    exactly would score, their velocities differenced in time with the reference's ``dt``
+    (:func:`physdiff.physics.finite_difference.velocities_from_positions`): ``vel_error`` (the stencil's
+    error), ``energy_error``, ``momentum_error`` and ``dynamic_error``, mean over the reference's rows."""
+    import torch
+
+    from physdiff.physics.finite_difference import velocities_from_positions
+
+    R = np.asarray(ref.positions, dtype=np.float64)
+    V = velocities_from_positions(torch.from_numpy(np.ascontiguousarray(R)), float(ref.constants["dt"])).numpy()
+    per = per_sample_metrics(R, V, ref, start=start)
+    return {k: float(np.mean(v)) for k, v in per.items() if k != "traj_error"}
+
+
 def conservation_curves(ref: Any, positions: np.ndarray, velocities: np.ndarray) -> dict[str, np.ndarray]:
     """Per-frame errors of trajectories ``[N, L, K, D]`` row-aligned with ``ref`` (a ParticleData), each
     ``[N, L]``: ``energy`` |E_l − E_0|, ``momentum`` ‖P_l − P_0‖ (E_0, P_0: the ground truth's frame 0) and
@@ -284,6 +300,8 @@ def evaluate_files(
         per = per_sample_metrics(positions[first], velocities[first], ref_once, ref_once.get_system(), start=start)
         per |= draw_metrics(positions[order], ref_once.positions, start)
     sys_obj = ref_once.get_system()
+    if all(s.attrs.get("state") == "positions" for s, _ in matched):  # a positions-only model's floor
+        return {"metrics": summarize(per), "floor": differenced_floor_metrics(ref_once, start=start)}
     return {"metrics": summarize(per), "floor": floor_metrics(ref_once, sys_obj, start=start)}
 
 
@@ -330,6 +348,8 @@ def _matched(samples_path: Any, reference_path: Any, full: Any) -> tuple[Any, An
         f"velocities[:, :{k}]": (samples.velocities[:, :k], ref.velocities[:, :k]),
         "masses": (samples.masses, ref.masses),
     }
+    if samples.attrs.get("state") == "positions":  # a positions-only model: its given frames' V are differenced
+        del conditioned[f"velocities[:, :{k}]"]
     if ref.edges is not None and samples.edges is not None:
         conditioned["edges"] = (samples.edges, ref.edges)
     if ref.charges is not None and samples.charges is not None:

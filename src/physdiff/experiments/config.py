@@ -32,6 +32,7 @@ __all__ = [
     "TransformerConfig",
     "UNetConfig",
     "MODEL_CONFIGS",
+    "PARTICLE_STATES",
     "DiffusionConfig",
     "ConstraintConfig",
     "SampleConfig",
@@ -62,6 +63,10 @@ class DataConfig:
     max_samples: int | None = field(default=None, metadata=bounded(ge=1))  # read at most this many samples
 
 
+#: ``model.state`` of a particle network: (R, V) generated, or R only (V by central differences of R in time)
+PARTICLE_STATES: tuple[str, ...] = ("positions+velocities", "positions")
+
+
 @dataclass
 class ModelConfig:
     """The denoiser network; the subclass is chosen by ``kind`` (:data:`MODEL_CONFIGS`)."""
@@ -87,6 +92,8 @@ class EGNNConfig(ModelConfig):
     vector_channels: int = field(default=8, metadata=bounded(ge=1))
     heads: int = field(default=4, metadata=bounded(ge=1))
     rotation_augmentation: bool = False
+    # what the network generates: positions and velocities, or positions only (velocities differenced)
+    state: str = field(default="positions+velocities", metadata=one_of(PARTICLE_STATES))
 
 
 @dataclass
@@ -99,6 +106,7 @@ class TransformerConfig(ModelConfig):
     layers: int = field(default=3, metadata=bounded(ge=1))
     heads: int = field(default=4, metadata=bounded(ge=1))
     rotation_augmentation: bool = True
+    state: str = field(default="positions+velocities", metadata=one_of(PARTICLE_STATES))
 
 
 @dataclass
@@ -231,6 +239,8 @@ class ExperimentConfig:
     cond_drop: float = field(default=0.0, metadata=bounded(ge=0, lt=1))
     # frames given in the prediction sub-task of a particle task (1: the first frame; GeoTDM: 10)
     known_frames: int = field(default=1, metadata=bounded(ge=1))
+    # fields: fRMSE's domain lengths, unit (Lx = Ly = 1 as PDEBench's scripts pass) or physical (the grid's extent)
+    frmse_lengths: str = field(default="unit", metadata=one_of(("unit", "physical")))
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=EGNNConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)

@@ -30,10 +30,9 @@ from torch import Tensor
 from physdiff.data.pdebench import FieldData, load_pde, simulate_to_file, write_pde
 from physdiff.data.provenance import fingerprint
 from physdiff.diffusion import Denoiser, make_schedule
-from physdiff.evaluation.field_metrics import evaluate_field_files, is_field_file, rmse
+from physdiff.evaluation.field_metrics import evaluate_field_files, is_field_file, pdebench_field_metrics, rmse
 from physdiff.evaluation.mmd import generation_mmd, mmd_floor
 from physdiff.evaluation.pdebench_metrics import METRIC_KEYS as PDEBENCH_METRIC_KEYS
-from physdiff.evaluation.pdebench_metrics import pdebench_metrics
 from physdiff.experiments.config import PriorConfig, UNetConfig
 from physdiff.experiments.task import Augment, Samples, Task, register_task
 from physdiff.models.unet import UNet
@@ -147,7 +146,7 @@ def condition_dropout(p: float) -> Augment:
 class FieldTask(Task):
     kind = "fields"
     builtin_priors = ("residual", "momentum")
-    metric_names = ("rmse", "constraint_rmse", "mmd", *PDEBENCH_METRIC_KEYS)
+    metric_names = ("rmse", "constraint_rmse", "rmse_pooled", "mmd", *PDEBENCH_METRIC_KEYS)
     table_note = (
         "rmse: prediction RMSE vs ground truth on unknown entries (physical units); constraint_rmse: RMSE of "
         "the PDE residual over the stencil's points; floor: the same residual on the ground truth."
@@ -313,17 +312,19 @@ class FieldTask(Task):
 
     # ------------------------------------------------------------------------------ evaluation
     def evaluate(self, samples: Samples, reference: FieldData, subtask: str) -> dict[str, np.ndarray]:
-        """``rmse``: against the ground truth over the unknown entries; ``constraint_rmse``: RMSE of the system's
-        residual over the stencil's points (physical units); on prediction samples also PDEBench's metrics
-        (``nrmse``, ``crmse``, ``brmse``, ``frmse_low|mid|high``, ``max_error``;
-        :mod:`physdiff.evaluation.pdebench_metrics`), the given first frame excluded."""
+        """On prediction samples PDEBench's metrics (``rmse`` = its ``err_RMSE``, ``nrmse``, ``crmse``,
+        ``max_error``, ``brmse``, ``frmse_low|mid|high``; :func:`pdebench_field_metrics`), the given first frame
+        excluded; ``rmse_pooled``: one RMSE over the unknown entries; ``constraint_rmse``: RMSE of the
+        system's residual over the stencil's points (physical units)."""
         out: dict[str, np.ndarray] = {}
         if subtask == "prediction" and subtask in self.cfg.metrics.values():
             out |= self.pdebench(samples["u"], reference)
         for key, task in self.cfg.metrics.items():
             if task != subtask:
                 continue
-            if key == "rmse":
+            if key in ("rmse", "rmse_pooled"):
+                if key == "rmse" and subtask == "prediction":
+                    continue  # PDEBench's, above
                 known = self.system.prediction_mask(reference.fields.shape) if subtask == "prediction" else None
                 out[key] = rmse(samples["u"], reference.fields, known)
             elif key == "constraint_rmse":
@@ -332,28 +333,15 @@ class FieldTask(Task):
             elif key == "mmd":  # generation: the distance to the held-out distribution (physdiff.evaluation.mmd)
                 out[key] = generation_mmd(samples["u"], reference.fields)[key]
             else:
-                raise ValueError(f"metrics: unknown field metric {key!r}; choose 'rmse', 'constraint_rmse' or 'mmd'")
+                raise ValueError(
+                    f"metrics: unknown field metric {key!r}; choose 'rmse', 'rmse_pooled', 'constraint_rmse' or 'mmd'"
+                )
         return out
 
     def pdebench(self, pred: np.ndarray, reference: FieldData) -> dict[str, np.ndarray]:
-        """PDEBench's per-sample metrics of predictions against the reference (their ``rmse`` is left out: the
-        table's ``rmse`` is over the unknown entries, the same quantity)."""
-        axes = self.system.field_axes
-        known = self.system.prediction_mask(reference.fields.shape)
-        lengths = [
-            float(np.ptp(reference.coords[a]) + (reference.coords[a][1] - reference.coords[a][0]))
-            for a in self.system.spatial_axes
-        ]
-        values = pdebench_metrics(
-            pred,
-            reference.fields,
-            spatial_dims=len(self.system.spatial_axes),
-            channel_axis=1 + axes.index("c") if "c" in axes else None,
-            time_axis=1 + axes.index("t") if "t" in axes else None,
-            mask=None if known is None else np.broadcast_to(known, reference.fields.shape),
-            domain_lengths=lengths,
-        )
-        return {k: v for k, v in values.items() if k != "rmse"}
+        """PDEBench's per-sample metrics of predictions against the reference, ``rmse`` (its ``err_RMSE``)
+        included, fRMSE with the domain lengths of ``frmse_lengths`` (:func:`pdebench_field_metrics`)."""
+        return pdebench_field_metrics(pred, reference, getattr(self.cfg, "frmse_lengths", "unit"), self.system)
 
     def floor(self, reference: FieldData) -> dict[str, float]:
         out = {"mmd": mmd_floor(reference.fields)} if "mmd" in self.cfg.metrics else {}
@@ -453,7 +441,13 @@ class FieldTask(Task):
             raise ValueError(
                 "--draws/--protocol/--k: field samples have no metrics over several draws (a particle protocol)"
             )
-        return evaluate_field_files(samples, reference, system=system, task=options.get("task"))
+        return evaluate_field_files(
+            samples,
+            reference,
+            system=system,
+            task=options.get("task"),
+            frmse_lengths=options.get("frmse_lengths") or "unit",
+        )
 
     @classmethod
     def systems(cls) -> tuple[str, ...]:

@@ -12,6 +12,14 @@ read them as the pair feature q_i q_j on their edges, EGNN's and GeoTDM's choice
 protocol: 10 of 30): they are masked as known, the centre of mass is continued from frame k − 1 and the
 metrics start at frame k (config key ``known_frames``).
 
+**Positions-only state** (``model.state: positions``; default ``positions+velocities``): the network
+generates R only, ``[L, K, D]`` (mass-centred and scaled as above); the given frames' positions are the
+condition (their velocities are not given). Velocities, for the metrics, the priors and the samples files,
+are R differenced in time with the file's ``dt`` (:func:`physdiff.physics.finite_difference.velocities_from_positions`:
+central inside, second-order one-sided at the two ends). The centre of mass of generated frames continues
+the given frames' own uniformly, at the least-squares velocity of their centres of mass (k ≥ 2 given
+frames; with k = 1 nothing says how it moves and it stays where it was given).
+
 **K draws per condition** (GeoTDM's min- and average ADE / FDE, :mod:`physdiff.evaluation.geotdm`): when the
 metrics name ``min_ade``, ``min_fde``, ``ave_ade`` or ``ave_fde``, :meth:`ParticleTask.draws_per_condition`
 says how many samples of each condition to draw (``sample.draws``, at least 2 for these metrics) and
@@ -38,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from physdiff.config import ConfigError
-from physdiff.data.augment import random_orthogonal, rotate_particle_state
+from physdiff.data.augment import random_orthogonal, rotate_particle_state, rotate_vectors
 from physdiff.data.particles_h5 import (
     ParticleData,
     load_particles,
@@ -52,12 +60,19 @@ from physdiff.data.provenance import fingerprint
 from physdiff.diffusion import Denoiser, make_schedule
 from physdiff.evaluation.geotdm import GEOTDM_K, draw_metrics
 from physdiff.evaluation.mmd import MMD_KEYS, particle_generation_mmd, particle_mmd_floor
-from physdiff.evaluation.particle_metrics import METRIC_KEYS, evaluate_files, floor_metrics, per_sample_metrics
+from physdiff.evaluation.particle_metrics import (
+    METRIC_KEYS,
+    differenced_floor_metrics,
+    evaluate_files,
+    floor_metrics,
+    per_sample_metrics,
+)
 from physdiff.experiments.config import EGNNConfig, ExperimentConfig, PriorConfig, TransformerConfig
 from physdiff.experiments.task import Augment, Samples, Task, register_task
 from physdiff.models.egnn import SpaceTimeEGNN
 from physdiff.models.transformer import ParticleTransformer
 from physdiff.physics import particles as phys
+from physdiff.physics.finite_difference import velocities_from_positions
 from physdiff.priors.aux_head import PRIOR_VARIANTS, ignore_aux_head_weights, make_aux_head_prior
 from physdiff.priors.base import Prior
 from physdiff.priors.particles import PARTICLE_PRIORS, ParticlePrior, make_prior
@@ -70,6 +85,7 @@ __all__ = [
     "draws",
     "evaluate_geotdm",
     "known_frames",
+    "positions_only",
     "zero_com_projection",
 ]
 
@@ -99,6 +115,26 @@ DRAW_METRICS: tuple[str, ...] = ("min_ade", "min_fde", "ave_ade", "ave_fde")
 def known_frames(cfg: ExperimentConfig) -> int:
     """The frames given in the prediction sub-task (``cfg.known_frames``; 1: the first frame; GeoTDM: 10)."""
     return int(cfg.known_frames)
+
+
+def positions_only(cfg: ExperimentConfig) -> bool:
+    """Whether the network generates positions only (``model.state: positions``)."""
+    return getattr(cfg.model, "state", "positions+velocities") == "positions"
+
+
+def _given_com_velocity(com: np.ndarray, dt: float) -> np.ndarray:
+    """The least-squares velocity of the given frames' centres of mass ``com`` ``[N, k, 1, D]`` → ``[N, D]``
+    (exact for uniform motion; zero for a single given frame)."""
+    k = com.shape[1]
+    if k < 2:
+        return np.zeros((com.shape[0], com.shape[-1]))
+    t = (np.arange(k) - (k - 1) / 2.0) * dt
+    return np.einsum("l,nld->nd", t, com[:, :, 0]) / float(t @ t)
+
+
+def _differenced(r: np.ndarray, dt: float) -> np.ndarray:
+    """Velocities ``[N, L, K, D]`` of positions ``r`` by :func:`velocities_from_positions` (float64)."""
+    return velocities_from_positions(torch.from_numpy(np.ascontiguousarray(r, dtype=np.float64)), dt).numpy()
 
 
 def draws(cfg: ExperimentConfig) -> int:
@@ -147,9 +183,10 @@ class ChargedParticleTransformer(_ChargesOnEdges, ParticleTransformer):
 
 
 def zero_com_projection(dim: int):
-    """``project(x, masses=None)``: the position channels of a state ``[B, L, K, 2D]`` projected orthogonally
-    onto Σ_k m_k R_k = 0 per frame (:func:`physdiff.physics.particles.zero_com_projection`), where the
-    mass-centred data live; velocities untouched. ``masses`` ``[B, K]`` (unit masses when absent)."""
+    """``project(x, masses=None)``: the position channels of a state ``[B, L, K, 2D]`` (or of a positions-only
+    state ``[B, L, K, D]``) projected orthogonally onto Σ_k m_k R_k = 0 per frame
+    (:func:`physdiff.physics.particles.zero_com_projection`), where the mass-centred data live; velocities
+    untouched. ``masses`` ``[B, K]`` (unit masses when absent)."""
 
     def project(x: Tensor, masses: Tensor | None = None, **_: Tensor) -> Tensor:
         m = None if masses is None else masses.to(x)[:, None, :]
@@ -159,12 +196,20 @@ def zero_com_projection(dim: int):
 
 
 def _build_network(model: Any, dim: int) -> nn.Module:
+    velocities = getattr(model, "state", "positions+velocities") != "positions"
     if isinstance(model, EGNNConfig):
         return ChargedSpaceTimeEGNN(
-            dim, hidden=model.hidden, layers=model.layers, vector_channels=model.vector_channels, heads=model.heads
+            dim,
+            hidden=model.hidden,
+            layers=model.layers,
+            vector_channels=model.vector_channels,
+            heads=model.heads,
+            velocities=velocities,
         )
     if isinstance(model, TransformerConfig):
-        return ChargedParticleTransformer(dim, hidden=model.hidden, layers=model.layers, heads=model.heads)
+        return ChargedParticleTransformer(
+            dim, hidden=model.hidden, layers=model.layers, heads=model.heads, velocities=velocities
+        )
     raise ValueError(f"model kind {model.kind!r} does not apply to particle tasks; choose 'egnn' or 'transformer'")
 
 
@@ -179,6 +224,12 @@ class ParticleTask(Task):
         """The table's footnote: what the floor is (and, for charged particles, what EGNN's force clip does to it;
         with several draws per condition, what min/ave ADE/FDE are)."""
         note = "Floor: the metric of the simulated ground truth against itself (conservation metrics)."
+        if positions_only(self.cfg):
+            note = (
+                "Positions-only state: velocities are the generated positions differenced in time (central, "
+                "second-order one-sided at the ends). Floor: the true positions with differenced velocities "
+                "against the ground truth."
+            )
         if self.cfg.data.system == "charged":
             note += (
                 " Charged particles: EGNN's force clip makes momentum and energy inexact on the trajectories it "
@@ -309,8 +360,11 @@ class ParticleTask(Task):
         self, data: ParticleData, scaling: ParticleScaling, subtask: str, dtype: torch.dtype = torch.float32
     ) -> dict[str, Tensor]:
         r = (data.positions - _com(data.positions, data.masses)) / scaling.positions
-        v = data.velocities / scaling.velocities
-        x0 = torch.from_numpy(np.concatenate([r, v], axis=-1)).to(dtype)
+        if positions_only(self.cfg):
+            x0 = torch.from_numpy(r).to(dtype)  # the given frames' positions are the condition
+        else:
+            v = data.velocities / scaling.velocities
+            x0 = torch.from_numpy(np.concatenate([r, v], axis=-1)).to(dtype)
         mask = torch.zeros_like(x0)
         if subtask == "prediction":
             mask[:, : self.known_frames] = 1.0  # the first frames are given
@@ -324,7 +378,10 @@ class ParticleTask(Task):
     def from_tensors(self, x: Tensor, data: ParticleData, scaling: ParticleScaling) -> Samples:
         """Undo scaling and centring: the centre of mass is the data's on the given frames 0 … k−1 and moves
         uniformly from the last of them, CoM(l) = CoM(k−1) + (l − k + 1)·dt·P(k−1)/M (exact for a closed
-        system; the force clip of charged data makes it approximate on clipped trajectories)."""
+        system; the force clip of charged data makes it approximate on clipped trajectories). A positions-only
+        state (:func:`positions_only`) goes through :meth:`_from_positions`."""
+        if positions_only(self.cfg):
+            return self._from_positions(x, data, scaling)
         d = data.positions.shape[-1]
         x = x.detach().cpu().double().numpy()
         r = x[..., :d] * scaling.positions
@@ -336,6 +393,19 @@ class ParticleTask(Task):
         steps = np.arange(1, r.shape[1] - last)[None, :, None, None] * data.constants["dt"]
         ahead = com[:, last:] + steps * vcm[:, None, None, :]  # [N, L - k, 1, D]
         return {"positions": r + np.concatenate([com, ahead], axis=1), "velocities": v}
+
+    def _from_positions(self, x: Tensor, data: ParticleData, scaling: ParticleScaling) -> Samples:
+        """Positions-only state ``[N, L, K, D]`` → positions (centre of mass: the given frames' own, continued
+        uniformly at their least-squares velocity, :func:`_given_com_velocity`) and velocities differenced from
+        them with the data's ``dt`` (:func:`velocities_from_positions`)."""
+        r = x.detach().cpu().double().numpy() * scaling.positions
+        dt = float(data.constants["dt"])
+        last = min(self.known_frames, r.shape[1]) - 1
+        com = _com(data.positions[:, : last + 1], data.masses)  # [N, k, 1, D]: the given frames' own
+        vcm = _given_com_velocity(com, dt)
+        steps = np.arange(1, r.shape[1] - last)[None, :, None, None] * dt
+        positions = r + np.concatenate([com, com[:, last:] + steps * vcm[:, None, None, :]], axis=1)
+        return {"positions": positions, "velocities": _differenced(positions, dt)}
 
     def describe(self, data: ParticleData) -> dict[str, Any]:
         """What a data file holds, for a run's ``config.yaml``: sizes and physical constants (and the task
@@ -350,7 +420,7 @@ class ParticleTask(Task):
         The network loads checkpoints of aux-head prior runs too: it skips the auxiliary heads' weights
         unless heads were attached to it (:func:`physdiff.priors.aux_head.attach_aux_heads`).
         """
-        dim = example["x0"].shape[-1] // 2
+        dim = example["x0"].shape[-1] // (1 if positions_only(self.cfg) else 2)
         return Denoiser(
             ignore_aux_head_weights(_build_network(self.cfg.model, dim)),
             make_schedule(self.cfg.diffusion.schedule, process=self.cfg.diffusion.process),
@@ -363,6 +433,7 @@ class ParticleTask(Task):
         if not issubclass(cls, ParticlePrior):
             return {}
         kw: dict[str, Any] = {"dim": data.positions.shape[-1], "scale": (scaling.positions, scaling.velocities)}
+        kw |= self._state_kwargs(data)
         names = {f.name for f in dataclasses.fields(cls)}
         kw |= {k: v for k, v in data.constants.items() if k in names}
         return kw
@@ -383,6 +454,7 @@ class ParticleTask(Task):
                 constants=train.constants,
                 dim=train.positions.shape[-1],
                 scale=(scaling.positions, scaling.velocities),
+                **self._state_kwargs(train),
                 **common,
             )
         if spec.variant == "aux_head":
@@ -403,7 +475,15 @@ class ParticleTask(Task):
             constants=train.constants,
             dim=train.positions.shape[-1],
             scale=(scaling.positions, scaling.velocities),
+            **self._state_kwargs(train),
         )
+
+    def _state_kwargs(self, data: ParticleData) -> dict[str, Any]:
+        """A particle prior's state keywords: in the positions-only state, ``state`` and the data's ``dt``
+        (its velocities are R differenced in time); none otherwise (the prior's default state)."""
+        if not positions_only(self.cfg):
+            return {}
+        return {"state": "positions", "dt": float(data.constants["dt"])}
 
     def check_tolerance(self, prior: Prior) -> dict[str, float]:
         return {"tol": 1e-4}
@@ -449,8 +529,19 @@ class ParticleTask(Task):
         return super().build_priors(specs, self._lawful(train), scaling)
 
     def build_constraints(self, train: ParticleData, scaling: ParticleScaling) -> list:
-        """The base class's sampling-time constraints, checked on the trajectories where the laws hold."""
-        return super().build_constraints(self._lawful(train), scaling)
+        """The base class's sampling-time constraints, checked on the trajectories where the laws hold (in the
+        positions-only state a law on differenced velocities, energy, holds only to the stencil's O(dt²): a
+        constraint the ground truth does not meet is refused, saying so)."""
+        try:
+            return super().build_constraints(self._lawful(train), scaling)
+        except ValueError as e:
+            if not positions_only(self.cfg) or "ground truth's floor" not in str(e):
+                raise
+            raise ValueError(
+                f"{e} (model.state = positions: velocities are R differenced in time, on which the ground truth "
+                "meets this law only to the stencil's O(dt²) error; leave the constraint out or use "
+                "model.state=positions+velocities)"
+            ) from None
 
     def supports_priors(self, data: ParticleData) -> bool:
         """Data of unknown physics (``generic``) support the momentum prior only where at least half of the
@@ -472,6 +563,9 @@ class ParticleTask(Task):
 
         def rotate(batch: dict[str, Tensor], g: torch.Generator) -> dict[str, Tensor]:
             x0 = batch["x0"]
+            if positions_only(self.cfg):  # R only: every channel is one D-vector
+                q = random_orthogonal(x0.shape[0], x0.shape[-1], generator=g, dtype=x0.dtype)
+                return {**batch, "x0": rotate_vectors(x0, q)}
             q = random_orthogonal(x0.shape[0], x0.shape[-1] // 2, generator=g, dtype=x0.dtype)
             return {**batch, "x0": rotate_particle_state(x0, q)}
 
@@ -525,18 +619,26 @@ class ParticleTask(Task):
 
     def floor(self, reference: ParticleData) -> dict[str, float]:
         """The conservation metrics of the reference against itself from the first generated frame of the
-        first sub-task, with (charged data) the share of clipped trajectories and the floor without them."""
+        first sub-task (positions-only state: :meth:`_differenced_floor`), with (charged data) the share of
+        clipped trajectories and the floor without them."""
         start = self.start(self.cfg.subtasks[0])
-        out = floor_metrics(reference, start=start)
+        of = self._differenced_floor if positions_only(self.cfg) else (lambda ref, s: floor_metrics(ref, start=s))
+        out = of(reference, start)
         if any(k in self.cfg.metrics for k in MMD_KEYS):
             out |= particle_mmd_floor(reference.positions[:, start:], reference.velocities[:, start:])
         if reference.clip_steps is not None:
             clipped = reference.clip_steps > 0
             out["clip_fraction"] = float(clipped.mean()) if clipped.size else 0.0
             if (~clipped).any() and clipped.any():
-                for key, value in floor_metrics(reference.subset(np.flatnonzero(~clipped)), start=start).items():
+                for key, value in of(reference.subset(np.flatnonzero(~clipped)), start).items():
                     out[f"{key}_unclipped"] = value
         return out
+
+    @staticmethod
+    def _differenced_floor(reference: ParticleData, start: int) -> dict[str, float]:
+        """The positions-only state's floor (:func:`physdiff.evaluation.particle_metrics.differenced_floor_metrics`):
+        the true positions with differenced velocities against the ground truth."""
+        return differenced_floor_metrics(reference, start=start)
 
     def write_samples(
         self,
@@ -563,6 +665,7 @@ class ParticleTask(Task):
         start = self.start(subtask)
         attrs = {"system": reference.system, **reference.constants, "generated": True, "task": subtask}
         attrs["known_frames"] = start if subtask == "prediction" else 0
+        attrs["state"] = getattr(self.cfg.model, "state", "positions+velocities")  # positions: V differenced
         attrs |= {f"floor_{k}": v for k, v in floor_metrics(reference, start=start).items()}
         if reference.clip_steps is not None:
             attrs["reference_clip_fraction"] = float((reference.clip_steps > 0).mean())
@@ -586,13 +689,17 @@ class ParticleTask(Task):
 
     def condition_from(self, condition: Mapping[str, Any], template: ParticleData) -> ParticleData:
         """Given frames to sample from: ``positions``, ``velocities`` ``[N, k, K, D]`` (the first k =
-        ``known_frames`` frames; ``[N, K, D]`` when k = 1), ``masses`` ``[N, K]`` (default 1), for springs
+        ``known_frames`` frames; ``[N, K, D]`` when k = 1; a positions-only model needs no velocities),
+        ``masses`` ``[N, K]`` (default 1), for springs
         ``edges`` ``[N, K, K]`` and for charged particles ``charges`` ``[N, K]``. The frame count and the
         constants are the template's (the run's data); the generated frames are filled with the last given
         frame (placeholders)."""
         given = self.known_frames
         r0 = np.asarray(condition["positions"], dtype=np.float64)
-        v0 = np.asarray(condition["velocities"], dtype=np.float64)
+        if positions_only(self.cfg) and "velocities" not in condition:  # not an input of a positions-only model
+            v0 = np.zeros_like(r0)
+        else:
+            v0 = np.asarray(condition["velocities"], dtype=np.float64)
         if r0.ndim == 3 and given == 1:
             r0, v0 = r0[:, None], v0[:, None]
         k, d = template.positions.shape[2:]

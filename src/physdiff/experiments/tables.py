@@ -123,7 +123,7 @@ def run_arms(
 
 
 #: metrics shown after the table's own when present (PDEBench's, on prediction samples)
-EXTRA_KEYS = ("nrmse", "crmse", "brmse", "frmse_low", "frmse_mid", "frmse_high")
+EXTRA_KEYS = ("nrmse", "crmse", "max_error", "brmse", "frmse_low", "frmse_mid", "frmse_high")
 
 
 def table_keys(results: Mapping[str, Any]) -> list[str]:

@@ -153,7 +153,9 @@ class TemporalBlock(nn.Module):
 
 
 class SpaceTimeEGNN(nn.Module):
-    """Space-time EGNN denoiser for particle states ``[B, L, K, 2D]`` (positions, then velocities).
+    """Space-time EGNN denoiser for particle states ``[B, L, K, 2D]`` (positions, then velocities), or with
+    ``velocities=False`` for positions-only states ``[B, L, K, D]`` (``model.state: positions``: the inputs
+    below without V, V_known and m_V; one output vector per node).
 
     Input encoding (the only place translations are removed):
       * coordinates x = R − R̄ (R̄ the per-frame centroid of the noisy positions over particles);
@@ -173,8 +175,6 @@ class SpaceTimeEGNN(nn.Module):
     node (whole vectors are known or not); otherwise rotation equivariance is not defined.
     """
 
-    n_inputs_vec = 4
-
     def __init__(
         self,
         dim: int,
@@ -182,11 +182,13 @@ class SpaceTimeEGNN(nn.Module):
         layers: int = 4,
         vector_channels: int = 8,
         heads: int = 4,
+        velocities: bool = True,
     ) -> None:
         super().__init__()
         self.dim, self.hidden, self.vector_channels = dim, hidden, vector_channels
-        c0 = self.n_inputs_vec
-        n_inv = 3 + c0 * (c0 + 1) // 2  # m_R, m_V, mass, upper triangle of the Gram matrix
+        self.groups = 2 if velocities else 1  # D-vectors per node in the state: (R, V) or R
+        self.n_inputs_vec = c0 = 2 * self.groups  # x and R_known (and V, V_known)
+        n_inv = 1 + self.groups + c0 * (c0 + 1) // 2  # m_R (m_V), mass, upper triangle of the Gram matrix
         self.embed_inv = _mlp(n_inv, hidden, hidden)
         self.embed_frame = nn.Linear(hidden, hidden)
         self.embed_time = NoiseEmbedding(hidden)
@@ -194,7 +196,7 @@ class SpaceTimeEGNN(nn.Module):
         self.time_proj = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
         self.egnn = nn.ModuleList(EGNNLayer(hidden, vector_channels, edge_dim=1) for _ in range(layers))
         self.temporal = nn.ModuleList(TemporalBlock(hidden, vector_channels, heads) for _ in range(layers))
-        self.head = _mlp(hidden, hidden, 2 * (vector_channels + 1))
+        self.head = _mlp(hidden, hidden, self.groups * (vector_channels + 1))
         self.register_buffer("_triu", torch.triu_indices(c0, c0), persistent=False)
 
     def encode(self, x_t: Tensor, known: Tensor, mask: Tensor, masses: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -202,13 +204,15 @@ class SpaceTimeEGNN(nn.Module):
         b, length, k, _ = x_t.shape
         d = self.dim
         m_r = mask[..., :d].mean(-1, keepdim=True)
-        m_v = mask[..., d:].mean(-1, keepdim=True)
         centroid = x_t[..., :d].mean(2, keepdim=True)
         x = x_t[..., :d] - centroid
-        u = torch.stack([x, x_t[..., d:], known[..., :d] - m_r * centroid, known[..., d:]], dim=-2)
+        vecs, flags = [x, known[..., :d] - m_r * centroid], [m_r]
+        if self.groups == 2:
+            vecs, flags = [x, x_t[..., d:], vecs[1], known[..., d:]], [m_r, mask[..., d:].mean(-1, keepdim=True)]
+        u = torch.stack(vecs, dim=-2)
         gram = torch.einsum("blkcd,blked->blkce", u, u)[..., self._triu[0], self._triu[1]]
         mass = torch.ones_like(m_r) if masses is None else masses[:, None, :, None].expand(b, length, k, 1)
-        inv = torch.cat([m_r, m_v, mass.to(x_t.dtype), torch.asinh(gram)], dim=-1)
+        inv = torch.cat([*flags, mass.to(x_t.dtype), torch.asinh(gram)], dim=-1)
         frames = sinusoidal_embedding(torch.arange(length, device=x_t.device, dtype=x_t.dtype), self.hidden)
         h = self.embed_inv(inv) + self.embed_frame(frames)[None, :, None]
         v = self.lift(u.transpose(-1, -2)).transpose(-1, -2)
@@ -224,9 +228,10 @@ class SpaceTimeEGNN(nn.Module):
         masses: Tensor | None = None,
         return_hidden: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        b, length, k, two_d = x_t.shape
-        if two_d != 2 * self.dim:
-            raise ValueError(f"expected last axis 2*dim = {2 * self.dim}, got {two_d}")
+        b, length, k, width = x_t.shape
+        if width != self.groups * self.dim:
+            state = "2*dim (positions, velocities)" if self.groups == 2 else "dim (positions only)"
+            raise ValueError(f"expected last axis {state} = {self.groups * self.dim}, got {width}")
         h, x, v = self.encode(x_t, known, mask, masses)
         x0 = x
         temb = self.embed_time(noise)
@@ -247,6 +252,6 @@ class SpaceTimeEGNN(nn.Module):
             h, x, v = hf.view_as(h), xf.view_as(x), vf.view_as(v)
             h, v = temporal(h, v)
         basis = torch.cat([v, (x - x0)[..., None, :]], dim=-2)  # [B, L, K, C+1, D]
-        coef = self.head(h).view(b, length, k, 2, c + 1)
-        out = torch.einsum("blkoc,blkcd->blkod", coef, basis).reshape(b, length, k, 2 * self.dim)
+        coef = self.head(h).view(b, length, k, self.groups, c + 1)
+        out = torch.einsum("blkoc,blkcd->blkod", coef, basis).reshape(b, length, k, width)
         return (out, h) if return_hidden else out

@@ -1,8 +1,9 @@
 """Non-equivariant baseline denoiser: a transformer over (frame, particle) tokens.
 
-Each node (frame l, particle k) is one token with input [x_t, known, mask, mass] (6D + 1 numbers),
-embedded linearly and summed with learned frame and particle embeddings and the noise-level
-embedding; a pre-norm transformer encoder mixes all L·K tokens; a linear head returns 2D channels.
+Each node (frame l, particle k) is one token with input [x_t, known, mask, mass] (6D + 1 numbers; 3D + 1
+for a positions-only state, ``velocities=False``), embedded linearly and summed with learned frame and
+particle embeddings and the noise-level embedding; a pre-norm transformer encoder mixes all L·K tokens; a
+linear head returns the state's 2D (or D) channels.
 Spring adjacency, when given, enters as a learned per-head attention bias w_a · e_{k k'} between tokens
 of particles k and k'. Nothing here respects rotations (the control for the equivariant
 :class:`~physdiff.models.egnn.SpaceTimeEGNN`); train it with random rotation augmentation
@@ -35,10 +36,12 @@ class ParticleTransformer(nn.Module):
         dropout: float = 0.0,
         max_frames: int = 512,
         max_particles: int = 64,
+        velocities: bool = True,
     ) -> None:
         super().__init__()
         self.dim, self.hidden, self.heads = dim, hidden, heads
-        self.embed_in = nn.Linear(6 * dim + 1, hidden)
+        self.width = (2 if velocities else 1) * dim  # state channels: (R, V) or R
+        self.embed_in = nn.Linear(3 * self.width + 1, hidden)
         self.embed_frame = nn.Embedding(max_frames, hidden)
         self.embed_particle = nn.Embedding(max_particles, hidden)
         self.embed_time = NoiseEmbedding(hidden)
@@ -48,7 +51,7 @@ class ParticleTransformer(nn.Module):
         )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(hidden)
-        self.head = nn.Linear(hidden, 2 * dim)
+        self.head = nn.Linear(hidden, self.width)
         nn.init.normal_(self.embed_frame.weight, std=0.02)
         nn.init.normal_(self.embed_particle.weight, std=0.02)
 
@@ -69,9 +72,9 @@ class ParticleTransformer(nn.Module):
         masses: Tensor | None = None,
         return_hidden: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        b, length, k, two_d = x_t.shape
-        if two_d != 2 * self.dim:
-            raise ValueError(f"expected last axis 2*dim = {2 * self.dim}, got {two_d}")
+        b, length, k, width = x_t.shape
+        if width != self.width:
+            raise ValueError(f"expected last axis {self.width} (the state's channels), got {width}")
         if length > self.embed_frame.num_embeddings or k > self.embed_particle.num_embeddings:
             raise ValueError(
                 f"L={length}, K={k} exceed max_frames={self.embed_frame.num_embeddings}, "

@@ -31,6 +31,7 @@ __all__ = [
     "central_diff",
     "second_diff",
     "time_derivative",
+    "velocities_from_positions",
     "interior",
     "gradient_2d",
     "divergence_2d",
@@ -105,6 +106,22 @@ def time_derivative(u: Tensor, dt: float, dim: int = 1) -> Tensor:
     The output is two frames shorter along ``dim`` (frames ``1 .. T-2``).
     """
     return central_diff(u, dt, dim=dim, boundary="interior")
+
+
+def velocities_from_positions(r: Tensor, dt: float, dim: int = 1) -> Tensor:
+    """Velocities of a trajectory from its positions alone, second order in ``dt`` on every frame.
+
+    Interior frames: ``(R[l+1] - R[l-1]) / (2 dt)``; the two end frames: the second-order one-sided
+    stencils ``(-3R[0] + 4R[1] - R[2]) / (2 dt)`` and ``(3R[L-1] - 4R[L-2] + R[L-3]) / (2 dt)``
+    (:func:`central_diff` with ``boundary="one_sided"``). Linear in ``R`` and exact for uniform motion (so
+    the momentum of a closed system, whose centre of mass moves uniformly, is differenced exactly).
+
+    Args:
+        r: positions with frames along ``dim`` (at least 3), e.g. ``[B, L, K, D]``.
+        dt: the frame spacing (> 0).
+        dim: the frame axis.
+    """
+    return central_diff(r, float(dt), dim=dim, boundary="one_sided")
 
 
 def gradient_2d(

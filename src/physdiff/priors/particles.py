@@ -22,6 +22,15 @@ round-off, and documents the clipped ones' floor (:mod:`physdiff.data.particles_
 The energy priors train on features (the reduction); their :meth:`residual` E_l − E_0 (the conservation
 law itself) is what sampling-time constraints (:mod:`physdiff.priors.sampling`) act on.
 
+**Positions-only state** (``state="positions"``, ``model.state: positions``): the state is ``[B, L, K, D]``
+(R only) and every prior's velocities are R differenced in time with ``dt``
+(:func:`physdiff.physics.finite_difference.velocities_from_positions`, second order, one-sided at the ends).
+Cases then: momentum stays linear (in R); angular momentum stays multilinear (R_l × (R_{l+1} − R_{l−1}):
+distinct frames, and R_0 × R_0 = 0 in the end stencil); the kinetic features V² become quadratic in R
+(squares of R_{l±1}), so the energy priors stay nonlinear (feature matching); Newton's residual is
+unchanged (linear in R). On the mass-centred states the task feeds them, Σ_k m_k R_k = 0 on every frame,
+so the differenced momentum is identically zero: the momentum prior has nothing left to act on there.
+
 The kinetic features are the poster's per-component squares V²_{l,k,d} by default (J_KE of method.md §3.3:
 each component enters the energy through its own square). ``kinetic_per_component=False`` matches the
 per-particle squared speeds |V_{l,k}|² = Σ_d V²_{l,k,d} instead: a coarser feature whose penalty is rotation
@@ -39,6 +48,7 @@ import torch
 from torch import Tensor
 
 from physdiff.physics import particles as phys
+from physdiff.physics.finite_difference import velocities_from_positions
 from physdiff.priors.base import Constraint, FeaturePrior, Prior, ResidualPrior
 from physdiff.systems.registry import PARTICLE_SYSTEMS, get_system
 
@@ -56,6 +66,9 @@ __all__ = [
 
 Scale = tuple[float, float] | Mapping[str, float] | float
 
+#: a prior's state: (R, V) channels, or R only with V differenced in time
+PARTICLE_STATES: tuple[str, ...] = ("positions+velocities", "positions")
+
 
 def _parse_scale(scale: Scale) -> tuple[float, float]:
     if isinstance(scale, Mapping):
@@ -72,13 +85,17 @@ class ParticlePrior(Prior):
     also derives from :class:`ResidualPrior` or :class:`FeaturePrior` (its kind).
 
     Attributes:
-        dim: spatial dimension D (the state has 2D channels).
+        dim: spatial dimension D (the state has 2D channels; D in the positions-only state).
         scale: ``(positions_scale, velocities_scale)`` (or a dict with those keys, or one float for both).
+        state: ``"positions+velocities"`` (default) or ``"positions"``: R only, V differenced from it.
+        dt: the frame spacing (the positions-only state's differencing; Newton's residual).
         system: the particle systems the prior applies to (class attribute).
     """
 
     dim: int = 3
     scale: Scale = (1.0, 1.0)
+    state: str = "positions+velocities"
+    dt: float | None = None
     system: ClassVar[tuple[str, ...]] = PARTICLE_SYSTEMS
     needs_edges: ClassVar[bool] = False
 
@@ -90,6 +107,10 @@ class ParticlePrior(Prior):
         if not (ps > 0 and vs > 0):
             raise ValueError(f"prior {self.name!r}: scales must be > 0, got {(ps, vs)}")
         self.scale = (ps, vs)
+        if self.state not in PARTICLE_STATES:
+            raise ValueError(f"prior {self.name!r}: state must be one of {PARTICLE_STATES}, got {self.state!r}")
+        if self.state == "positions" and not (self.dt is not None and self.dt > 0):
+            raise ValueError(f"prior {self.name!r}: the positions-only state differences R in time: dt must be > 0")
 
     def check_system(self, system_name: str) -> None:
         """Raise ``ValueError`` if the prior does not apply to ``system_name``."""
@@ -100,10 +121,17 @@ class ParticlePrior(Prior):
             )
 
     def split(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Physical positions and velocities ``[B, L, K, D]`` from a model state ``[B, L, K, 2D]``."""
-        if x.dim() != 4 or x.shape[-1] != 2 * self.dim:
-            raise ValueError(f"prior {self.name!r}: expected a state [B, L, K, {2 * self.dim}], got {tuple(x.shape)}")
+        """Physical positions and velocities ``[B, L, K, D]`` from a model state ``[B, L, K, 2D]``, or from a
+        positions-only state ``[B, L, K, D]`` (velocities: R differenced in time with ``dt``)."""
+        width = self.dim if self.state == "positions" else 2 * self.dim
+        if x.dim() != 4 or x.shape[-1] != width:
+            raise ValueError(
+                f"prior {self.name!r}: expected a {self.state} state [B, L, K, {width}], got {tuple(x.shape)}"
+            )
         ps, vs = self.scale  # type: ignore[misc]
+        if self.state == "positions":
+            R = x * ps
+            return R, velocities_from_positions(R, float(self.dt), dim=1)  # type: ignore[arg-type]
         return x[..., : self.dim] * ps, x[..., self.dim :] * vs
 
     def masses(self, x: Tensor, context: Mapping[str, Any]) -> Tensor:
