@@ -102,15 +102,15 @@ def test_sweep_command_runs_the_grid_on_val_and_names_the_best(tmp_path, capsys)
     argv += [*TINY, "data.settings.nx=16", "data.settings.nt=8", "data.settings.k_max=1"]
     assert main(argv) == 0
     res = json.loads((out / "sweep.json").read_text())
-    assert res["split"] == "val" and res["metrics"] == ["constraint_rmse"]
+    assert res["split"] == "val" and res["metrics"] == ["constraint_rmse", "mmd"]
     assert [p["overrides"] for p in res["points"]] == [["priors.0.weight=0.1"], ["priors.0.weight=1"]]
-    floor = res["floor"]["constraint_rmse"]
-    for p in res["points"]:  # ratios and eligibility flags follow from the means, the floor and max_worse
+    for p in res["points"]:  # ratios and eligibility flags follow from the means, the floors and max_worse
         r = p["arms"]["prior:residual"]
-        mean = r["mean"]["constraint_rmse"]
-        assert r["ratio"]["constraint_rmse"] == pytest.approx(mean / res["baseline"]["constraint_rmse"])
-        assert r["below_floor"] == (["constraint_rmse"] if mean < floor else [])
-        assert r["worse"] == (["constraint_rmse"] if r["ratio"]["constraint_rmse"] > 1 + res["max_worse"] else [])
+        for m in res["metrics"]:
+            assert r["ratio"][m] == pytest.approx(r["mean"][m] / res["baseline"][m])
+        assert "mmd" not in res["floor"]  # a distance between distributions has no floor to stay above
+        assert r["below_floor"] == [m for m in res["floor"] if r["mean"][m] < res["floor"][m]]
+        assert r["worse"] == [m for m in res["metrics"] if r["ratio"][m] > 1 + res["max_worse"]]
     eligible = [
         p
         for p in res["points"]
