@@ -332,6 +332,9 @@ class FieldTask(Task):
                 raise ValueError(f"metrics: unknown field metric {key!r}; choose 'rmse' or 'constraint_rmse'")
         return out
 
+    def samples_as_data(self, samples: Samples, reference: FieldData) -> FieldData:
+        return dataclasses.replace(reference, fields=np.asarray(samples["u"]), splits={})
+
     def pdebench(self, pred: np.ndarray, reference: FieldData) -> dict[str, np.ndarray]:
         """PDEBench's per-sample metrics of predictions against the reference (their ``rmse`` is left out: the
         table's ``rmse`` is over the unknown entries, the same quantity)."""

@@ -33,7 +33,7 @@ from physdiff.experiments import tables
 from physdiff.experiments.config import ConstraintConfig, ExperimentConfig, SampleConfig, preset_config
 from physdiff.experiments.task import Samples, Task, make_task
 from physdiff.priors.aux_head import AuxHeadPrior, attach_aux_heads
-from physdiff.priors.base import Prior, total_prior_loss
+from physdiff.priors.base import Prior, PriorNotApplicable, law_rms, total_prior_loss
 from physdiff.priors.sampling import constraint_hook
 from physdiff.training.distributed import DistInfo, all_gather_objects, barrier, main_first, resolve_device
 from physdiff.training.lock import RunLock
@@ -51,6 +51,8 @@ __all__ = [
     "load_arm",
     "sample_tensors",
     "sample_and_evaluate",
+    "law_metrics",
+    "law_floor",
     "samples_name",
     "split_draws",
     "stack_draws",
@@ -361,9 +363,11 @@ def sample_and_evaluate(
     progress: bool = False,
     constraint: Constrained | None = None,
     dist_info: DistInfo = DistInfo(),
+    laws: Sequence[Prior] = (),
 ) -> tuple[dict[str, Samples], dict[str, np.ndarray]]:
     """Sample every sub-task on the evaluation split, write the samples to ``run_dir`` (unless ``None``; rank 0
-    under DDP, where the ranks share the batches) and return them with the per-sample metrics."""
+    under DDP, where the ranks share the batches) and return them with the per-sample metrics, and ``law:<name>``
+    of every prior in ``laws`` on the samples (:func:`law_metrics`)."""
     task, cfg = prep.task, prep.cfg
     samples: dict[str, Samples] = {}
     metrics: dict[str, np.ndarray] = {}
@@ -415,7 +419,28 @@ def sample_and_evaluate(
             metrics |= task.evaluate(out, prep.evaluation, subtask, draws=draws)
         else:
             metrics |= task.evaluate(out, prep.evaluation, subtask)
+        if subtask == cfg.subtasks[0]:
+            metrics |= law_metrics(task, laws, out, prep.evaluation, prep.scaling, subtask)
     return samples, metrics
+
+
+def law_metrics(
+    task: Task, laws: Sequence[Prior], samples: Samples, reference: Any, scaling: Any, subtask: str
+) -> dict[str, np.ndarray]:
+    """``law:<name>``: the per-sample RMS of each law's residual R on ``samples`` (physical units, in float64),
+    the conditions and constants of ``reference``; with ``samples=None``, on the reference itself (the floor)."""
+    if not laws:
+        return {}
+    data = reference if samples is None else task.samples_as_data(samples, reference)
+    t = task.to_tensors(data, scaling, subtask, dtype=torch.float64)
+    ctx = task.context(t)
+    return {f"law:{p.name}": law_rms(p, t["x0"], **ctx).cpu().numpy() for p in laws}  # type: ignore[arg-type]
+
+
+def law_floor(task: Task, laws: Sequence[Prior], reference: Any, scaling: Any) -> dict[str, float]:
+    """The ground-truth floor of every ``law:<name>``: the mean over the reference of its per-sample RMS."""
+    per = law_metrics(task, laws, None, reference, scaling, task.cfg.subtasks[0])  # type: ignore[arg-type]
+    return {k: float(np.mean(v)) for k, v in per.items()}
 
 
 def stack_draws(draws: Sequence[Samples]) -> Samples:
@@ -654,9 +679,19 @@ def reproduce(
     if not task.supports_priors(prep.data):
         log.warning("note: %s cannot evaluate the %s priors; only the no_prior arm runs", prep.data_path, experiment)
         arm_specs = {"no_prior": []}
-    for specs in arm_specs.values():  # a bad prior (name, system, variant, sign/scale) fails before training
-        task.build_priors(specs, prep.train, prep.scaling)
+    refused: dict[str, str] = {}
+    for arm, specs in list(arm_specs.items()):  # a bad prior (name, system, variant, sign/scale) fails before training
+        try:
+            task.build_priors(specs, prep.train, prep.scaling)
+        except PriorNotApplicable as e:  # the data do not obey its law: this arm alone is left out
+            log.warning("warning: arm %s is left out: %s", arm, e)
+            refused[arm] = str(e)
+            del arm_specs[arm]
+    if not arm_specs:
+        raise ValueError(f"no arm left to run: {'; '.join(refused.values())}")
     constraints = task.build_constraints(prep.train, prep.scaling)
+    used = [p.name for specs in arm_specs.values() for p in specs] + [n for c, _ in constraints for n in c.priors]
+    laws = task.law_priors(prep.train, prep.scaling, names=used)
     task.build_denoiser(prep.scaling, task.to_tensors(prep.evaluation, prep.scaling, cfg.subtasks[0]))  # model vs data
     if main:
         for arm in arm_specs:  # every run folder is checked before the first is trained
@@ -672,7 +707,7 @@ def reproduce(
         den = train_arm(
             prep, arm, seed, run_dir, device=dev, resume=resume, force=False, progress=progress, dist_info=dist_info
         )
-        kw = {"device": dev, "progress": progress, "dist_info": dist_info}
+        kw = {"device": dev, "progress": progress, "dist_info": dist_info, "laws": laws}
         samples, metrics = sample_and_evaluate(prep, den, seed, run_dir, **kw)
         if cfg.train.tensorboard and main:  # the sample metrics next to the training and validation losses
             with contextlib.closing(tensorboard_writer(run_dir)) as tb:
@@ -693,7 +728,8 @@ def reproduce(
         "metric_tasks": dict(cfg.metrics),
         "arms": arm_metrics,
         "paired": tables.paired(arm_metrics),
-        "floor": task.floor(prep.evaluation),
+        "floor": task.floor(prep.evaluation) | law_floor(task, laws, prep.evaluation, prep.scaling),
+        "refused": refused,
         # beyond the paper, kept apart from the paper's arms: each arm's model sampled with a constraint
         "sampling_constraints": rows,
         "sampling_constraints_paired": tables.paired_constraints(rows, arm_metrics),
