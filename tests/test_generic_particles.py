@@ -15,7 +15,6 @@ import pytest
 from physdiff.data.particles_h5 import estimate_frame_spacing, load_particles, side_splits, side_splits_path
 from physdiff.evaluation.particle_metrics import floor_metrics, per_sample_metrics
 from physdiff.experiments.config import preset_config
-from physdiff.experiments.particle_task import ParticleTask
 from physdiff.priors.particles import make_prior
 from physdiff.systems.registry import get_system
 

@@ -92,13 +92,35 @@ class Prepared:
 def configure(
     cfg: ExperimentConfig, overrides: Sequence[str] = (), seeds: Sequence[int] | None = None
 ) -> ExperimentConfig:
-    """Apply ``key=value`` overrides and a seed list to a config (validated, nothing written)."""
-    cfg = apply_overrides(cfg, list(overrides))
+    """Apply ``key=value`` overrides and a seed list to a config (validated, nothing written). The ``generic``
+    experiment takes the preset of the file's kind (:func:`generic_kind`)."""
+    cfg = apply_overrides(generic_kind(cfg, overrides), list(overrides))
     if seeds is not None:
         cfg = apply_overrides(cfg, [f"seeds={list(seeds)}"])
     if cfg.train.tensorboard:
         require_tensorboard()
     return cfg
+
+
+def generic_kind(cfg: ExperimentConfig, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """``generic`` on a data file (``data.path``, or its override): the particle preset for a particle file, the
+    generic-fields preset for a field file (same preset size); any other config as it is."""
+    if cfg.experiment != "generic":
+        return cfg
+    path = next((o.split("=", 1)[1] for o in reversed(list(overrides)) if o.startswith("data.path=")), cfg.data.path)
+    if not path or not Path(path).is_file():
+        return cfg
+    from physdiff.experiments.task import task_for_file
+
+    try:
+        kind = task_for_file(path).kind
+    except ValueError:
+        return cfg  # not a data file: the task's load names the problem
+    want = kind if kind in ("particles", "the-well") else "generic-fields"
+    if cfg.task == want:
+        return cfg
+    log.info("note: %s is a %s file: the generic experiment runs the %s task", path, kind, want)
+    return preset_config({"particles": "generic", "the-well": "the-well"}.get(want, want), cfg.preset)
 
 
 def prepare(

@@ -391,7 +391,7 @@ class ParticleTask(Task):
         common = {"weight": spec.weight, "time_weight": self.time_weight(spec), **spec.options}
         user = self.prior_class(spec)
         if user is not None:
-            prior = user(name=spec.name, **self._prior_kwargs(user, train, scaling), **common)
+            prior = user(name=spec.name, **{**self._prior_kwargs(user, train, scaling), **common})
         else:
             prior = make_prior(
                 spec.name,

@@ -100,7 +100,16 @@ def import_prior_class(spec: str) -> type[Prior]:
 #: prior fields that are settings of the library, never read from a file's attributes
 _NOT_CONSTANTS = frozenset(
     {"name", "case", "weight", "time_weight", "tol", "dim", "scale", "system", "spacing", "parameters", "coords"}
-    | {"to_physical", "coefficient_to_physical", "normaliser", "term_scale", "residual_name", "boundary"}
+    | {
+        "to_physical",
+        "coefficient_to_physical",
+        "normaliser",
+        "term_scale",
+        "residual_name",
+        "boundary",
+        "periodic",
+        "axes",
+    }
 )
 
 
@@ -392,6 +401,7 @@ BUILTIN_TASK_MODULES = (
     "physdiff.experiments.particle_task",
     "physdiff.experiments.field_task",
     "physdiff.experiments.well_task",
+    "physdiff.experiments.generic_field_task",
 )
 
 

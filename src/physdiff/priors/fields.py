@@ -18,6 +18,7 @@ On ground truth the residual is the discretisation error (the floor), not zero, 
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -28,7 +29,7 @@ from torch import Tensor
 from physdiff.priors.base import PriorNotApplicable, ResidualPrior, law_error
 from physdiff.systems.pde_registry import PDESystem, get_pde_system
 
-__all__ = ["FieldResidualPrior", "make_field_prior", "noise_gain"]
+__all__ = ["FieldPrior", "FieldResidualPrior", "make_field_prior", "noise_gain"]
 
 
 @dataclass
@@ -102,6 +103,55 @@ class FieldResidualPrior(ResidualPrior):
                 f"on the ground-truth data (RMS R / term_scale = {value:.3e} > tol = {limit:.1e}, priors.N.tol); "
                 "check the grid spacing, parameters (beta, nu, f, g) and the scaling of the fields"
             )
+
+
+@dataclass
+class FieldPrior(ResidualPrior):
+    """A user's field law R(u) = 0 on *physical* fields: implement :meth:`pde_residual` (and, optionally,
+    :meth:`term`, one typical term of the law, the yardstick of the ground-truth check). No PDE system is needed:
+    the field task fills in the grid and the file's constants.
+
+    Attributes (set by the task; a user's own dataclass fields named as a file attribute get its value):
+        spacing: ``{"dt", "dx", "dy"}`` of the data grid (``None`` where absent).
+        coords: the coordinate arrays ``t``, ``x`` (and ``y``) as tensors.
+        periodic: the spatial axes with periodic boundaries (``()``: none).
+        axes: the axes of the physical fields after the sample axis, e.g. ``("t", "x")`` or ``("t", "c", "x", "y")``.
+        to_physical: model tensor → physical fields ``[B, *axes]`` (undoing the normalisation).
+        normaliser: the residual is divided by it in training (its white-noise gain, :func:`noise_gain`), 1 when
+            it is measured (``law:<name>``) or enforced.
+    """
+
+    spacing: Mapping[str, float | None] = field(default_factory=dict)
+    coords: Mapping[str, Tensor] = field(default_factory=dict)
+    periodic: tuple[str, ...] = ()
+    axes: tuple[str, ...] = ()
+    to_physical: Callable[[Tensor], Tensor] | None = None
+    normaliser: float = 1.0
+
+    #: RMS(R) / RMS(term) on the ground truth (a discretisation error) must be below one half
+    DEFAULT_TOL: ClassVar[float] = 0.5
+
+    def fields(self, x: Tensor) -> Tensor:
+        """Physical fields of a model state."""
+        return self.to_physical(x) if self.to_physical is not None else x
+
+    @abstractmethod
+    def pde_residual(self, u: Tensor, **context: Any) -> Tensor:
+        """R(u) on physical fields ``u`` ``[B, *axes]``; returns ``[B, ...]``."""
+
+    def term(self, u: Tensor, **context: Any) -> Tensor | None:
+        """One typical term of the law on ``u`` (e.g. u_t), or ``None`` (then the scale is the white-noise gain)."""
+        return None
+
+    def residual(self, x: Tensor, **context: Any) -> Tensor:
+        return self.pde_residual(self.fields(x), **context) / self.normaliser
+
+    def law_scale(self, x: Tensor, **context: Any) -> Tensor:
+        with torch.no_grad():
+            t = self.term(self.fields(x), **context)
+        if t is None:
+            return super().law_scale(x, **context)
+        return t.square().mean().sqrt() / self.normaliser
 
 
 def noise_gain(
