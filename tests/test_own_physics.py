@@ -114,6 +114,13 @@ def test_reproduce_generic_reports_the_user_law_with_and_without_a_projection(do
         projected = res["sampling_constraints"][f"{arm} + projection:tethered_priors:DampedTether"][law]["mean"]
         assert projected < 1e-6 * metrics[law]["mean"]
     assert law in (docs / "res/table.md").read_text()
+    # `evaluate --prior` on any samples file, the system read from the samples file (no --system)
+    samples = docs / "res/arms/no_prior/seed0/samples_prediction.h5"
+    args = ["evaluate", str(samples), "--reference", "tethered.h5", "--prior", "tethered_priors:DampedTether"]
+    assert main([*args, "--json", "eval.json"]) == 0
+    got = json.loads((docs / "eval.json").read_text())
+    assert got["metrics"][law]["mean"] == pytest.approx(res["arms"]["no_prior"][law]["mean"], rel=1e-9)
+    assert got["floor"][law] == pytest.approx(floor, rel=1e-9)
 
 
 def test_heat_file_in_pdebench_layout_runs_with_a_user_field_law(docs: Path) -> None:

@@ -218,10 +218,24 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
     if a.json:
         check_output_file(Path(a.json), "--json")
+    import h5py
+
     draws = [Path(d) for d in a.draws] if a.draws else None
+    system = a.system
+    if system is None and Path(a.samples).is_file():  # the samples file records the system it was sampled from
+        with h5py.File(a.samples, "r") as f:
+            recorded = f.attrs.get("system")
+        system = recorded.decode() if isinstance(recorded, bytes) else (None if recorded is None else str(recorded))
+        if system is not None and system.startswith("generic:"):
+            system = None  # a generic field file's own system: read from the reference
     res = task_for_file(a.reference).evaluate_files(
-        Path(a.samples), Path(a.reference), system=a.system, task=a.task, draws=draws, protocol=a.protocol, k=a.k
+        Path(a.samples), Path(a.reference), system=system, task=a.task, draws=draws, protocol=a.protocol, k=a.k
     )
+    if a.prior:
+        from physdiff.experiments.harness import evaluate_laws
+
+        laws = evaluate_laws(a.samples, a.reference, a.prior, system=system)
+        res = {"metrics": res["metrics"] | laws["metrics"], "floor": res["floor"] | laws["floor"]}
     for k, v in res["metrics"].items():
         fl = res["floor"].get(k)
         print(f"{k:>15}: {v['mean']:.5g} ± {v['std']:.3g}" + (f"   (floor {fl:.3g})" if fl is not None else ""))
@@ -494,7 +508,16 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="metrics of a samples file against reference data")
     e.add_argument("samples")
     e.add_argument("--reference", required=True)
-    e.add_argument("--system", default=None, help="system name for files without a 'system' attribute")
+    e.add_argument(
+        "--system", default=None, help="system name when neither file has a 'system' attribute (default: the samples')"
+    )
+    e.add_argument(
+        "--prior",
+        action="append",
+        default=None,
+        metavar="SPEC",
+        help="also report law:<SPEC>, the RMS of this prior's residual (built-in name or module:Class); repeatable",
+    )
     e.add_argument("--json", default=None, help="write the metrics to this JSON file")
     e.add_argument(
         "--task",

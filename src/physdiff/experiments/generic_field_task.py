@@ -46,7 +46,9 @@ class GenericFieldTask(FieldTask):
         try:
             return get_pde_system(name if name.startswith(GENERIC_PREFIX) else f"{GENERIC_PREFIX}{name}")
         except ValueError:
-            raise ValueError(f"generic fields: read the data file first ({self.cfg.data.path or 'no --data FILE'})")
+            raise ValueError(
+                f"generic fields: read the data file first ({self.cfg.data.path or 'no --data FILE'})"
+            ) from None
 
     def load(self, cache_dir: Path, progress: bool = True) -> FieldData:
         d = self.cfg.data

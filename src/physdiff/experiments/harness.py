@@ -52,6 +52,7 @@ __all__ = [
     "sample_tensors",
     "sample_and_evaluate",
     "law_metrics",
+    "evaluate_laws",
     "law_floor",
     "samples_name",
     "split_draws",
@@ -121,6 +122,49 @@ def generic_kind(cfg: ExperimentConfig, overrides: Sequence[str] = ()) -> Experi
         return cfg
     log.info("note: %s is a %s file: the generic experiment runs the %s task", path, kind, want)
     return preset_config({"particles": "generic", "the-well": "the-well"}.get(want, want), cfg.preset)
+
+
+def evaluate_laws(
+    samples: str | Path, reference: str | Path, priors: Sequence[str], system: str | None = None
+) -> dict[str, Any]:
+    """``physdiff evaluate --prior SPEC``: ``law:<name>`` of each prior (a built-in name or ``module:Class``) on
+    a samples file, per sample summarised as ``{"metrics": {...}, "floor": {...}}``, the floor on the reference
+    rows the samples came from. The reference is read as the ``generic`` experiment reads it (the system of its
+    ``system`` attribute, else of the samples file's)."""
+    import tempfile
+
+    import h5py
+
+    from physdiff.evaluation.statistics import summarize_samples
+    from physdiff.experiments.config import PriorConfig
+
+    with h5py.File(samples, "r") as f:
+        recorded = f.attrs.get("system")
+        subtask = str(f.attrs.get("task", "prediction"))
+    over = [f"data.path={Path(reference).resolve()}"]
+    cfg = generic_kind(preset_config("generic"), over)
+    if cfg.task == "particles":
+        import h5py as _h5
+
+        with _h5.File(reference, "r") as f:
+            has = "system" in f.attrs
+        name = system or (None if has else (recorded.decode() if isinstance(recorded, bytes) else recorded))
+        over += [f"data.system={name}"] if name else []
+    cfg = configure(cfg, over)
+    cfg.priors = [PriorConfig(name=p) for p in priors]
+    if subtask in cfg.SUBTASKS:
+        cfg.metrics = {k: subtask for k in cfg.metrics}
+    with tempfile.TemporaryDirectory() as tmp:
+        prep = prepare(cfg, tmp, progress=False)
+    task = prep.task
+    laws = task.law_priors(prep.train, prep.scaling, names=list(priors))
+    missing = sorted(set(priors) - {p.name for p in laws})
+    if missing:
+        raise ValueError(f"--prior {missing}: no law R = 0 the {task.kind} task can state for {reference}")
+    gen = task.read_samples(Path(samples))
+    rows = prep.data.subset(np.asarray(gen["source_indices"], dtype=np.int64))
+    per = law_metrics(task, laws, gen, rows, prep.scaling, subtask)
+    return {"metrics": summarize_samples(per), "floor": law_floor(task, laws, rows, prep.scaling)}
 
 
 def prepare(
