@@ -149,3 +149,19 @@ def test_heat_law_check_is_relative_and_names_its_tolerance(docs: Path) -> None:
     wrong = configure(cfg, ["priors.0.options={kappa: -0.01}"])  # a sign error: R ≈ 2 κ u_xx ≈ 2 u_t
     with pytest.raises(PriorNotApplicable, match=r"'heat_priors:Heat'.*> tol = 5\.0e-01, priors\.0\.tol"):
         prep.task.build_priors(wrong.arms()["prior:heat_priors:Heat"], prep.train, prep.scaling)
+
+
+def test_generic_takes_real_valued_edges_as_edge_attributes(tmp_path: Path) -> None:
+    """EGNN's and GeoTDM's charged files store edges as charge products q_i q_j = ±1 (diagonal q_i² = 1):
+    a generic file keeps them as edge attributes instead of refusing anything but 0/1."""
+    import h5py
+
+    from physdiff.data.particles_h5 import load_particles
+
+    rng = np.random.default_rng(0)
+    q = rng.choice([-1.0, 1.0], size=(4, 5))
+    with h5py.File(tmp_path / "egnn.h5", "w") as f:
+        f["positions"], f["velocities"] = rng.normal(size=(2, 4, 6, 5, 3))
+        f["masses"], f["edges"] = np.ones((4, 5)), q[:, :, None] * q[:, None, :]
+    data = load_particles(tmp_path / "egnn.h5", system="generic")
+    np.testing.assert_array_equal(data.edges, q[:, :, None] * q[:, None, :])

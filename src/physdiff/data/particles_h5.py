@@ -230,7 +230,7 @@ def validate_particle_arrays(
     if (m <= 0).any():
         first = tuple(int(i) for i in np.argwhere(m <= 0)[0])
         raise ValueError(f"{where}: 'masses' {_shape(m)} must be > 0; found {m[first]} at {first}")
-    if "edges" in data:
+    if "edges" in data and system.has_forces:  # a generic file's edges are real-valued edge attributes (EGNN: q_i q_j)
         e = np.asarray(data["edges"])
         if not np.isin(e, (0, 1)).all():
             raise ValueError(f"{where}: 'edges' {_shape(e)} must contain only 0 and 1")
