@@ -70,7 +70,6 @@ def docs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_tethered_file_trains_no_prior_and_the_user_law_with_file_constants(docs: Path) -> None:
     from physdiff.experiments.config import preset_config
     from physdiff.experiments.harness import configure, prepare
-    from physdiff.priors.base import PriorNotApplicable
 
     # the no-prior arm trains (the old code refused the whole file: "no training trajectory obeys ...")
     assert (
@@ -78,6 +77,8 @@ def test_tethered_file_trains_no_prior_and_the_user_law_with_file_constants(docs
         == 0
     )
     assert (docs / "runs/a/checkpoint.pt").is_file()
+    from physdiff.priors.base import PriorNotApplicable
+
     cfg = configure(preset_config("generic"), ["data.path=tethered.h5"]).with_arms(
         ["prior:tethered_priors:DampedTether"]
     )
@@ -139,10 +140,11 @@ def test_heat_file_in_pdebench_layout_runs_with_a_user_field_law(docs: Path) -> 
 def test_heat_law_check_is_relative_and_names_its_tolerance(docs: Path) -> None:
     from physdiff.experiments.config import preset_config
     from physdiff.experiments.harness import configure, prepare
-    from physdiff.priors.base import PriorNotApplicable
 
     cfg = configure(preset_config("generic"), ["data.path=heat.h5"]).with_arms(["prior:heat_priors:Heat"])
     assert cfg.task == "generic-fields"
+    from physdiff.priors.base import PriorNotApplicable
+
     prep = prepare(cfg, docs / "cache", progress=False)
     (prior,) = prep.task.build_priors(cfg.arms()["prior:heat_priors:Heat"], prep.train, prep.scaling)
     assert prior.kappa == 0.01 and prior.periodic == ("x",) and prior.spacing["dx"] == pytest.approx(1 / 32)
@@ -165,3 +167,39 @@ def test_generic_takes_real_valued_edges_as_edge_attributes(tmp_path: Path) -> N
         f["masses"], f["edges"] = np.ones((4, 5)), q[:, :, None] * q[:, None, :]
     data = load_particles(tmp_path / "egnn.h5", system="generic")
     np.testing.assert_array_equal(data.edges, q[:, :, None] * q[:, None, :])
+
+
+@pytest.mark.parametrize("with_charges", [False, True])
+def test_nbody_charged_reads_edges_as_charge_products(tmp_path: Path, with_charges: bool) -> None:
+    """EGNN's/GeoTDM's charged file: `edges` = q_i q_j (±1, diagonal 1), `charges` maybe absent. The charges are
+    recovered up to one global sign per trajectory (the Coulomb energy and forces see products only), or the
+    stored charges are used and the edges checked against them; a non-product graph is refused."""
+    import h5py
+
+    from physdiff.data.particles_h5 import load_particles
+    from physdiff.physics import particles as phys
+    from physdiff.systems.registry import get_system
+
+    sim = get_system("charged", n_frames=4).simulate(3, seed=1)
+    q = sim["charges"]
+    with h5py.File(tmp_path / "egnn.h5", "w") as f:
+        for key in ("positions", "velocities", "masses"):
+            f[key] = sim[key]
+        f["edges"] = q[:, :, None] * q[:, None, :]
+        if with_charges:
+            f["charges"] = q
+        f.attrs["dt"], f.attrs["k"] = 0.1, 1.0
+    data = load_particles(tmp_path / "egnn.h5", system="charged")
+    assert data.edges is None and "charge products" in data.attrs["edges_note"]
+    sign = q[:, :1] if not with_charges else np.ones_like(q[:, :1])  # recovered: q_0 = +1
+    np.testing.assert_array_equal(data.charges, q * sign)
+    # the Coulomb energy is the same with the recovered charges (products only)
+    e_true = phys.coulomb_potential(sim["positions"], q[:, None], 1.0)
+    e_read = phys.coulomb_potential(data.positions, data.charges[:, None], 1.0)
+    np.testing.assert_allclose(e_read, e_true, rtol=1e-14, atol=1e-14)
+    with h5py.File(tmp_path / "egnn.h5", "a") as f:
+        e = f["edges"][()]
+        e[0, 0, 1] = e[0, 1, 0] = 0.0  # not a product of ±1 charges
+        f["edges"][...] = e
+    with pytest.raises(ValueError, match="must be the charge products"):
+        load_particles(tmp_path / "egnn.h5", system="charged")
