@@ -135,6 +135,16 @@ def test_heat_file_in_pdebench_layout_runs_with_a_user_field_law(docs: Path) -> 
     # the floor: the heat residual of the data, a discretisation error well below u_t (RMS ~ 0.4)
     assert 0 < res["floor"][law] < 0.05
     assert law in (docs / "heat/table.md").read_text()
+    # the run samples again (`sample`), and `evaluate --prior` measures the law on that file: the same samples
+    # (same seed), the same value; the reference is recognised as a generic field file
+    run = docs / "heat/arms/prior_heat_priors_Heat/seed0"
+    assert main(["sample", str(run), "--out", "s.h5"]) == 0
+    args = ["evaluate", "s.h5", "--reference", "heat.h5", "--prior", "heat_priors:Heat", "--json", "e.json"]
+    assert main(args) == 0
+    got = json.loads((docs / "e.json").read_text())
+    assert got["metrics"]["rmse"]["mean"] == pytest.approx(res["arms"]["prior:heat_priors:Heat"]["rmse"]["mean"])
+    assert got["metrics"][law]["mean"] == pytest.approx(res["arms"]["prior:heat_priors:Heat"][law]["mean"])
+    assert got["floor"][law] == pytest.approx(res["floor"][law], rel=1e-12)
 
 
 def test_heat_law_check_is_relative_and_names_its_tolerance(docs: Path) -> None:

@@ -459,7 +459,9 @@ class FieldTask(Task):
     # ------------------------------------------------------------------------------ file-level
     @classmethod
     def recognises(cls, path: Path) -> bool:
-        return is_field_file(path)
+        from physdiff.data.pdebench.generic import is_generic_field_file
+
+        return is_field_file(path) and not is_generic_field_file(path)
 
     @classmethod
     def evaluate_files(cls, samples: Path, reference: Path, system: str | None = None, **options: Any) -> dict:

@@ -18,10 +18,14 @@ says how many samples of each condition to draw (``sample.draws``, at least 2 fo
 :meth:`ParticleTask.evaluate` takes the further draws as ``draws=[...]``; :func:`evaluate_geotdm` draws and
 scores them for a trained model.
 
-**Generic files** (``--system generic``: a file of unknown physics): no constants but the frame spacing
-``dt`` (the file's, else estimated), only the momentum prior (where the data conserve momentum), metrics
-traj/vel/momentum. A user's file without a ``splits`` group gets the default split written next to it as
-``<file>.splits.json`` (:func:`physdiff.data.particles_h5.side_splits`); the file is never modified.
+**Generic files** (``--system generic``: a file of unknown physics, conservative or not): the frame spacing
+``dt`` (the file's, else estimated) and every numeric attribute as a constant (a user prior's dataclass fields of
+the same name get them), metrics traj/vel/momentum and ``law:<name>`` of each prior. A built-in prior is offered
+only where the data obey its law: each arm's priors are checked on the ground truth relative to the law's scale
+and refused for that arm alone (momentum under an external force); the no-prior arm is never checked. Data
+whose momentum is not conserved are modelled in absolute positions (``ParticleScaling.centred`` = false), not
+centred on the centre of mass. A user's file without a ``splits`` group gets the default split written next to
+it as ``<file>.splits.json`` (:func:`physdiff.data.particles_h5.side_splits`); the file is never modified.
 """
 
 from __future__ import annotations

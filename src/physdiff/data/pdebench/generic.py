@@ -24,7 +24,7 @@ from physdiff.data.hdf5 import atomic_write, decode_attr, describe
 from physdiff.data.pdebench.layout import FieldData, PDEBenchFormatError, check_finite, default_splits
 from physdiff.systems.pde_registry import PDESystem
 
-__all__ = ["GENERIC_PREFIX", "generic_system", "load_generic_fields", "write_generic_fields"]
+__all__ = ["GENERIC_PREFIX", "generic_system", "is_generic_field_file", "load_generic_fields", "write_generic_fields"]
 
 GENERIC_PREFIX = "generic:"
 
@@ -51,6 +51,25 @@ def generic_system(name: str, spatial: int, channels: tuple[str, ...], periodic:
         large=MappingProxyType({}),
         residuals=MappingProxyType({}),
     )
+
+
+def is_generic_field_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a field file in PDEBench's layout holds physics no built-in system names: its ``system`` attribute
+    is a generic one (``generic:<name>``, samples files), or it has none, no system in its file name and none of
+    the built-ins' parameter attributes (``beta``, ``Nu``/``nu``, ``g``, Darcy's ``nu`` dataset)."""
+    from physdiff.data.pdebench.layout import system_from_file_name
+
+    with h5py.File(path, "r") as f:
+        if "t0_fields" in f or "positions" in f:
+            return False
+        if not ("tensor" in f or any(k.isdigit() for k in f.keys())):
+            return False
+        stored = f.attrs.get("system")
+        if stored is not None:
+            return str(decode_attr(stored)).startswith(GENERIC_PREFIX)
+        if "nu" in f or any(k in f.attrs for k in ("beta", "Nu", "nu", "g")):
+            return False
+    return system_from_file_name(Path(path).name) is None
 
 
 def _periodic(value: Any, axes: tuple[str, ...], path: Path) -> tuple[str, ...]:
