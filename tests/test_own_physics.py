@@ -213,3 +213,33 @@ def test_nbody_charged_reads_edges_as_charge_products(tmp_path: Path, with_charg
         f["edges"][...] = e
     with pytest.raises(ValueError, match="must be the charge products"):
         load_particles(tmp_path / "egnn.h5", system="charged")
+
+
+def test_generic_2d_multichannel_non_periodic_field_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 2-D file in PDEBench's group layout with C = 2 channels, no attributes at all (no coefficient, no
+    periodic axis): `reproduce generic` runs the no-prior arm and writes its samples in the file's layout."""
+    import h5py
+
+    from physdiff.data.pdebench.generic import load_generic_fields
+
+    rng = np.random.default_rng(0)
+    x, y, t = np.linspace(0, 1, 8), np.linspace(0, 1, 8), np.linspace(0, 1, 4)
+    with h5py.File(tmp_path / "two.h5", "w") as f:
+        for i in range(20):
+            f[f"{i:04d}/data"] = rng.normal(size=(4, 8, 8, 2))
+            for key, c in (("x", x), ("y", y), ("t", t)):
+                f[f"{i:04d}/grid/{key}"] = c
+    monkeypatch.chdir(tmp_path)
+    args = ["reproduce", "generic", "--data", "two.h5", "--out", "res", "--arms", "no_prior", *FIELD_TINY]
+    assert main(args) == 0
+    res = json.loads((tmp_path / "res/results.json").read_text())
+    assert set(res["arms"]) == {"no_prior"} and np.isfinite(res["arms"]["no_prior"]["rmse"]["mean"])
+    assert (tmp_path / "res/report.html").is_file()  # the figures need no residual
+    path = tmp_path / "res/arms/no_prior/seed0/samples_prediction.h5"
+    samples, system = load_generic_fields(path)
+    with h5py.File(path) as f:
+        idx = f["source_indices"][()]
+    assert samples.fields.shape == (len(idx), 4, 2, 8, 8) and len(idx) == 2  # the test split: 10 % of 20
+    assert system.periodic == () and system.channels == ("c0", "c1")
+    reference, _ = load_generic_fields(tmp_path / "two.h5")
+    np.testing.assert_allclose(samples.fields[:, 0], reference.fields[idx, 0], rtol=1e-6, atol=1e-6)  # given frame

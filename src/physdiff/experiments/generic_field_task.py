@@ -11,6 +11,7 @@ back in the file's layout.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,10 @@ class GenericFieldTask(FieldTask):
 
     def supports_priors(self, data: FieldData) -> bool:
         return True
+
+    def plot(self, out_dir: Path, reference: FieldData, generated: Any, **kw: Any) -> list[Path]:
+        """The field task's figures, without the residual panels (no built-in residual is known)."""
+        return super().plot(out_dir, dataclasses.replace(reference, priors_available=False), generated, **kw)
 
     def write_samples(
         self, path: Path, samples: Samples, reference: FieldData, indices: np.ndarray, split: str, subtask: str
