@@ -129,8 +129,8 @@ def evaluate_laws(
 ) -> dict[str, Any]:
     """``physdiff evaluate --prior SPEC``: ``law:<name>`` of each prior (a built-in name or ``module:Class``) on
     a samples file, per sample summarised as ``{"metrics": {...}, "floor": {...}}``, the floor on the reference
-    rows the samples came from. The reference is read as the ``generic`` experiment reads it (the system of its
-    ``system`` attribute, else of the samples file's)."""
+    rows the samples came from. The reference is read as the ``generic`` experiment reads it, a particle file as
+    the system ``system``, else its own ``system`` attribute, else the samples file's."""
     import tempfile
 
     import h5py
@@ -143,12 +143,10 @@ def evaluate_laws(
         subtask = str(f.attrs.get("task", "prediction"))
     over = [f"data.path={Path(reference).resolve()}"]
     cfg = generic_kind(preset_config("generic"), over)
-    if cfg.task == "particles":
-        import h5py as _h5
-
-        with _h5.File(reference, "r") as f:
-            has = "system" in f.attrs
-        name = system or (None if has else (recorded.decode() if isinstance(recorded, bytes) else recorded))
+    if cfg.task == "particles":  # the system: --system, else the reference's attribute, else the samples'
+        with h5py.File(reference, "r") as f:
+            stored = f.attrs.get("system")
+        name = next((str(v.decode() if isinstance(v, bytes) else v) for v in (system, stored, recorded) if v), None)
         over += [f"data.system={name}"] if name else []
     cfg = configure(cfg, over)
     cfg.priors = [PriorConfig(name=p) for p in priors]
