@@ -243,3 +243,37 @@ def test_generic_2d_multichannel_non_periodic_field_file(tmp_path: Path, monkeyp
     assert system.periodic == () and system.channels == ("c0", "c1")
     reference, _ = load_generic_fields(tmp_path / "two.h5")
     np.testing.assert_allclose(samples.fields[:, 0], reference.fields[idx, 0], rtol=1e-6, atol=1e-6)  # given frame
+
+
+def test_evaluate_prior_measures_built_in_laws_on_any_samples_file(tmp_path: Path) -> None:
+    """`evaluate --prior energy --prior newton` on samples of a named system (no training needed: the reference
+    rows written as samples, then perturbed): law:<name> is the floor on the rows themselves and grows with a
+    perturbation; the system comes from the files (no --system)."""
+    from physdiff.data.particles_h5 import load_particles, simulate_to_file
+    from physdiff.experiments.config import preset_config
+    from physdiff.experiments.particle_task import ParticleTask
+
+    ref = tmp_path / "springs.h5"
+    simulate_to_file("five-spring", ref, 20, 0, n_frames=8)
+    data = load_particles(ref)
+    task = ParticleTask(preset_config("five-spring"))
+    idx = np.arange(5)
+    rows = data.subset(idx)
+    wave = 0.05 * np.sin(np.arange(8))[None, :, None, None]
+    moves = {"same.h5": 0.0, "com.h5": wave, "spread.h5": wave * np.arange(5)[None, None, :, None]}
+    for name, move in moves.items():
+        samples = {"positions": rows.positions + move, "velocities": rows.velocities}
+        task.write_samples(tmp_path / name, samples, rows, idx, "test", "prediction")
+    out = {}
+    for name in moves:
+        args = ["evaluate", str(tmp_path / name), "--reference", str(ref), "--prior", "energy", "--prior", "newton"]
+        assert main([*args, "--json", str(tmp_path / f"{name}.json")]) == 0
+        out[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    same, com, spread = out["same.h5"]["metrics"], out["com.h5"]["metrics"], out["spread.h5"]["metrics"]
+    floor = out["same.h5"]["floor"]
+    for law in ("law:energy", "law:newton"):
+        assert same[law]["mean"] == pytest.approx(floor[law], rel=1e-9)
+        assert spread[law]["mean"] > 10 * floor[law]
+    # a centre of mass that accelerates breaks Newton's law (measured on absolute positions), not the energy
+    assert com["law:newton"]["mean"] > 10 * floor["law:newton"]
+    assert com["law:energy"]["mean"] == pytest.approx(floor["law:energy"], rel=1e-9)

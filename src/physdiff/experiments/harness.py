@@ -496,7 +496,7 @@ def law_metrics(
     if not laws:
         return {}
     data = reference if samples is None else task.samples_as_data(samples, reference)
-    t = task.to_tensors(data, scaling, subtask, dtype=torch.float64)
+    t = task.to_tensors(data, task.law_scaling(scaling), subtask, dtype=torch.float64)
     ctx = task.context(t)
     return {f"law:{p.name}": law_rms(p, t["x0"], **ctx).cpu().numpy() for p in laws}  # type: ignore[arg-type]
 

@@ -500,6 +500,10 @@ class ParticleTask(Task):
             )
         return out
 
+    def law_scaling(self, scaling: ParticleScaling) -> ParticleScaling:
+        """Laws are measured on absolute positions: a centre of mass that does not move as the law says counts."""
+        return dataclasses.replace(scaling, centred=False)
+
     def samples_as_data(self, samples: Samples, reference: ParticleData) -> ParticleData:
         R, V = np.asarray(samples["positions"]), np.asarray(samples["velocities"])
         if R.ndim == 5:  # several draws stacked: the first

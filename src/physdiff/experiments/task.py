@@ -210,6 +210,11 @@ class Task(ABC):
         measure laws on them (:func:`physdiff.experiments.harness.law_metrics`)."""
         raise NotImplementedError(f"{type(self).__name__} cannot measure laws on its samples")
 
+    def law_scaling(self, scaling: Any) -> Any:
+        """The scaling under which laws are measured on samples (``law:<name>``): the state as it is physically
+        (a particle task's absolute positions, not centred on the centre of mass)."""
+        return scaling
+
     @staticmethod
     def context(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The context tensors (everything but ``x0``, ``mask``, ``known``)."""
