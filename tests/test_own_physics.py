@@ -161,6 +161,10 @@ def test_heat_law_check_is_relative_and_names_its_tolerance(docs: Path) -> None:
     wrong = configure(cfg, ["priors.0.options={kappa: -0.01}"])  # a sign error: R ≈ 2 κ u_xx ≈ 2 u_t
     with pytest.raises(PriorNotApplicable, match=r"'heat_priors:Heat'.*> tol = 5\.0e-01, priors\.0\.tol"):
         prep.task.build_priors(wrong.arms()["prior:heat_priors:Heat"], prep.train, prep.scaling)
+    # `train generic --data heat.h5` with the user law by import path (the CLI's own configuration path)
+    args = ["train", "generic", "--data", "heat.h5", "--arm", "prior:heat_priors:Heat", "--run-dir", "runs/h"]
+    assert main([*args, *FIELD_TINY]) == 0
+    assert "heat" in (docs / "runs/h/metrics.csv").read_text().splitlines()[0]  # the prior's term is logged
 
 
 def test_generic_takes_real_valued_edges_as_edge_attributes(tmp_path: Path) -> None:
