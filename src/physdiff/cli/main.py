@@ -213,21 +213,28 @@ def _run_config(run: Path):
     return from_dict(ExperimentConfig, data, where=str(run / "config.yaml"))
 
 
+def _recorded_system(samples: Path, reference: Path) -> str | None:
+    """The system a particle samples file records, for a particle reference without a ``system`` attribute (a
+    user's file): ``evaluate`` needs no ``--system`` then. ``None`` otherwise (the evaluator reads the files)."""
+    import h5py
+
+    try:
+        with h5py.File(reference, "r") as ref, h5py.File(samples, "r") as gen:
+            if "system" in ref.attrs or "positions" not in ref or "positions" not in gen:
+                return None
+            value = gen.attrs.get("system")
+    except OSError:  # not HDF5: the evaluator names the file
+        return None
+    return value.decode() if isinstance(value, bytes) else (None if value is None else str(value))
+
+
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from physdiff.experiments.task import task_for_file
 
     if a.json:
         check_output_file(Path(a.json), "--json")
-    import h5py
-
     draws = [Path(d) for d in a.draws] if a.draws else None
-    system = a.system
-    if system is None and Path(a.samples).is_file():  # the samples file records the system it was sampled from
-        with h5py.File(a.samples, "r") as f:
-            recorded = f.attrs.get("system")
-        system = recorded.decode() if isinstance(recorded, bytes) else (None if recorded is None else str(recorded))
-        if system is not None and system.startswith("generic:"):
-            system = None  # a generic field file's own system: read from the reference
+    system = a.system if a.system is not None else _recorded_system(Path(a.samples), Path(a.reference))
     res = task_for_file(a.reference).evaluate_files(
         Path(a.samples), Path(a.reference), system=system, task=a.task, draws=draws, protocol=a.protocol, k=a.k
     )
