@@ -224,8 +224,6 @@ def test_generic_2d_multichannel_non_periodic_field_file(tmp_path: Path, monkeyp
     periodic axis): `reproduce generic` runs the no-prior arm and writes its samples in the file's layout."""
     import h5py
 
-    from physdiff.data.pdebench.generic import load_generic_fields
-
     rng = np.random.default_rng(0)
     x, y, t = np.linspace(0, 1, 8), np.linspace(0, 1, 8), np.linspace(0, 1, 4)
     with h5py.File(tmp_path / "two.h5", "w") as f:
@@ -239,6 +237,8 @@ def test_generic_2d_multichannel_non_periodic_field_file(tmp_path: Path, monkeyp
     res = json.loads((tmp_path / "res/results.json").read_text())
     assert set(res["arms"]) == {"no_prior"} and np.isfinite(res["arms"]["no_prior"]["rmse"]["mean"])
     assert (tmp_path / "res/report.html").is_file()  # the figures need no residual
+    from physdiff.data.pdebench.generic import load_generic_fields
+
     path = tmp_path / "res/arms/no_prior/seed0/samples_prediction.h5"
     samples, system = load_generic_fields(path)
     with h5py.File(path) as f:
