@@ -15,7 +15,6 @@ import pytest
 from physdiff.data.particles_h5 import estimate_frame_spacing, load_particles, side_splits, side_splits_path
 from physdiff.evaluation.particle_metrics import floor_metrics, per_sample_metrics
 from physdiff.experiments.config import preset_config
-from physdiff.experiments.particle_task import ParticleTask
 from physdiff.priors.particles import make_prior
 from physdiff.systems.registry import get_system
 
@@ -67,12 +66,13 @@ def test_generic_file_trains_and_evaluates_end_to_end(tmp_path: Path) -> None:
     stored = json.loads(side.read_text())
     assert stored["n"] == 30 and stored["sha256"] == before and "never modified" in stored["note"]
     assert sorted(stored["train"] + stored["val"] + stored["test"]) == list(range(30))
-    # both arms ran with the metrics that need no physics; the floor is the momentum's
+    # both arms ran with the metrics that need no physics and the momentum prior's law; the floor is the momentum's
     assert set(res["arms"]) == {"no_prior", "prior:momentum"}
     for arm in res["arms"].values():
-        assert set(arm) == {"traj_error", "vel_error", "momentum_error"}
+        assert set(arm) == {"traj_error", "vel_error", "momentum_error", "law:momentum"}
         assert all(np.isfinite(m["mean"]) for m in arm.values())
-    assert set(res["floor"]) == {"momentum_error"} and res["floor"]["momentum_error"] < 1e-12
+    assert set(res["floor"]) == {"momentum_error", "law:momentum"} and res["floor"]["momentum_error"] < 1e-12
+    assert res["floor"]["law:momentum"] < 1e-12 and res["refused"] == {}
     assert "| prior:momentum |" in (out / "table.md").read_text()
     samples = load_particles(out / "arms" / "no_prior" / "seed0" / "samples_prediction.h5")
     assert samples.system == "generic" and samples.edges is not None  # the graph went into the model's context
@@ -113,12 +113,21 @@ def test_generic_system_physics_and_priors(tmp_path: Path) -> None:
         load_particles(named, system="three-body")
 
 
-def test_external_forces_leave_only_the_no_prior_arm(tmp_path: Path) -> None:
+def test_external_forces_refuse_the_momentum_arm_alone(tmp_path: Path) -> None:
+    from physdiff.experiments.harness import prepare
+    from physdiff.priors.base import PriorNotApplicable
+
     path = _write_user_file(tmp_path / "pushed.h5", external=0.3)
     data = load_particles(path, system="generic")
     assert data.constants["dt"] == pytest.approx(0.1, rel=1e-6)  # the CoM still moves as its velocity says
-    task = ParticleTask(preset_config("generic", "quick"))
-    assert len(task.law_rows(data)) == 0 and not task.supports_priors(data)
+    cfg = preset_config("generic", "quick")
+    cfg.data.path = str(path)
+    prep = prepare(cfg, tmp_path, progress=False)
+    task = prep.task
+    assert not task.closed(data) and not prep.scaling.centred  # absolute positions: no centring on the CoM
+    assert task.build_priors([], prep.train, prep.scaling) == []  # the no_prior arm has nothing to refuse
+    with pytest.raises(PriorNotApplicable, match=r"'momentum'.*not ≈ 0.*is \S+ of its scale.*priors\.0\.tol"):
+        task.build_priors(cfg.arms()["prior:momentum"], prep.train, prep.scaling)
     dt, misfit = estimate_frame_spacing(data.positions, np.zeros_like(data.velocities) + 1.0, data.masses)
     assert misfit > 1e-3  # velocities that do not move the centre of mass are reported as a misfit
 

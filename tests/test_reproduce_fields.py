@@ -37,11 +37,14 @@ def test_reproduce_pde_table_both_arms(tmp_path, capsys, experiment, keys):
     assert set(res["arms"]) == {"no_prior", "prior:residual"}
     pdebench = {"nrmse", "crmse", "brmse", "max_error", "frmse_low", "frmse_mid", "frmse_high"}
     for arm in res["arms"].values():
-        assert set(arm) == set(keys) | pdebench  # PDEBench's metrics on the prediction samples too
+        # PDEBench's metrics on the prediction samples too, and the prior's law (law:residual)
+        assert set(arm) == set(keys) | pdebench | {"law:residual"}
         for k in [*keys, "nrmse", "crmse", "brmse", "frmse_low"]:
             assert np.isfinite(arm[k]["mean"]) and arm[k]["std"] >= 0 and len(arm[k]["per_seed"]) == 2
     assert "nrmse (prediction)" in (out / "table.md").read_text()
     assert res["floor"]["constraint_rmse"] >= 0
+    # the law's floor is the PDE residual's RMS on the ground truth: the constraint_rmse floor, computed apart
+    assert res["floor"]["law:residual"] == pytest.approx(res["floor"]["constraint_rmse"], rel=1e-9)
     for k in keys:  # paired comparison over the two seeds
         p = res["paired"]["prior:residual"][k]
         assert p["n"] == 2 and len(p["ci95"]) == 2 and p["ci95"][0] <= p["mean_diff"] <= p["ci95"][1]

@@ -216,22 +216,43 @@ def _run_config(run: Path):
     return from_dict(ExperimentConfig, data, where=str(run / "config.yaml"))
 
 
+def _recorded_system(samples: Path, reference: Path) -> str | None:
+    """The system a particle samples file records, for a particle reference without a ``system`` attribute (a
+    user's file): ``evaluate`` needs no ``--system`` then. ``None`` otherwise (the evaluator reads the files)."""
+    import h5py
+
+    try:
+        with h5py.File(reference, "r") as ref, h5py.File(samples, "r") as gen:
+            if "system" in ref.attrs or "positions" not in ref or "positions" not in gen:
+                return None
+            value = gen.attrs.get("system")
+    except OSError:  # not HDF5: the evaluator names the file
+        return None
+    return value.decode() if isinstance(value, bytes) else (None if value is None else str(value))
+
+
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from physdiff.experiments.task import task_for_file
 
     if a.json:
         check_output_file(Path(a.json), "--json")
     draws = [Path(d) for d in a.draws] if a.draws else None
+    system = a.system if a.system is not None else _recorded_system(Path(a.samples), Path(a.reference))
     res = task_for_file(a.reference).evaluate_files(
         Path(a.samples),
         Path(a.reference),
-        system=a.system,
+        system=system,
         task=a.task,
         draws=draws,
         protocol=a.protocol,
         k=a.k,
         frmse_lengths=a.frmse_lengths,
     )
+    if a.prior:
+        from physdiff.experiments.harness import evaluate_laws
+
+        laws = evaluate_laws(a.samples, a.reference, a.prior, system=system)
+        res = {"metrics": res["metrics"] | laws["metrics"], "floor": res["floor"] | laws["floor"]}
     for k, v in res["metrics"].items():
         fl = res["floor"].get(k)
         print(f"{k:>15}: {v['mean']:.5g} ± {v['std']:.3g}" + (f"   (floor {fl:.3g})" if fl is not None else ""))
@@ -548,7 +569,16 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="metrics of a samples file against reference data")
     e.add_argument("samples")
     e.add_argument("--reference", required=True)
-    e.add_argument("--system", default=None, help="system name for files without a 'system' attribute")
+    e.add_argument(
+        "--system", default=None, help="system name when neither file has a 'system' attribute (default: the samples')"
+    )
+    e.add_argument(
+        "--prior",
+        action="append",
+        default=None,
+        metavar="SPEC",
+        help="also report law:<SPEC>, the RMS of this prior's residual (built-in name or module:Class); repeatable",
+    )
     e.add_argument("--json", default=None, help="write the metrics to this JSON file")
     e.add_argument(
         "--task",

@@ -230,7 +230,7 @@ def validate_particle_arrays(
     if (m <= 0).any():
         first = tuple(int(i) for i in np.argwhere(m <= 0)[0])
         raise ValueError(f"{where}: 'masses' {_shape(m)} must be > 0; found {m[first]} at {first}")
-    if "edges" in data:
+    if "edges" in data and system.has_forces:  # a generic file's edges are real-valued edge attributes (EGNN: q_i q_j)
         e = np.asarray(data["edges"])
         if not np.isin(e, (0, 1)).all():
             raise ValueError(f"{where}: 'edges' {_shape(e)} must contain only 0 and 1")
@@ -471,6 +471,33 @@ def _decode(value: Any) -> Any:
     return None if isinstance(value, h5py.Empty) else decode_attr(value)
 
 
+def _charges_from_edges(arrays: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """EGNN's and GeoTDM's charged N-body files store ``edges`` ``[N, K, K]`` as the charge products q_i q_j
+    (±1): the charges are recovered from them (up to one global sign per trajectory, which the Coulomb physics
+    does not see: q_0 = +1), or, when the file also has ``charges``, checked against them; ``edges`` is dropped
+    (a charged system has no spring graph). Returns the arrays and a note attribute."""
+    e = np.asarray(arrays["edges"], dtype=np.float64)
+    out = {k: v for k, v in arrays.items() if k != "edges"}
+    if e.ndim != 3 or e.shape[1] != e.shape[2]:
+        raise ValueError(f"{where}: 'edges' {_shape(e)} must be [N, K, K] (the charge products q_i q_j)")
+    off = ~np.eye(e.shape[1], dtype=bool)
+    if "charges" in arrays:
+        q = np.asarray(arrays["charges"], dtype=np.float64)
+        source = "checked against 'charges'"
+    else:
+        q = e[:, 0, :].copy()  # q_i = q_0 q_i with q_0 = +1
+        q[:, 0] = 1.0
+        out["charges"] = q
+        source = "charges recovered from them (q_0 = +1)"
+    products = q[:, :, None] * q[:, None, :]
+    if q.shape != e.shape[:2] or not np.allclose(products[:, off], e[:, off], rtol=0, atol=1e-12):
+        raise ValueError(
+            f"{where}: 'edges' {_shape(e)} of a charged file must be the charge products q_i q_j (EGNN's layout)"
+            + (" of its 'charges'" if "charges" in arrays else "")
+        )
+    return out, {"edges_note": f"'edges' read as charge products q_i q_j ({source})"}
+
+
 def load_particles(path: str | os.PathLike[str], system: str | None = None) -> ParticleData:
     """Read and validate a particle file.
 
@@ -514,6 +541,9 @@ def load_particles(path: str | os.PathLike[str], system: str | None = None) -> P
         attrs["file_system"] = str(file_system)  # read as data of unknown physics (generic)
     if extra:
         warnings.warn(f"{where}: ignoring unknown entries {extra}", UserWarning, stacklevel=2)
+    if "charges" in sys_obj.per_trajectory and "edges" in arrays:
+        arrays, note = _charges_from_edges(arrays, where)
+        attrs |= note
     validate_particle_arrays(arrays, sys_obj, where)
     kept = _kept_arrays(sys_obj, arrays)
     constants, notes = _constants(sys_obj, attrs, where, arrays)

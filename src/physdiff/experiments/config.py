@@ -223,6 +223,8 @@ class PriorConfig:
     variant: str = field(default="tweedie", metadata=one_of(PRIOR_VARIANTS))
     # further keyword settings of the prior object, e.g. {kinetic_per_component: false}
     options: dict[str, Any] = field(default_factory=dict)
+    # the ground-truth check's tolerance on RMS(R(x0)) / the residual's own scale (null: the prior's default)
+    tol: float | None = field(default=None, metadata=bounded(ge=0))
 
 
 @dataclass

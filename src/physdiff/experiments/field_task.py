@@ -34,10 +34,10 @@ from physdiff.evaluation.field_metrics import evaluate_field_files, is_field_fil
 from physdiff.evaluation.mmd import generation_mmd, mmd_floor
 from physdiff.evaluation.pdebench_metrics import METRIC_KEYS as PDEBENCH_METRIC_KEYS
 from physdiff.experiments.config import PriorConfig, UNetConfig
-from physdiff.experiments.task import Augment, Samples, Task, register_task
+from physdiff.experiments.task import Augment, Samples, Task, file_constants, register_task
 from physdiff.models.unet import UNet
 from physdiff.priors.base import Prior
-from physdiff.priors.fields import FieldResidualPrior, make_field_prior, noise_gain
+from physdiff.priors.fields import FieldPrior, FieldResidualPrior, make_field_prior, noise_gain
 from physdiff.systems.pde_registry import PDE_SYSTEMS, PDESystem, get_pde_system, spacing_from_coords
 
 __all__ = ["FieldScaling", "FieldLayout", "FieldTask", "condition_dropout"]
@@ -270,6 +270,23 @@ class FieldTask(Task):
             "coefficient_to_physical": layout.cond_to_physical if data.coefficient is not None else None,
         }
 
+    def _user_kwargs(self, cls: type[Prior], data: FieldData, scaling: FieldScaling) -> dict[str, Any]:
+        """What a user prior class gets: a :class:`FieldResidualPrior` the system's grid and parameters; a
+        :class:`FieldPrior` the grid (spacings, coordinates, periodic axes, axes) and ``to_physical``; every
+        class the file's constants named as its dataclass fields."""
+        if issubclass(cls, FieldResidualPrior):
+            return self._residual_kwargs(data, scaling)
+        kw: dict[str, Any] = {}
+        if issubclass(cls, FieldPrior):
+            kw = {
+                "spacing": spacing_from_coords(data.coords),
+                "coords": {k: torch.as_tensor(v) for k, v in data.coords.items()},
+                "periodic": tuple(self.system.periodic),
+                "axes": tuple(self.system.field_axes),
+                "to_physical": self.layout(scaling).to_physical,
+            }
+        return kw | file_constants(cls, data.parameters)
+
     def make_prior(
         self, spec: PriorConfig, train: FieldData, scaling: FieldScaling, tensors: Mapping[str, Tensor]
     ) -> Prior:
@@ -284,8 +301,7 @@ class FieldTask(Task):
         common = {"weight": spec.weight, "time_weight": self.time_weight(spec), **spec.options}
         user = self.prior_class(spec)
         if user is not None:
-            kw = self._residual_kwargs(train, scaling) if issubclass(user, FieldResidualPrior) else {}
-            prior = user(name=spec.name, **kw, **common)
+            prior = user(name=spec.name, **{**self._user_kwargs(user, train, scaling), **common})
         else:
             prior = make_field_prior(
                 spec.name,
@@ -294,7 +310,7 @@ class FieldTask(Task):
                 **self._residual_kwargs(train, scaling),
                 **common,
             )
-        if isinstance(prior, FieldResidualPrior):
+        if isinstance(prior, (FieldResidualPrior, FieldPrior)):
             ctx = {k: v[:32] for k, v in self.context(tensors).items()}
             prior.normaliser = noise_gain(prior, tensors["x0"][:32], generator=torch.Generator().manual_seed(0), **ctx)
         return prior
@@ -302,8 +318,7 @@ class FieldTask(Task):
     def make_constraint_prior(self, name: str, train: FieldData, scaling: FieldScaling) -> Prior:
         user = self.prior_class(PriorConfig(name=name))
         if user is not None:
-            kw = self._residual_kwargs(train, scaling) if issubclass(user, FieldResidualPrior) else {}
-            return user(name=name, **kw)
+            return user(name=name, **self._user_kwargs(user, train, scaling))
         term = self.system.term_scale(train, name) if name in self.system.residuals else 1.0
         return make_field_prior(name, self.system, term_scale=term, **self._residual_kwargs(train, scaling))
 
@@ -337,6 +352,9 @@ class FieldTask(Task):
                     f"metrics: unknown field metric {key!r}; choose 'rmse', 'rmse_pooled', 'constraint_rmse' or 'mmd'"
                 )
         return out
+
+    def samples_as_data(self, samples: Samples, reference: FieldData) -> FieldData:
+        return dataclasses.replace(reference, fields=np.asarray(samples["u"]), splits={})
 
     def pdebench(self, pred: np.ndarray, reference: FieldData) -> dict[str, np.ndarray]:
         """PDEBench's per-sample metrics of predictions against the reference, ``rmse`` (its ``err_RMSE``)
@@ -433,7 +451,9 @@ class FieldTask(Task):
     # ------------------------------------------------------------------------------ file-level
     @classmethod
     def recognises(cls, path: Path) -> bool:
-        return is_field_file(path)
+        from physdiff.data.pdebench.generic import is_generic_field_file
+
+        return is_field_file(path) and not is_generic_field_file(path)
 
     @classmethod
     def evaluate_files(cls, samples: Path, reference: Path, system: str | None = None, **options: Any) -> dict:

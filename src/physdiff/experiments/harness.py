@@ -33,7 +33,7 @@ from physdiff.experiments import tables
 from physdiff.experiments.config import ConstraintConfig, ExperimentConfig, SampleConfig, preset_config
 from physdiff.experiments.task import Samples, Task, make_task
 from physdiff.priors.aux_head import AuxHeadPrior, attach_aux_heads
-from physdiff.priors.base import Prior, total_prior_loss
+from physdiff.priors.base import Prior, PriorNotApplicable, law_rms, total_prior_loss
 from physdiff.priors.sampling import make_method
 from physdiff.training.distributed import DistInfo, all_gather_objects, barrier, main_first, resolve_device
 from physdiff.training.lock import RunLock
@@ -51,6 +51,9 @@ __all__ = [
     "load_arm",
     "sample_tensors",
     "sample_and_evaluate",
+    "law_metrics",
+    "evaluate_laws",
+    "law_floor",
     "samples_name",
     "split_draws",
     "stack_draws",
@@ -90,13 +93,76 @@ class Prepared:
 def configure(
     cfg: ExperimentConfig, overrides: Sequence[str] = (), seeds: Sequence[int] | None = None
 ) -> ExperimentConfig:
-    """Apply ``key=value`` overrides and a seed list to a config (validated, nothing written)."""
-    cfg = apply_overrides(cfg, list(overrides))
+    """Apply ``key=value`` overrides and a seed list to a config (validated, nothing written). The ``generic``
+    experiment takes the preset of the file's kind (:func:`generic_kind`)."""
+    cfg = apply_overrides(generic_kind(cfg, overrides), list(overrides))
     if seeds is not None:
         cfg = apply_overrides(cfg, [f"seeds={list(seeds)}"])
     if cfg.train.tensorboard:
         require_tensorboard()
     return cfg
+
+
+def generic_kind(cfg: ExperimentConfig, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """``generic`` on a data file (``data.path``, or its override): the particle preset for a particle file, the
+    generic-fields preset for a field file (same preset size); any other config as it is."""
+    if cfg.experiment != "generic":
+        return cfg
+    path = next((o.split("=", 1)[1] for o in reversed(list(overrides)) if o.startswith("data.path=")), cfg.data.path)
+    if not path or not Path(path).is_file():
+        return cfg
+    from physdiff.experiments.task import task_for_file
+
+    try:
+        kind = task_for_file(path).kind
+    except ValueError:
+        return cfg  # not a data file: the task's load names the problem
+    want = kind if kind in ("particles", "the-well") else "generic-fields"
+    if cfg.task == want:
+        return cfg
+    log.info("note: %s is a %s file: the generic experiment runs the %s task", path, kind, want)
+    return preset_config({"particles": "generic", "the-well": "the-well"}.get(want, want), cfg.preset)
+
+
+def evaluate_laws(
+    samples: str | Path, reference: str | Path, priors: Sequence[str], system: str | None = None
+) -> dict[str, Any]:
+    """``physdiff evaluate --prior SPEC``: ``law:<name>`` of each prior (a built-in name or ``module:Class``) on
+    a samples file, per sample summarised as ``{"metrics": {...}, "floor": {...}}``, the floor on the reference
+    rows the samples came from. The reference is read as the ``generic`` experiment reads it, a particle file as
+    the system ``system``, else its own ``system`` attribute, else the samples file's."""
+    import tempfile
+
+    import h5py
+
+    from physdiff.evaluation.statistics import summarize_samples
+    from physdiff.experiments.config import PriorConfig
+
+    with h5py.File(samples, "r") as f:
+        recorded = f.attrs.get("system")
+        subtask = str(f.attrs.get("task", "prediction"))
+    over = [f"data.path={Path(reference).resolve()}"]
+    cfg = generic_kind(preset_config("generic"), over)
+    if cfg.task == "particles":  # the system: --system, else the reference's attribute, else the samples'
+        with h5py.File(reference, "r") as f:
+            stored = f.attrs.get("system")
+        name = next((str(v.decode() if isinstance(v, bytes) else v) for v in (system, stored, recorded) if v), None)
+        over += [f"data.system={name}"] if name else []
+    cfg = configure(cfg, over)
+    cfg.priors = [PriorConfig(name=p) for p in priors]
+    if subtask in cfg.SUBTASKS:
+        cfg.metrics = {k: subtask for k in cfg.metrics}
+    with tempfile.TemporaryDirectory() as tmp:
+        prep = prepare(cfg, tmp, progress=False)
+    task = prep.task
+    laws = task.law_priors(prep.train, prep.scaling, names=list(priors))
+    missing = sorted(set(priors) - {p.name for p in laws})
+    if missing:
+        raise ValueError(f"--prior {missing}: no law R = 0 the {task.kind} task can state for {reference}")
+    gen = task.read_samples(Path(samples))
+    rows = prep.data.subset(np.asarray(gen["source_indices"], dtype=np.int64))
+    per = law_metrics(task, laws, gen, rows, prep.scaling, subtask)
+    return {"metrics": summarize_samples(per), "floor": law_floor(task, laws, rows, prep.scaling)}
 
 
 def prepare(
@@ -364,9 +430,11 @@ def sample_and_evaluate(
     progress: bool = False,
     constraint: Constrained | None = None,
     dist_info: DistInfo = DistInfo(),
+    laws: Sequence[Prior] = (),
 ) -> tuple[dict[str, Samples], dict[str, np.ndarray]]:
     """Sample every sub-task on the evaluation split, write the samples to ``run_dir`` (unless ``None``; rank 0
-    under DDP, where the ranks share the batches) and return them with the per-sample metrics."""
+    under DDP, where the ranks share the batches) and return them with the per-sample metrics, and ``law:<name>``
+    of every prior in ``laws`` on the samples (:func:`law_metrics`)."""
     task, cfg = prep.task, prep.cfg
     samples: dict[str, Samples] = {}
     metrics: dict[str, np.ndarray] = {}
@@ -418,7 +486,28 @@ def sample_and_evaluate(
             metrics |= task.evaluate(out, prep.evaluation, subtask, draws=draws)
         else:
             metrics |= task.evaluate(out, prep.evaluation, subtask)
+        if subtask == cfg.subtasks[0]:
+            metrics |= law_metrics(task, laws, out, prep.evaluation, prep.scaling, subtask)
     return samples, metrics
+
+
+def law_metrics(
+    task: Task, laws: Sequence[Prior], samples: Samples, reference: Any, scaling: Any, subtask: str
+) -> dict[str, np.ndarray]:
+    """``law:<name>``: the per-sample RMS of each law's residual R on ``samples`` (physical units, in float64),
+    the conditions and constants of ``reference``; with ``samples=None``, on the reference itself (the floor)."""
+    if not laws:
+        return {}
+    data = reference if samples is None else task.samples_as_data(samples, reference)
+    t = task.to_tensors(data, task.law_scaling(scaling), subtask, dtype=torch.float64)
+    ctx = task.context(t)
+    return {f"law:{p.name}": law_rms(p, t["x0"], **ctx).cpu().numpy() for p in laws}  # type: ignore[arg-type]
+
+
+def law_floor(task: Task, laws: Sequence[Prior], reference: Any, scaling: Any) -> dict[str, float]:
+    """The ground-truth floor of every ``law:<name>``: the mean over the reference of its per-sample RMS."""
+    per = law_metrics(task, laws, None, reference, scaling, task.cfg.subtasks[0])  # type: ignore[arg-type]
+    return {k: float(np.mean(v)) for k, v in per.items()}
 
 
 def stack_draws(draws: Sequence[Samples]) -> Samples:
@@ -657,9 +746,19 @@ def reproduce(
     if not task.supports_priors(prep.data):
         log.warning("note: %s cannot evaluate the %s priors; only the no_prior arm runs", prep.data_path, experiment)
         arm_specs = {"no_prior": []}
-    for specs in arm_specs.values():  # a bad prior (name, system, variant, sign/scale) fails before training
-        task.build_priors(specs, prep.train, prep.scaling)
+    refused: dict[str, str] = {}
+    for arm, specs in list(arm_specs.items()):  # a bad prior (name, system, variant, sign/scale) fails before training
+        try:
+            task.build_priors(specs, prep.train, prep.scaling)
+        except PriorNotApplicable as e:  # the data do not obey its law: this arm alone is left out
+            log.warning("warning: arm %s is left out: %s", arm, e)
+            refused[arm] = str(e)
+            del arm_specs[arm]
+    if not arm_specs:
+        raise ValueError(f"no arm left to run: {'; '.join(refused.values())}")
     constraints = task.build_constraints(prep.train, prep.scaling)
+    used = [p.name for specs in arm_specs.values() for p in specs] + [n for c, _ in constraints for n in c.priors]
+    laws = task.law_priors(prep.train, prep.scaling, names=used)
     task.build_denoiser(prep.scaling, task.to_tensors(prep.evaluation, prep.scaling, cfg.subtasks[0]))  # model vs data
     if main:
         for arm in arm_specs:  # every run folder is checked before the first is trained
@@ -675,7 +774,7 @@ def reproduce(
         den = train_arm(
             prep, arm, seed, run_dir, device=dev, resume=resume, force=False, progress=progress, dist_info=dist_info
         )
-        kw = {"device": dev, "progress": progress, "dist_info": dist_info}
+        kw = {"device": dev, "progress": progress, "dist_info": dist_info, "laws": laws}
         samples, metrics = sample_and_evaluate(prep, den, seed, run_dir, **kw)
         if cfg.train.tensorboard and main:  # the sample metrics next to the training and validation losses
             with contextlib.closing(tensorboard_writer(run_dir)) as tb:
@@ -696,7 +795,8 @@ def reproduce(
         "metric_tasks": dict(cfg.metrics),
         "arms": arm_metrics,
         "paired": tables.paired(arm_metrics),
-        "floor": task.floor(prep.evaluation),
+        "floor": task.floor(prep.evaluation) | law_floor(task, laws, prep.evaluation, prep.scaling),
+        "refused": refused,
         # beyond the paper, kept apart from the paper's arms: each arm's model sampled with a constraint
         "sampling_constraints": rows,
         "sampling_constraints_paired": tables.paired_constraints(rows, arm_metrics),

@@ -26,10 +26,14 @@ says how many samples of each condition to draw (``sample.draws``, at least 2 fo
 :meth:`ParticleTask.evaluate` takes the further draws as ``draws=[...]``; :func:`evaluate_geotdm` draws and
 scores them for a trained model.
 
-**Generic files** (``--system generic``: a file of unknown physics): no constants but the frame spacing
-``dt`` (the file's, else estimated), only the momentum prior (where the data conserve momentum), metrics
-traj/vel/momentum. A user's file without a ``splits`` group gets the default split written next to it as
-``<file>.splits.json`` (:func:`physdiff.data.particles_h5.side_splits`); the file is never modified.
+**Generic files** (``--system generic``: a file of unknown physics, conservative or not): the frame spacing
+``dt`` (the file's, else estimated) and every numeric attribute as a constant (a user prior's dataclass fields of
+the same name get them), metrics traj/vel/momentum and ``law:<name>`` of each prior. A built-in prior is offered
+only where the data obey its law: each arm's priors are checked on the ground truth relative to the law's scale
+and refused for that arm alone (momentum under an external force); the no-prior arm is never checked. Data
+whose momentum is not conserved are modelled in absolute positions (``ParticleScaling.centred`` = false), not
+centred on the centre of mass. A user's file without a ``splits`` group gets the default split written next to
+it as ``<file>.splits.json`` (:func:`physdiff.data.particles_h5.side_splits`); the file is never modified.
 """
 
 from __future__ import annotations
@@ -68,13 +72,13 @@ from physdiff.evaluation.particle_metrics import (
     per_sample_metrics,
 )
 from physdiff.experiments.config import EGNNConfig, ExperimentConfig, PriorConfig, TransformerConfig
-from physdiff.experiments.task import Augment, Samples, Task, register_task
+from physdiff.experiments.task import Augment, Samples, Task, file_constants, register_task
 from physdiff.models.egnn import SpaceTimeEGNN
 from physdiff.models.transformer import ParticleTransformer
 from physdiff.physics import particles as phys
 from physdiff.physics.finite_difference import velocities_from_positions
 from physdiff.priors.aux_head import PRIOR_VARIANTS, ignore_aux_head_weights, make_aux_head_prior
-from physdiff.priors.base import Prior
+from physdiff.priors.base import Prior, PriorNotApplicable
 from physdiff.priors.particles import PARTICLE_PRIORS, ParticlePrior, make_prior
 from physdiff.systems.registry import SIMULATED_SYSTEMS, get_system
 
@@ -94,12 +98,15 @@ log = logging.getLogger("physdiff")
 
 @dataclass
 class ParticleScaling:
-    """Scalar scales of positions and velocities (stored with the run, undone on output)."""
+    """Scalar scales of positions and velocities (stored with the run, undone on output), and whether the
+    positions are centred on the centre of mass per frame (``centred``: a closed system's data; a generic file
+    whose centre of mass does not move uniformly, e.g. under an external force, keeps absolute positions)."""
 
     positions: float
     velocities: float
+    centred: bool = True
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -336,10 +343,19 @@ class ParticleTask(Task):
         )
 
     def fit_scaling(self, train: ParticleData) -> ParticleScaling:
-        r = train.positions - _com(train.positions, train.masses)
+        centred = self.closed(train)
+        r = train.positions - _com(train.positions, train.masses) if centred else train.positions
         with np.errstate(over="ignore", invalid="ignore"):
-            scaling = ParticleScaling(positions=float(r.std()), velocities=float(train.velocities.std()))
-        for key, value in scaling.to_dict().items():
+            scaling = ParticleScaling(
+                positions=float(r.std()), velocities=float(train.velocities.std()), centred=centred
+            )
+        if not centred:
+            log.info(
+                "note (%s): the momentum is not conserved (external forces): positions are modelled as they are, "
+                "not centred on the centre of mass",
+                train.path or "data",
+            )
+        for key, value in {"positions": scaling.positions, "velocities": scaling.velocities}.items():
             if not (np.isfinite(value) and value > 0):
                 raise ValueError(
                     f"{train.path or 'data'}: the training split's {key} have standard deviation {value:.3g}; the "
@@ -349,9 +365,13 @@ class ParticleTask(Task):
 
     def scaling_from_dict(self, d: Mapping[str, Any]) -> ParticleScaling:
         keys = {f.name for f in dataclasses.fields(ParticleScaling)}
-        if not isinstance(d, Mapping) or set(d) != keys:
-            raise ValueError(f"a particle scaling needs exactly the keys {sorted(keys)}, got {d!r}")
+        if not isinstance(d, Mapping) or not {"positions", "velocities"} <= set(d) <= keys:
+            raise ValueError(f"a particle scaling needs the keys {sorted(keys)} ('centred' optional), got {d!r}")
+        if not isinstance(d.get("centred", True), bool):
+            raise ValueError(f"scale 'centred' = {d['centred']!r} must be true or false")
         for key, value in d.items():
+            if key == "centred":
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (np.isfinite(value) and value > 0):
                 raise ValueError(f"scale {key!r} = {value!r} must be a finite number > 0")
         return ParticleScaling(**d)
@@ -359,7 +379,8 @@ class ParticleTask(Task):
     def to_tensors(
         self, data: ParticleData, scaling: ParticleScaling, subtask: str, dtype: torch.dtype = torch.float32
     ) -> dict[str, Tensor]:
-        r = (data.positions - _com(data.positions, data.masses)) / scaling.positions
+        r = data.positions - _com(data.positions, data.masses) if scaling.centred else data.positions
+        r = r / scaling.positions
         if positions_only(self.cfg):
             x0 = torch.from_numpy(r).to(dtype)  # the given frames' positions are the condition
         else:
@@ -386,6 +407,8 @@ class ParticleTask(Task):
         x = x.detach().cpu().double().numpy()
         r = x[..., :d] * scaling.positions
         v = x[..., d:] * scaling.velocities
+        if not scaling.centred:  # absolute positions, modelled as they are
+            return {"positions": r, "velocities": v}
         m = data.masses
         last = min(self.known_frames, r.shape[1]) - 1
         com = _com(data.positions[:, : last + 1], m)  # [N, k, 1, D]: the given frames' own
@@ -425,18 +448,16 @@ class ParticleTask(Task):
             ignore_aux_head_weights(_build_network(self.cfg.model, dim)),
             make_schedule(self.cfg.diffusion.schedule, process=self.cfg.diffusion.process),
             prediction=self.cfg.diffusion.prediction,
-            project=zero_com_projection(dim),
+            project=zero_com_projection(dim) if scaling.centred else None,
         )
 
     def _prior_kwargs(self, cls: type[Prior], data: ParticleData, scaling: ParticleScaling) -> dict[str, Any]:
         """Unit conversion and the data's constants for a particle prior class."""
         if not issubclass(cls, ParticlePrior):
-            return {}
+            return file_constants(cls, {**data.attrs, **data.constants})
         kw: dict[str, Any] = {"dim": data.positions.shape[-1], "scale": (scaling.positions, scaling.velocities)}
         kw |= self._state_kwargs(data)
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw |= {k: v for k, v in data.constants.items() if k in names}
-        return kw
+        return kw | file_constants(cls, {**data.attrs, **data.constants})
 
     def make_prior(
         self, spec: PriorConfig, train: ParticleData, scaling: ParticleScaling, tensors: Mapping[str, Tensor]
@@ -446,7 +467,7 @@ class ParticleTask(Task):
         common = {"weight": spec.weight, "time_weight": self.time_weight(spec), **spec.options}
         user = self.prior_class(spec)
         if user is not None:
-            prior = user(name=spec.name, **self._prior_kwargs(user, train, scaling), **common)
+            prior = user(name=spec.name, **{**self._prior_kwargs(user, train, scaling), **common})
         else:
             prior = make_prior(
                 spec.name,
@@ -485,76 +506,49 @@ class ParticleTask(Task):
             return {}
         return {"state": "positions", "dt": float(data.constants["dt"])}
 
-    def check_tolerance(self, prior: Prior) -> dict[str, float]:
-        return {"tol": 1e-4}
-
     # ------------------------------------------------------------------------- laws on the data
     @staticmethod
     def law_rows(data: ParticleData) -> np.ndarray:
-        """The trajectories on which the system's laws hold to round-off, where priors and constraints are
-        checked against the ground truth: those the force clip did not touch (``clip_steps`` = 0) when the
-        file says; for data of unknown physics (``generic``), those whose momentum is conserved to 1e-8
-        relative (no external force acted); else all."""
+        """The trajectories on which a prior's law is checked against the ground truth: those the force clip
+        did not touch (``clip_steps`` = 0) when the file says (the charged data's clipped trajectories conserve
+        neither momentum nor energy, a documented floor of the data, not a bug of the prior); else all."""
         if data.clip_steps is not None:
-            return np.flatnonzero(data.clip_steps == 0)
-        if not get_system(data.system).has_forces:
-            P = np.asarray(phys.linear_momentum(data.velocities, data.masses[:, None]))  # [N, L, D]
-            scale = (data.masses[:, None, :] * np.linalg.norm(data.velocities, axis=-1)).sum(-1).max(1)  # [N]
-            drift = np.linalg.norm(P - P[:, :1], axis=-1).max(1)
-            return np.flatnonzero(drift <= 1e-8 * np.maximum(scale, np.finfo(np.float64).tiny))
+            rows = np.flatnonzero(data.clip_steps == 0)
+            return rows if len(rows) else np.arange(data.n)
         return np.arange(data.n)
 
-    def _lawful(self, train: ParticleData) -> ParticleData:
-        rows = self.law_rows(train)
-        if len(rows) == train.n:
-            return train
-        if len(rows) == 0:
-            raise ValueError(
-                f"{train.path or 'data'}: no training trajectory obeys the system's laws to round-off (every one was "
-                "touched by the force clip, or the momentum drifts): the priors cannot be checked against the data"
-            )
-        log.info(
-            "note (%s): priors are checked against the %d of %d training trajectories on which the laws hold "
-            "(the force clip or an external force touched the others)",
-            train.path or "data",
-            len(rows),
-            train.n,
-        )
-        return train.subset(rows)
+    @staticmethod
+    def closed(data: ParticleData) -> bool:
+        """Whether the data's momentum is conserved to 1e-6 relative (the momentum prior's tolerance; float32
+        storage rounds at 1e-7) on every trajectory (no external force): then the centre of mass moves uniformly
+        and positions are modelled centred on it. Named systems are closed by construction."""
+        if get_system(data.system).has_forces:
+            return True
+        P = np.asarray(phys.linear_momentum(data.velocities, data.masses[:, None]))  # [N, L, D]
+        scale = (data.masses[:, None, :] * np.linalg.norm(data.velocities, axis=-1)).sum(-1).max(1)  # [N]
+        drift = np.linalg.norm(P - P[:, :1], axis=-1).max(1)
+        return bool(np.all(drift <= 1e-6 * np.maximum(scale, np.finfo(np.float64).tiny)))
 
     def build_priors(self, specs: Any, train: ParticleData, scaling: ParticleScaling) -> list[Prior]:
-        """The base class's priors, checked on the trajectories where the laws hold (:meth:`law_rows`): the
-        charged data's clipped trajectories conserve neither momentum nor energy, a documented floor of the
-        data, not a bug of the prior."""
-        return super().build_priors(specs, self._lawful(train), scaling)
+        """The base class's priors, each checked on the trajectories where the laws hold (:meth:`law_rows`); a
+        prior whose law the data do not obey (momentum under an external force) is refused for its arm alone
+        (:class:`~physdiff.priors.base.PriorNotApplicable`, naming the law and its measured drift)."""
+        return super().build_priors(specs, train.subset(self.law_rows(train)), scaling)
 
     def build_constraints(self, train: ParticleData, scaling: ParticleScaling) -> list:
         """The base class's sampling-time constraints, checked on the trajectories where the laws hold (in the
         positions-only state a law on differenced velocities, energy, holds only to the stencil's O(dt²): a
         constraint the ground truth does not meet is refused, saying so)."""
         try:
-            return super().build_constraints(self._lawful(train), scaling)
-        except ValueError as e:
-            if not positions_only(self.cfg) or "ground truth's floor" not in str(e):
+            return super().build_constraints(train.subset(self.law_rows(train)), scaling)
+        except PriorNotApplicable as e:
+            if not positions_only(self.cfg):
                 raise
-            raise ValueError(
+            raise PriorNotApplicable(
                 f"{e} (model.state = positions: velocities are R differenced in time, on which the ground truth "
                 "meets this law only to the stencil's O(dt²) error; leave the constraint out or use "
                 "model.state=positions+velocities)"
             ) from None
-
-    def supports_priors(self, data: ParticleData) -> bool:
-        """Data of unknown physics (``generic``) support the momentum prior only where at least half of the
-        trajectories conserve momentum (no external forces); named systems always."""
-        if get_system(data.system).has_forces:
-            return True
-        ok = 2 * len(self.law_rows(data)) >= data.n
-        if not ok:
-            log.warning(
-                "note (%s): most trajectories do not conserve momentum (external forces?): no prior applies",
-                data.path or "data",
-            )
-        return ok
 
     def augment(self) -> Augment | None:
         """Random orthogonal transformation of a whole batch (the non-equivariant baseline's training)."""
@@ -603,6 +597,16 @@ class ParticleTask(Task):
                 self.draws_per_condition(subtask),
             )
         return out
+
+    def law_scaling(self, scaling: ParticleScaling) -> ParticleScaling:
+        """Laws are measured on absolute positions: a centre of mass that does not move as the law says counts."""
+        return dataclasses.replace(scaling, centred=False)
+
+    def samples_as_data(self, samples: Samples, reference: ParticleData) -> ParticleData:
+        R, V = np.asarray(samples["positions"]), np.asarray(samples["velocities"])
+        if R.ndim == 5:  # several draws stacked: the first
+            R, V = R[0], V[0]
+        return dataclasses.replace(reference, positions=R, velocities=V, splits={})
 
     def draws_per_condition(self, subtask: str) -> int:
         """Samples to draw of each condition of ``subtask``: K (:func:`draws`) when the metrics measure one of

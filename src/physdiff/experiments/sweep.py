@@ -105,9 +105,7 @@ def run_sweep(
     baseline = {k: base["arms"]["no_prior"][k]["mean"] for k in metrics if k in base["arms"]["no_prior"]}
     # a residual below the ground truth's own floor overfits the discrete law; a distance between distributions
     # (mmd*) below its held-out floor is sampling noise, not a defect, so it has no floor here
-    floor = {
-        k: v for k, v in base.get("floor", {}).items() if k in baseline and v > 0 and not k.startswith("mmd")
-    }
+    floor = {k: v for k, v in base.get("floor", {}).items() if k in baseline and v > 0 and not k.startswith("mmd")}
     keys = list(grid)
     points = []
     for values in itertools.product(*(grid[k] for k in keys)):

@@ -8,6 +8,10 @@ seeds, the ``results.json`` schema and the markdown table in the poster's form.
      "paired": {arm: {metric: {"mean_diff", "ci95": [lo, hi], "better_seeds", "n"}}},  # vs no_prior
      "floor": {metric: value}, "data", "wall_time_s", ...}     # + experiment-specific entries
 
+Every law an arm trains with or a constraint row enforces is a metric ``law:<name>`` (the RMS of its residual on
+the generated samples, per sample, then over seeds), with its ground-truth floor in ``"floor"``; arms whose prior
+the data do not obey are left out and listed in ``"refused": {arm: message}``.
+
 ``std`` is the sample standard deviation over seeds (ddof = 1); ``paired`` compares each with-prior arm
 with ``no_prior`` seed by seed (mean difference, its 95 % Student-t interval, seeds where the prior arm is
 better; lower is better for every metric).
@@ -130,7 +134,9 @@ def table_keys(results: Mapping[str, Any]) -> list[str]:
     """The table's columns: its metrics (``metric_tasks``, in order), then PDEBench's when every arm has them."""
     keys = list(results.get("metric_tasks") or next(iter(results["arms"].values()), {}))
     arms = results["arms"].values()
-    return keys + [k for k in EXTRA_KEYS if k not in keys and arms and all(k in m for m in arms)]
+    keys += [k for k in EXTRA_KEYS if k not in keys and arms and all(k in m for m in arms)]
+    laws = [k for k in next(iter(arms), {}) if k.startswith("law:") and all(k in m for m in arms)]
+    return keys + [k for k in laws if k not in keys]
 
 
 def _cell(m: Mapping[str, Any]) -> str:

@@ -14,6 +14,7 @@ Registry: :data:`TASKS` maps a task kind (``cfg.task``) to its class; :func:`mak
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import inspect
@@ -30,7 +31,7 @@ from torch import Tensor
 from physdiff.config import ConfigError
 from physdiff.diffusion import Denoiser, make_schedule
 from physdiff.experiments.config import ConstraintConfig, ExperimentConfig, PriorConfig
-from physdiff.priors.base import Prior, ResidualPrior
+from physdiff.priors.base import Constraint, Prior, PriorNotApplicable, ResidualPrior, law_error
 
 __all__ = [
     "Task",
@@ -40,6 +41,7 @@ __all__ = [
     "task_for_file",
     "time_weight_fn",
     "import_prior_class",
+    "file_constants",
     "check_constraint_configs",
     "task_for_system",
     "Samples",
@@ -93,6 +95,37 @@ def import_prior_class(spec: str) -> type[Prior]:
     if not (inspect.isclass(cls) and issubclass(cls, Prior)):
         raise ValueError(f"prior {spec!r}: {cls_name!r} in {module_name!r} is not a physdiff Prior subclass")
     return cls
+
+
+#: prior fields that are settings of the library, never read from a file's attributes
+_NOT_CONSTANTS = frozenset(
+    {"name", "case", "weight", "time_weight", "tol", "dim", "scale", "system", "spacing", "parameters", "coords"}
+    | {
+        "to_physical",
+        "coefficient_to_physical",
+        "normaliser",
+        "term_scale",
+        "residual_name",
+        "boundary",
+        "periodic",
+        "axes",
+    }
+)
+
+
+def file_constants(cls: type, values: Mapping[str, Any]) -> dict[str, float]:
+    """The constants of a data file (its attributes: ``values``) that a prior class takes as dataclass fields of
+    the same name (``k``, ``gamma``, ``dt``, ``kappa`` ...), as floats; a user prior gets them as built-ins do."""
+    if not dataclasses.is_dataclass(cls):
+        return {}
+    out = {}
+    for f in dataclasses.fields(cls):
+        value = values.get(f.name)
+        if f.name in _NOT_CONSTANTS or not f.init or value is None or isinstance(value, (bool, str, bytes)):
+            continue
+        if np.ndim(value) == 0 and np.isreal(value):
+            out[f.name] = float(value)
+    return out
 
 
 class Task(ABC):
@@ -172,6 +205,16 @@ class Task(ABC):
         """Whether the stored variables can evaluate the task's priors (e.g. not a field file holding h only)."""
         return True
 
+    def samples_as_data(self, samples: Samples, reference: Any) -> Any:
+        """Generated samples as a data set of the task (the conditions and constants of ``reference``), to
+        measure laws on them (:func:`physdiff.experiments.harness.law_metrics`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot measure laws on its samples")
+
+    def law_scaling(self, scaling: Any) -> Any:
+        """The scaling under which laws are measured on samples (``law:<name>``): the state as it is physically
+        (a particle task's absolute positions, not centred on the centre of mass)."""
+        return scaling
+
     @staticmethod
     def context(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The context tensors (everything but ``x0``, ``mask``, ``known``)."""
@@ -246,7 +289,7 @@ class Task(ABC):
 
     def build_priors(self, specs: Sequence[PriorConfig], train: Any, scaling: Any) -> list[Prior]:
         """The priors of one arm on model tensors, each checked on the ground truth (a sign, unit or scale
-        bug is refused before training)."""
+        bug, or data that do not obey the law, is refused before training: :class:`PriorNotApplicable`)."""
         tensors = self.to_tensors(train, scaling, self.cfg.subtasks[0], dtype=torch.float64)
         priors = []
         for i, spec in enumerate(specs):
@@ -259,19 +302,62 @@ class Task(ABC):
                     f"priors.{i}.options {dict(spec.options)}: the {spec.name!r} prior does not take it ({e})"
                 ) from None
         head = {k: v[:32] for k, v in tensors.items()}
-        for prior in priors:
-            prior.check_ground_truth(head["x0"], **self.check_tolerance(prior), **self.context(head))
+        for spec, prior in zip(specs, priors, strict=True):
+            self.check_law(prior, head["x0"], self.context(head), tol=spec.tol, key=self.prior_key(spec.name))
         return priors
+
+    def prior_key(self, name: str) -> str:
+        """``priors.<i>`` of the configured prior called ``name`` (where its ``tol`` is set)."""
+        names = [p.name for p in self.cfg.priors]
+        return f"priors.{names.index(name)}" if name in names else f"priors.<{name}>"
+
+    def prior_tol(self, name: str) -> float | None:
+        """``priors.<i>.tol`` of the configured prior called ``name`` (``None``: the prior's default)."""
+        return next((p.tol for p in self.cfg.priors if p.name == name), None)
+
+    @staticmethod
+    def check_law(prior: Prior, x0: Tensor, context: Mapping[str, Tensor], *, tol: float | None, key: str) -> None:
+        """The prior's ground-truth check and, for a feature prior that states a law (energy), the law itself,
+        relative to its own scale (:func:`physdiff.priors.base.law_error`); a failure is refused with the config
+        key of its tolerance."""
+        base = getattr(prior, "base", prior)  # an auxiliary-head prior checks its base prior's law
+        try:
+            prior.check_ground_truth(x0, tol=tol, **context)
+            if isinstance(base, Constraint) and not isinstance(base, ResidualPrior):
+                limit = base.tolerance(tol)
+                rms, scale, rel = law_error(base, x0, **context)
+                if not rel <= limit:
+                    raise PriorNotApplicable(
+                        f"prior {base.name!r}: the data do not obey its law (RMS R = {rms:.3e} is {rel:.3e} of its "
+                        f"scale {scale:.3e} > tol = {limit:.1e}, priors.N.tol)"
+                    )
+        except PriorNotApplicable as e:
+            raise PriorNotApplicable(str(e).replace("priors.N.tol", f"{key}.tol")) from None
 
     def check_tolerance(self, prior: Prior) -> dict[str, float]:
         """Keyword ``tol`` of :meth:`Prior.check_ground_truth` for this task (default: the prior's own)."""
         return {}
 
+    def law_priors(self, train: Any, scaling: Any, names: Sequence[str] | None = None) -> list[Prior]:
+        """The laws a table reports as ``law:<name>``: of the priors ``names`` (default: every configured prior and
+        every prior a sampling-time constraint enforces), those that state a law R = 0, as constraint priors."""
+        if names is None:
+            names = [p.name for p in self.cfg.priors] + [n for c in self.cfg.sample.constraints for n in c.priors]
+        out = []
+        for name in dict.fromkeys(names):
+            try:
+                prior = self.make_constraint_prior(name, train, scaling)
+            except ValueError:
+                continue  # a prior without a law the task can state (reported by its arm, not here)
+            if isinstance(prior, Constraint):
+                out.append(prior)
+        return out
+
     def build_constraints(self, train: Any, scaling: Any) -> list[tuple[ConstraintConfig, list[Prior]]]:
         """The sampling-time constraints of ``cfg.sample.constraints`` with their priors (model tensors in,
-        physical residuals); each residual must be at the ground truth's floor (the prior's own check, or
-        per-sample mean R² ≤ 1e-4), or the projection would pull samples off the data's physics."""
-        from physdiff.priors.base import per_sample_mean
+        physical residuals); each law must hold on the ground truth relative to its scale (``priors.N.tol`` of
+        a configured prior of that name, else the prior's default), or the projection would pull samples off
+        the data's physics."""
         from physdiff.priors.sampling import make_method
 
         check_constraint_configs(self.cfg.sample.constraints)
@@ -283,17 +369,10 @@ class Task(ABC):
             # bad settings (method, first_step) and a process the method is not defined on fail here
             make_method(priors, **c.hook_options()).check_process(self.cfg.diffusion.process)
             for p in priors:
-                if isinstance(p, ResidualPrior):  # its own floor check (relative for discretised PDEs)
-                    p.check_ground_truth(x0, **self.check_tolerance(p), **ctx)
-                    continue
-                worst = float(per_sample_mean(p.residual(x0, **ctx).square()).max())
-                limit = 1e-4
-                if not worst <= limit:
-                    raise ValueError(
-                        f"sample.constraints {c.label!r}: the residual of prior {p.name!r} is not at the ground "
-                        f"truth's floor (max per-sample mean R² = {worst:.3e} > {limit:.3e}); do the data's constants "
-                        "differ from the system's?"
-                    )
+                try:
+                    self.check_law(p, x0, ctx, tol=self.prior_tol(p.name), key=self.prior_key(p.name))
+                except PriorNotApplicable as e:
+                    raise PriorNotApplicable(f"sample.constraints {c.label!r}: {e}") from None
             out.append((c, priors))
         return out
 
@@ -328,6 +407,7 @@ BUILTIN_TASK_MODULES = (
     "physdiff.experiments.particle_task",
     "physdiff.experiments.field_task",
     "physdiff.experiments.well_task",
+    "physdiff.experiments.generic_field_task",
 )
 
 

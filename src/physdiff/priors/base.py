@@ -33,7 +33,10 @@ from torch import Tensor
 __all__ = [
     "CASES",
     "Prior",
+    "PriorNotApplicable",
     "Constraint",
+    "law_error",
+    "law_rms",
     "ResidualPrior",
     "FeaturePrior",
     "per_sample_mean",
@@ -50,6 +53,27 @@ def per_sample_mean(sq: Tensor) -> Tensor:
     return sq.flatten(1).mean(1)
 
 
+class PriorNotApplicable(ValueError):
+    """A prior whose law the data do not obey (measured on the ground truth): the arm that trains with it, or the
+    constraint row that enforces it, is refused; the other arms run."""
+
+
+def law_rms(prior: Constraint, x: Tensor, **context: Any) -> Tensor:
+    """Per-sample RMS of the law's residual R(x), ``[B]`` (the ``law:<name>`` metric)."""
+    with torch.no_grad():
+        return per_sample_mean(prior.residual(x, **context).square()).sqrt()
+
+
+def law_error(prior: Constraint, x0: Tensor, **context: Any) -> tuple[float, float, float]:
+    """``(rms, scale, relative)`` of a law on data: the RMS of R(x0) over the batch, the residual's own scale
+    (:meth:`Constraint.law_scale`) and their ratio, the quantity the ground-truth check bounds."""
+    with torch.no_grad():
+        rms = float(per_sample_mean(prior.residual(x0, **context).square()).mean().sqrt())
+        scale = float(prior.law_scale(x0, **context))
+    tiny = torch.finfo(torch.float64).tiny
+    return rms, scale, rms / max(scale, tiny) if rms > 0 else 0.0
+
+
 @dataclass
 class Prior(ABC):
     """A physical-feasibility prior acting on the Tweedie estimate x̂0.
@@ -60,12 +84,18 @@ class Prior(ABC):
             (:class:`FeaturePrior`).
         weight: λ ≥ 0.
         time_weight: w(t) mapping diffusion times ``[B]`` to weights ``[B]``; ``None`` means w ≡ 1.
+        tol: the ground-truth check's tolerance on the *relative* residual RMS(R(x0)) / scale (config key
+            ``priors.N.tol``); ``None``: the class's ``DEFAULT_TOL``.
     """
 
     name: str = "prior"
     case: str = "linear"
     weight: float = 1.0
     time_weight: Callable[[Tensor], Tensor] | None = None
+    tol: float | None = None
+
+    #: the default tolerance of :meth:`check_ground_truth` (relative to the residual's own scale)
+    DEFAULT_TOL: ClassVar[float] = 1e-6
 
     CASES_OF_KIND: ClassVar[tuple[str, ...]] = CASES
 
@@ -77,6 +107,14 @@ class Prior(ABC):
         if not float(self.weight) >= 0.0:  # also rejects NaN
             raise ValueError(f"prior {self.name!r}: weight λ must be >= 0, got {self.weight}")
         self.weight = float(self.weight)
+        if self.tol is not None and not float(self.tol) >= 0.0:
+            raise ValueError(f"prior {self.name!r}: tol must be >= 0, got {self.tol}")
+
+    def tolerance(self, tol: float | None = None) -> float:
+        """The check's tolerance: ``tol`` if given, else the prior's ``tol``, else ``DEFAULT_TOL``."""
+        if tol is not None:
+            return float(tol)
+        return float(self.tol) if self.tol is not None else float(self.DEFAULT_TOL)
 
     def w(self, t: Tensor) -> Tensor:
         """The time weight w(t), ``[B]``."""
@@ -90,16 +128,28 @@ class Prior(ABC):
         and the denoiser's ``hidden`` states when it returned them."""
 
     @abstractmethod
-    def check_ground_truth(self, x0: Tensor, *, tol: float = 1e-6, **context: Any) -> None:
+    def check_ground_truth(self, x0: Tensor, *, tol: float | None = None, **context: Any) -> None:
         """Raise ``ValueError`` unless the prior is at its floor on clean data (a sign, unit or scale bug)."""
 
 
 class Constraint(ABC):
-    """A law R(x) = 0 that sampling-time constraints can enforce (projection, guidance)."""
+    """A law R(x) = 0 that sampling-time constraints can enforce (projection, guidance), and that tables report
+    as the metric ``law:<name>`` (the RMS of R on generated samples)."""
 
     @abstractmethod
     def residual(self, x: Tensor, **context: Any) -> Tensor:
         """R(x) for a batched state ``x`` ``[B, ...]``; returns ``[B, ...]`` (zero on feasible data)."""
+
+    def law_scale(self, x: Tensor, **context: Any) -> Tensor:
+        """The residual's own scale on data ``x``: the yardstick of the ground-truth check, RMS(R(x0)) / scale ≤
+        tol. Override it with the RMS of one typical term of the law (e.g. m·a of Newton's law, u_t of a PDE);
+        the default is the residual's RMS response to unit white noise in the prior's input coordinates (the
+        model's, normalised to unit scale), which a high derivative dominates."""
+        g = torch.Generator(device=x.device).manual_seed(0)
+        xi = torch.randn(x.shape, generator=g, dtype=x.dtype, device=x.device)
+        with torch.no_grad():
+            d = self.residual(x + xi, **context) - self.residual(x, **context)
+        return d.square().mean().sqrt()
 
 
 @dataclass
@@ -111,15 +161,18 @@ class ResidualPrior(Prior, Constraint):
     def penalty(self, x0_hat: Tensor, x0: Tensor | None = None, t: Tensor | None = None, **context: Any) -> Tensor:
         return per_sample_mean(self.residual(x0_hat, **context).square())
 
-    def check_ground_truth(self, x0: Tensor, *, tol: float = 1e-6, **context: Any) -> None:
-        """Every sample must have mean ‖R(x0)‖² ≤ ``tol``."""
-        with torch.no_grad():
-            worst = float(per_sample_mean(self.residual(x0, **context).square()).max())
-        if not worst <= tol:
-            raise ValueError(
-                f"prior {self.name!r}: residual is not ≈ 0 on the ground-truth data "
-                f"(max per-sample mean ‖R(x0)‖² = {worst:.3e} > tol = {tol:.1e}); "
-                "check the sign, units/scale and constants of the prior"
+    #: what a refusal suggests checking
+    CHECK_HINT: ClassVar[str] = "check the sign, units/scale and constants of the prior"
+
+    def check_ground_truth(self, x0: Tensor, *, tol: float | None = None, **context: Any) -> None:
+        """The law must hold on clean data relative to its own scale: RMS(R(x0)) / :meth:`law_scale` ≤ ``tol``
+        (default: the prior's ``tol``, else ``DEFAULT_TOL``); :class:`PriorNotApplicable` otherwise."""
+        limit = self.tolerance(tol)
+        rms, scale, rel = law_error(self, x0, **context)
+        if not rel <= limit:
+            raise PriorNotApplicable(
+                f"prior {self.name!r}: residual is not ≈ 0 on the ground-truth data (RMS R = {rms:.3e} is "
+                f"{rel:.3e} of its scale {scale:.3e} > tol = {limit:.1e}, priors.N.tol); {self.CHECK_HINT}"
             )
 
 
@@ -161,7 +214,7 @@ class FeaturePrior(Prior):
             target = self.features(x0, **context)
         return self.feature_penalty(self.features(x0_hat, **context), target)
 
-    def check_ground_truth(self, x0: Tensor, *, tol: float = 1e-6, **context: Any) -> None:
+    def check_ground_truth(self, x0: Tensor, *, tol: float | None = None, **context: Any) -> None:
         """h(x0) must be finite (matching makes the penalty exactly 0 on clean data)."""
         with torch.no_grad():
             h = self.features(x0, **context)

@@ -174,6 +174,17 @@ def _kinetic_features(V: Tensor, per_component: bool) -> Tensor:
     return V.square() if per_component else V.square().sum(-1)
 
 
+class _EnergyScale:
+    """The yardstick of an energy law E_l − E_0: the RMS of the kinetic energy (relative drift tolerance 1e-3:
+    the simulators' integrators conserve energy to < 1e-4)."""
+
+    DEFAULT_TOL: ClassVar[float] = 1e-3
+
+    def law_scale(self, x: Tensor, **context: Any) -> Tensor:
+        _, V = self.split(x)  # type: ignore[attr-defined]
+        return phys.kinetic_energy(V, self.masses(x, context)).square().mean().sqrt()  # type: ignore[attr-defined]
+
+
 @dataclass
 class MomentumPrior(ParticlePrior, ResidualPrior):
     """Conservation of linear momentum (linear): Σ_k m_k V_{l,k} − Σ_k m_k V_{0,k} = 0 for l ≥ 1."""
@@ -185,6 +196,11 @@ class MomentumPrior(ParticlePrior, ResidualPrior):
         _, V = self.split(x)
         P = phys.linear_momentum(V, self.masses(x, context))  # [B, L, D]
         return P[:, 1:] - P[:, :1]
+
+    def law_scale(self, x: Tensor, **context: Any) -> Tensor:
+        """RMS of Σ_k m_k |V_k| (the momentum a frame could carry): the yardstick of the law's drift."""
+        _, V = self.split(x)
+        return (self.masses(x, context) * V.norm(dim=-1)).sum(-1).square().mean().sqrt()
 
 
 @dataclass
@@ -199,13 +215,21 @@ class AngularMomentumPrior(ParticlePrior, ResidualPrior):
         Lm = phys.angular_momentum(R, V, self.masses(x, context))  # [B, L] (D=2) or [B, L, 3]
         return Lm[:, 1:] - Lm[:, :1]
 
+    def law_scale(self, x: Tensor, **context: Any) -> Tensor:
+        """RMS of Σ_k m_k |R_k| |V_k|."""
+        R, V = self.split(x)
+        return (self.masses(x, context) * R.norm(dim=-1) * V.norm(dim=-1)).sum(-1).square().mean().sqrt()
+
 
 @dataclass
 class NewtonSpringPrior(ParticlePrior, ResidualPrior):
     """Newton's law for springs (linear in positions given the graph): m a_l + κ(deg R − e R) = 0.
 
-    a_l = (R_{l+1} − 2R_l + R_{l−1})/Δt² on interior frames; the residual has force units.
+    a_l = (R_{l+1} − 2R_l + R_{l−1})/Δt² on interior frames; the residual has force units. Its scale is the
+    RMS of m a (the finite difference's error is O(ω²Δt²/12) of it: tolerance 1e-2).
     """
+
+    DEFAULT_TOL: ClassVar[float] = 1e-2
 
     name: str = "newton"
     case: str = "linear"
@@ -225,9 +249,14 @@ class NewtonSpringPrior(ParticlePrior, ResidualPrior):
         m = self.masses(x, context)
         return phys.newton_residual(R, m, self.dt, lambda X: phys.spring_forces(X, e, self.kappa))
 
+    def law_scale(self, x: Tensor, **context: Any) -> Tensor:
+        R, _ = self.split(x)
+        a = (R[:, 2:] - 2 * R[:, 1:-1] + R[:, :-2]) / self.dt**2
+        return (self.masses(x, context)[..., None] * a).square().mean().sqrt()
+
 
 @dataclass
-class GravityEnergyPrior(ParticlePrior, FeaturePrior, Constraint):
+class GravityEnergyPrior(_EnergyScale, ParticlePrior, FeaturePrior, Constraint):
     """Energy for gravity via the multilinear reduction: match 1/R_ij (i<j) and the kinetic terms.
 
     J = potential_weight · mean(1/R̂_ij − 1/R_ij)² + kinetic_weight · mean(|V̂|² − |V|²)².
@@ -259,7 +288,7 @@ class GravityEnergyPrior(ParticlePrior, FeaturePrior, Constraint):
 
 
 @dataclass
-class SpringEnergyPrior(ParticlePrior, FeaturePrior, Constraint):
+class SpringEnergyPrior(_EnergyScale, ParticlePrior, FeaturePrior, Constraint):
     """Energy for springs: match e_ij R_ij² over pairs i<j and the kinetic terms (needs ``edges``)."""
 
     name: str = "energy"
@@ -290,7 +319,7 @@ class SpringEnergyPrior(ParticlePrior, FeaturePrior, Constraint):
 
 
 @dataclass
-class CoulombEnergyPrior(ParticlePrior, FeaturePrior, Constraint):
+class CoulombEnergyPrior(_EnergyScale, ParticlePrior, FeaturePrior, Constraint):
     """Energy for charged particles via the multilinear reduction (as gravity's): match the Coulomb pair
     features q_i q_j / R_ij (i<j) and the kinetic terms (needs ``charges``).
 

@@ -7,7 +7,8 @@ PDE systems live in their own registry; this one only knows particle systems.
 besides the frame spacing ``dt`` (read from the file's ``dt`` attribute, else estimated from the data by
 :func:`physdiff.data.particles_h5.estimate_frame_spacing`), no potential, forces or Newton residual
 (``has_forces = False``), so only the metrics and priors that need none apply: trajectory, velocity and
-momentum errors; the momentum prior where the data conserve momentum (no external forces).
+momentum errors; the momentum prior where the data conserve momentum (no external forces), and a user's own
+laws (whose constants the file's attributes give).
 """
 
 from __future__ import annotations
