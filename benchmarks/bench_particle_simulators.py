@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,40 +49,47 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
+def _drift(system: Any, data: dict[str, np.ndarray]) -> float:
+    """The summary's maximum relative energy drift (as ``simulate_to_file`` computes it)."""
+    m, e = data["masses"][:, None], data["edges"][:, None] if "edges" in data else None
+    q = {k: data[k][:, None] for k in system.per_trajectory}
+    E = np.asarray(system.total_energy(data["positions"], data["velocities"], m, e, **q))
+    return float((np.abs(E - E[:, :1]) / np.abs(E[:, :1])).max())
+
+
+def _floors(system: Any, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    extra = {k: data[k] for k in system.per_trajectory}
+    return system.conservation_errors(data["positions"], data["velocities"], data["masses"], data.get("edges"), **extra)
+
+
 def bench(name: str, n: int, seed: int, repeats: int, folder: Path) -> dict[str, Any]:
     """Median wall / CPU seconds of each part over ``repeats`` runs (plus the summary of the last)."""
     system = get_system(name)
     path = folder / f"{name}.h5"
+    attrs = {"system": name, **system.constants, "seed": seed}
     runs: dict[str, list[tuple[float, float]]] = {k: [] for k in PARTS}
     summary: dict[str, Any] = {}
     for _ in range(repeats):
-        summary, w, c = timed(lambda: simulate_to_file(name, path, n, seed))
+        summary, w, c = timed(partial(simulate_to_file, name, path, n, seed))
         runs["end_to_end"].append((w, c))
-        data, w, c = timed(lambda: system.simulate(n, seed))
+        data, w, c = timed(partial(system.simulate, n, seed))
         runs["integrate"].append((w, c))
-        extra = {k: data[k] for k in system.per_trajectory}
-        _, w, c = timed(
-            lambda: system.conservation_errors(
-                data["positions"], data["velocities"], data["masses"], data.get("edges"), **extra
-            )
-        )
-        runs["floors"].append((w, c))
-        attrs = {"system": name, **system.constants, "seed": seed}
-        _, w, c = timed(lambda: write_particles(folder / "part.h5", data, attrs, floor=False))
-        runs["write"].append((w, c))
-
-        def drift() -> float:
-            m, e = data["masses"][:, None], data["edges"][:, None] if "edges" in data else None
-            q = {k: v[:, None] for k, v in extra.items()}
-            E = np.asarray(system.total_energy(data["positions"], data["velocities"], m, e, **q))
-            return float((np.abs(E - E[:, :1]) / np.abs(E[:, :1])).max())
-
-        _, w, c = timed(drift)
-        runs["drift"].append((w, c))
+        for part, fn in (
+            ("floors", partial(_floors, system, data)),
+            ("write", partial(write_particles, folder / "part.h5", data, attrs, floor=False)),
+            ("drift", partial(_drift, system, data)),
+        ):
+            _, w, c = timed(fn)
+            runs[part].append((w, c))
     out: dict[str, Any] = {"system": name, "n": n, "frames": summary["shape"][1], "summary": summary}
     for k, values in runs.items():
         out[k] = (statistics.median(v[0] for v in values), statistics.median(v[1] for v in values))
     return out
+
+
+def _nri_trajectories(sim: Any, n: int) -> None:
+    for _ in range(n):
+        sim.sample_trajectory(T=5000, sample_freq=100)
 
 
 def bench_nri(path: str, n: int, repeats: int) -> dict[str, float]:
@@ -98,15 +106,10 @@ def bench_nri(path: str, n: int, repeats: int) -> dict[str, float]:
     if not hasattr(module, "SpringSim"):
         raise SystemExit(f"--vs-nri {path}: no SpringSim class in it (NRI's data/synthetic_sim.py)")
     sim = module.SpringSim(noise_var=0.0, n_balls=5)
-    np.random.seed(42)
+    np.random.seed(42)  # noqa: NPY002 - NRI draws from numpy's global generator, as its generate_dataset.py
     walls, cpus = [], []
     for _ in range(repeats):
-
-        def run() -> None:
-            for _ in range(n):
-                sim.sample_trajectory(T=5000, sample_freq=100)
-
-        _, w, c = timed(run)
+        _, w, c = timed(partial(_nri_trajectories, sim, n))
         walls.append(n / w)
         cpus.append(n / c)
     return {"n": n, "wall_per_s": statistics.median(walls), "cpu_per_s": statistics.median(cpus)}
