@@ -41,6 +41,7 @@ def test_gpu_check_dry_run_on_cpu(tmp_path: Path) -> None:
     assert "DRY RUN" in table and "| three-body-paper | egnn |" in table
 
 
+@pytest.mark.slow
 def test_gpu_check_refuses_a_missing_gpu_and_unknown_presets(tmp_path: Path) -> None:
     import torch
 
