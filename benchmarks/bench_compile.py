@@ -81,7 +81,7 @@ def run_steps(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     _sync(device)
     return time.perf_counter() - start, losses
 
