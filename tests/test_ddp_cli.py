@@ -32,6 +32,7 @@ def _losses(run) -> list[float]:
         return [float(r["loss"]) for r in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_torchrun_train_matches_one_process(tmp_path):
     data = tmp_path / "springs.h5"
     assert main(["simulate", "five-spring", "--n", "60", "--frames", "8", "--out", str(data)]) == 0
@@ -65,6 +66,7 @@ def test_torchrun_train_matches_one_process(tmp_path):
             np.testing.assert_allclose(f2[key][()], f1[key][()], rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_torchrun_reproduce_matches_one_process(tmp_path):
     common = ["reproduce", "five-spring", "--seeds", "0", "--arms", "no_prior", "--device", "cpu"]
     common += ["--cache-dir", str(tmp_path / "data"), *TWO]

@@ -367,6 +367,7 @@ def chains(zygote, tmp_path_factory):
 SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"), pytest.param(signal.SIGKILL, id="SIGKILL")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_interrupted_reproduce_resumes_to_the_same_results(sig, chains, reference) -> None:
     chain, out = chains(sig)

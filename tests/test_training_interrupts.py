@@ -317,6 +317,7 @@ def run_child(script: Path, mode: str, target: int, sig: signal.Signals | None, 
     return proc.returncode, out, err
 
 
+@pytest.mark.slow
 def test_external_sigint_and_sigkill_then_resume_is_bit_for_bit(tmp_path, tmp_path_factory):
     run = tmp_path / "run"
     script = tmp_path / "child.py"

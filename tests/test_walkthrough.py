@@ -65,6 +65,7 @@ class _Images(HTMLParser):
         self.tables += tag == "table"
 
 
+@pytest.mark.slow
 def test_readme_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     commands = walkthrough_commands()

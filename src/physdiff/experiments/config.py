@@ -203,6 +203,8 @@ class SampleConfig:
     # precision of the sampling state and network: float64 keeps an exact projection's result to float64
     # (a Darcy sample projected in float32 keeps a residual of float32 round-off, ~1e-6 of the model's)
     dtype: str = field(default="float32", metadata=one_of(("float32", "float64")))
+    # torch.compile of the denoiser network for sampling (off by default; pays off over many batches)
+    compile: bool = False
 
 
 @dataclass

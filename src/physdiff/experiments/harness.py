@@ -35,6 +35,7 @@ from physdiff.experiments.task import Samples, Task, make_task
 from physdiff.priors.aux_head import AuxHeadPrior, attach_aux_heads
 from physdiff.priors.base import Prior, PriorNotApplicable, law_rms, total_prior_loss
 from physdiff.priors.sampling import make_method
+from physdiff.training.acceleration import accelerated
 from physdiff.training.distributed import DistInfo, all_gather_objects, barrier, main_first, resolve_device
 from physdiff.training.lock import RunLock
 from physdiff.training.metrics_log import require_tensorboard, tensorboard_writer
@@ -378,6 +379,7 @@ def sample_tensors(
     tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     if next(den.parameters()).dtype != dtype:
         den = copy.deepcopy(den).to(dtype)
+    den = accelerated(den, compile=cfg.compile)  # sample.compile
     x0, mask_all = tensors["x0"], tensors["mask"]
     conditional = bool(mask_all.any())
     ctx_all = {k: v for k, v in tensors.items() if k not in ("x0", "mask")}

@@ -21,8 +21,13 @@ and no force clipping (both break momentum and energy conservation), velocities 
 positions, first frame at t = 0. The system is linear, so leapfrog's relative energy error is
 O((Δt ω)²) ≲ 1e-7 (ω² ≤ κ·K = 0.5) and bounded for all times.
 
-The integration loop is written in numpy (fast on these small arrays and deterministic whatever the thread
-count); 10,000 trajectories of 49 frames take a few seconds on 2 cores.
+Implementation: the system is linear, so one leapfrog step is a linear map of the state,
+(R, V) ↦ M (R, V) with a per-trajectory 2K × 2K matrix M acting alike on every spatial axis. M is built by
+applying :func:`leapfrog_kdk_step` itself to the 2K unit states, the ``substeps`` steps between two frames
+are its power P = M^substeps (binary powering: 8 products of 10 × 10 matrices for 100 substeps), and each
+saved frame is one product S ← P S. This is the same discrete map as stepping 100 times (the two differ by
+round-off, ~1e-12 on positions of size ~1), for 48 batched 10 × 10 products instead of 4,800 steps: 10,000
+trajectories of 49 frames take well under a second in numpy (deterministic whatever the thread count).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import numpy as np
 from physdiff.physics import particles as phys
 from physdiff.systems.particle_system import Array, ParticleSystem
 
-__all__ = ["FiveSpring", "leapfrog_kdk_step", "random_spring_graph"]
+__all__ = ["FiveSpring", "leapfrog_kdk_step", "leapfrog_propagator", "random_spring_graph"]
 
 
 def random_spring_graph(rng: np.random.Generator, n: int, K: int, p: float = 0.5) -> np.ndarray:
@@ -57,6 +62,37 @@ def leapfrog_kdk_step(
     A = accel_fn(R)
     V += (0.5 * h) * A
     return A
+
+
+def leapfrog_propagator(lap: np.ndarray, h: float, steps: int) -> np.ndarray:
+    """The map of ``steps`` kick–drift–kick steps of the linear system a = −``lap`` R, as matrices ``[n, 2K, 2K]``.
+
+    For states S = (R; V) stacked ``[n, 2K, D]``, ``steps`` calls of :func:`leapfrog_kdk_step` with
+    ``accel = lambda X: -(lap @ X)`` equal ``P @ S`` up to round-off. One step's matrix M is obtained by
+    stepping the 2K unit states (so it is the integrator's own map, not a re-derivation); P = M^steps by
+    binary powering (⌊log₂ steps⌋ squarings).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    n, K, _ = lap.shape
+    eye = np.broadcast_to(np.eye(K), (n, K, K))
+    zero = np.zeros((n, K, K))
+    R = np.concatenate([eye, zero], -1)  # column j: the unit state e_j of (R; V)
+    V = np.concatenate([zero, eye], -1)
+
+    def accel(X: np.ndarray) -> np.ndarray:
+        return -(lap @ X)
+
+    leapfrog_kdk_step(R, V, accel(R), h, accel)
+    M = np.concatenate([R, V], -2)
+    P: np.ndarray | None = None
+    while True:
+        if steps & 1:
+            P = M if P is None else M @ P
+        steps >>= 1
+        if not steps:
+            return P  # type: ignore[return-value]
+        M = M @ M
 
 
 @dataclass
@@ -122,20 +158,28 @@ class FiveSpring(ParticleSystem):
         # a = F/m = −(κ/m) (deg R − e R) = −(κ/m) Lap R, with the graph Laplacian Lap = diag(deg) − e.
         lap = (kappa / m[..., None]) * (edges.sum(-1)[..., None] * np.eye(self.n_particles) - edges)
 
-        def accel(X: np.ndarray) -> np.ndarray:
-            return -(lap @ X)
-
-        Rs = np.empty((n, self.n_frames, *R.shape[1:]))
-        Vs = np.empty_like(Rs)
-        Rs[:, 0], Vs[:, 0] = R, V
-        A = accel(R)
+        P = leapfrog_propagator(lap, h, self.substeps)  # one frame: `substeps` leapfrog steps
+        # The centre of mass moves uniformly (Σ m a = 0), exactly so under leapfrog: propagate the motion
+        # relative to it and re-centre every frame, so that the momentum stays exact to round-off (~1e-16)
+        # instead of collecting P's round-off frame after frame.
+        K = self.n_particles
+        w = (m / m.sum(-1, keepdims=True))[..., None]  # [n, K, 1]
+        Rc, Vc = (w * R).sum(-2, keepdims=True), (w * V).sum(-2, keepdims=True)
+        S = np.empty((n, self.n_frames, 2 * K, self.n_dims))  # (R − Rc; V − Vc) per frame
+        S[:, 0, :K], S[:, 0, K:] = R - Rc, V - Vc
         frames = range(1, self.n_frames)
         if progress:
             from tqdm.auto import tqdm
 
             frames = tqdm(frames, desc=self.name, unit="frame")
+        state = S[:, 0].copy()  # contiguous: a batched matmul on strided views is several times slower
         for frame in frames:
-            for _ in range(self.substeps):
-                A = leapfrog_kdk_step(R, V, A, h, accel)
-            Rs[:, frame], Vs[:, frame] = R, V
+            state = P @ state
+            state[:, :K] -= (w * state[:, :K]).sum(-2, keepdims=True)
+            state[:, K:] -= (w * state[:, K:]).sum(-2, keepdims=True)
+            S[:, frame] = state
+        t = self.dt * np.arange(self.n_frames)[None, :, None, None]
+        Rs = S[:, :, :K] + (Rc[:, None] + t * Vc[:, None])
+        Vs = S[:, :, K:] + Vc[:, None]
+        Rs[:, 0], Vs[:, 0] = R, V  # frame 0 is the initial condition, bit for bit
         return {"positions": Rs, "velocities": Vs, "masses": m, "edges": edges}

@@ -31,8 +31,11 @@ Rejection (each simulated batch is checked and only valid trajectories kept, unt
 Defaults: L = 30 frames at ``dt`` = 0.1 (duration 2.9). With |U| ≈ 2–4 and Q ≈ 0.5 the speeds are
 ≈ 0.5–1, so a body moves ≈ 1.3 (median) over a trajectory, comparable to the system size — a sizable
 fraction of an orbital period (a circular binary at separation 1 has period 2π/√2 ≈ 4.4) — while short
-enough not to be chaotic. Candidates are simulated in batches of ``batch_size`` = 2048 (fixed, so a data
-set of n trajectories is a prefix of a larger one with the same seed and settings).
+enough not to be chaotic. Candidates are drawn in batches of ``batch_size`` = 2048 (fixed, so a data set of
+n trajectories is a prefix of a larger one with the same seed and settings); after the first batch, the
+batches the acceptance rate calls for are integrated together, in a ``[K, D, B]`` layout whose arithmetic is
+elementwise over the batch (the same bits as batch by batch), and candidates that certainly fail the
+rejection test are dropped as soon as they do (2,000 trajectories: a few seconds of CPU).
 """
 
 from __future__ import annotations
@@ -46,13 +49,15 @@ import numpy as np
 from physdiff.physics import particles as phys
 from physdiff.systems.particle_system import Array, ParticleSystem
 
-__all__ = ["PairwiseGravity", "ThreeBody", "yoshida4_step"]
+__all__ = ["PairwiseGravity", "PairwiseGravitySoA", "ThreeBody", "yoshida4_step"]
 
 # Yoshida (1990) 4th-order triple-jump coefficients.
 _W1 = 1.0 / (2.0 - 2.0 ** (1.0 / 3.0))
 _W0 = -(2.0 ** (1.0 / 3.0)) / (2.0 - 2.0 ** (1.0 / 3.0))
 _DRIFT = (0.5 * _W1, 0.5 * (_W0 + _W1), 0.5 * (_W0 + _W1), 0.5 * _W1)
 _KICK = (_W1, _W0, _W1)
+#: at most this many candidates are integrated together (bounds the memory of a large data set)
+_GROUP_CANDIDATES = 16384
 
 
 class PairwiseGravity:
@@ -80,6 +85,41 @@ class PairwiseGravity:
         np.minimum(self.min_r2, r2.min(-1), out=self.min_r2)
         f = d * (r2**-1.5)[..., None]  # (R_i − R_j)/r_ij³
         return self.inc_j @ (self.G_mi * f) - self.inc_i @ (self.G_mj * f)
+
+
+class PairwiseGravitySoA:
+    """:class:`PairwiseGravity` for states laid out ``[K, D, B]`` (batch last, contiguous): the simulator's hot path.
+
+    The same accelerations, computed pair by pair with elementwise operations on length-B rows (no
+    fancy indexing, no batched tiny matmuls, 1/r³ as 1/(r² √r²) rather than a power): ~5× less CPU time
+    than the ``[B, K, D]`` layout at B = 2048. Every operation is elementwise over the batch, so a
+    trajectory's bits do not depend on which other trajectories share its batch. Tracks the minimum
+    pair distance² of every evaluation in ``min_r2`` ``[B]``.
+    """
+
+    def __init__(self, m: np.ndarray, G: float) -> None:
+        K = m.shape[-1]
+        self.pairs = [(i, j) for i in range(K) for j in range(i + 1, K)]
+        self.Gm = G * np.ascontiguousarray(m.T)[:, None, :]  # [K, 1, B]
+        self.min_r2 = np.full(m.shape[0], np.inf)
+
+    def keep(self, idx: np.ndarray) -> None:
+        """Restrict the batch to the trajectories ``idx``."""
+        self.Gm = np.ascontiguousarray(self.Gm[..., idx])
+        self.min_r2 = self.min_r2[idx]
+
+    def __call__(self, R: np.ndarray) -> np.ndarray:
+        A = np.zeros_like(R)
+        for i, j in self.pairs:
+            d = R[i] - R[j]  # [D, B]
+            r2 = d[0] * d[0]
+            for k in range(1, d.shape[0]):
+                r2 += d[k] * d[k]
+            np.minimum(self.min_r2, r2, out=self.min_r2)
+            d *= 1.0 / (r2 * np.sqrt(r2))  # (R_i − R_j)/r_ij³
+            A[i] -= self.Gm[j] * d
+            A[j] += self.Gm[i] * d
+        return A
 
 
 def yoshida4_step(R: np.ndarray, V: np.ndarray, h: float, accel_fn: Callable[[np.ndarray], np.ndarray]) -> None:
@@ -172,21 +212,52 @@ class ThreeBody(ParticleSystem):
     def _simulate_batch(
         self, R0: np.ndarray, V0: np.ndarray, m: np.ndarray, pbar: Any = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Integrate a batch; returns positions, velocities ``[B, L, K, D]`` and the validity mask ``[B]``."""
+        """Integrate a batch; returns positions, velocities ``[B, L, K, D]`` and the validity mask ``[B]``.
+
+        Integrated in the ``[K, D, B]`` layout (:class:`PairwiseGravitySoA`). A candidate that certainly
+        fails :meth:`validity` (a close encounter in any force evaluation, non-finite, or, at a saved frame,
+        an escape or an energy drift above the thresholds with a 1e-9 relative margin) is dropped from the
+        batch at the next frame and not integrated further: about 2/3 of the candidates are rejected,
+        most early. The kept ones are then checked by :meth:`validity` itself, so the rule is unchanged;
+        a dropped candidate's remaining frames are NaN and it is marked invalid.
+        """
+        B, K, D = R0.shape
         h = self.dt / self.substeps
-        accel = PairwiseGravity(m, self.constants["G"])
-        R, V = R0.copy(), V0.copy()
-        Rs = np.empty((R.shape[0], self.n_frames, *R.shape[1:]))
-        Vs = np.empty_like(Rs)
-        Rs[:, 0], Vs[:, 0] = R, V
+        accel = PairwiseGravitySoA(m, self.constants["G"])
+        R = np.ascontiguousarray(R0.transpose(1, 2, 0))  # [K, D, B]
+        V = np.ascontiguousarray(V0.transpose(1, 2, 0))
+        w = np.ascontiguousarray((m / m.sum(-1, keepdims=True)).T)[:, None, :]  # [K, 1, B]
+        Rs = np.full((B, self.n_frames, K, D), np.nan)
+        Vs = np.full_like(Rs, np.nan)
+        Rs[:, 0], Vs[:, 0] = R0, V0
+        E0 = np.asarray(self.total_energy(R0, V0, m))
+        alive = np.arange(B)
+        margin = 1.0 + 1e-9
         with np.errstate(all="ignore"):  # diverging rejected candidates may overflow
             for frame in range(1, self.n_frames):
                 for _ in range(self.substeps):
                     yoshida4_step(R, V, h, accel)
-                Rs[:, frame], Vs[:, frame] = R, V
+                Rt, Vt = R.transpose(2, 0, 1), V.transpose(2, 0, 1)  # [b, K, D] views
+                Rs[alive, frame], Vs[alive, frame] = Rt, Vt
                 if pbar is not None:
                     pbar.update(1)
-        valid = self.validity(Rs, Vs, m, np.sqrt(accel.min_r2))
+                # certain rejections: encounter, non-finite, escape, drift (validity() decides for the rest)
+                E = np.asarray(self.total_energy(Rt, Vt, m[alive]))
+                radius = np.sqrt(np.square(R - (w * R).sum(0, keepdims=True)).sum(1)).max(0)
+                ok = (
+                    (np.sqrt(accel.min_r2) >= self.min_distance)
+                    & (radius <= self.max_radius * margin)
+                    & (np.abs(E - E0[alive]) <= self.max_energy_drift * margin * np.abs(E0[alive]))
+                )
+                if not ok.all() and frame < self.n_frames - 1:
+                    keep = np.flatnonzero(ok)
+                    alive, R, V, w = alive[keep], R[..., keep], V[..., keep], w[..., keep]
+                    R, V = np.ascontiguousarray(R), np.ascontiguousarray(V)
+                    accel.keep(keep)
+        min_dist = np.zeros(B)  # a dropped candidate: invalid (its frames are NaN besides)
+        min_dist[alive] = np.sqrt(accel.min_r2)
+        valid = np.zeros(B, dtype=bool)
+        valid[alive] = self.validity(Rs[alive], Vs[alive], m[alive], min_dist[alive])
         return Rs, Vs, valid
 
     def validity(self, R: np.ndarray, V: np.ndarray, m: np.ndarray, min_dist: np.ndarray | None = None) -> np.ndarray:
@@ -231,12 +302,23 @@ class ThreeBody(ParticleSystem):
             from tqdm.auto import tqdm
 
             pbar = tqdm(total=self.n_frames - 1, desc=f"{self.name}", unit="frame")
+        # After the first batch, the batches the observed acceptance says are still needed are drawn in
+        # order and integrated together (larger arrays, less per-call overhead). Each trajectory's
+        # arithmetic is elementwise over the batch, so the result is the same as batch after batch.
+        drawn = 0
         try:
-            for batch_index in range(self.max_batches):
-                R0, V0, m = self.initial_conditions(rng, self.batch_size)
+            while drawn < self.max_batches:
+                todo = 1
+                if drawn:
+                    rate = max(count, 1) / (drawn * self.batch_size)
+                    needed = -(-(n - count) // max(1, int(rate * self.batch_size)))
+                    todo = min(self.max_batches - drawn, needed, max(1, _GROUP_CANDIDATES // self.batch_size))
+                draws = [self.initial_conditions(rng, self.batch_size) for _ in range(todo)]
+                R0, V0, m = (np.concatenate(parts) for parts in zip(*draws, strict=True))
+                drawn += todo
                 if pbar is not None:
                     pbar.reset()
-                    pbar.set_description(f"{self.name} batch {batch_index + 1} ({count}/{n} kept)")
+                    pbar.set_description(f"{self.name} batches {drawn - todo + 1}-{drawn} ({count}/{n} kept)")
                 R, V, valid = self._simulate_batch(R0, V0, m, pbar)
                 idx = np.flatnonzero(valid)[: n - count]
                 kept["positions"].append(R[idx])

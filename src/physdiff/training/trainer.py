@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from physdiff.config import bounded, one_of
 from physdiff.diffusion.objective import OBJECTIVES, LossOutput, diffusion_loss, sample_time
 from physdiff.diffusion.parametrisation import Denoiser
+from physdiff.training.acceleration import PRECISIONS, accelerated
 from physdiff.training.checkpoint import (
     CheckpointError,
     check_config_matches,
@@ -71,6 +72,11 @@ class TrainConfig:
     checkpoint_every: int = field(default=500, metadata=bounded(ge=1))
     seed: int = field(default=0, metadata=bounded(ge=0))
     tensorboard: bool = False
+    # torch.compile of the denoiser network for the training forward/backward (off by default: on a CPU the
+    # compilation takes tens of seconds; docs/benchmarks.md has the break-even steps)
+    compile: bool = False
+    # the network's forward in fp32 or under bf16 autocast; EMA, loss reduction and priors stay in fp32
+    precision: str = field(default="fp32", metadata=one_of(PRECISIONS))
 
 
 @dataclass
@@ -157,7 +163,7 @@ def train(
         run = _build_run(denoiser, cfg, device)
         if resume:
             _resume(run, ckpt, config_dict, device, dist_info.is_main)
-        net = _wrap_ddp(denoiser, dist_info, device)
+        net = accelerated(_wrap_ddp(denoiser, dist_info, device), compile=cfg.compile, precision=cfg.precision)
         job = _Job(denoiser, net, data, cfg, extra_loss, augment, return_hidden, device, dist_info)
         log = MetricsLog(
             run_dir / "metrics.csv",
