@@ -6,6 +6,7 @@ import base64
 import csv
 import io
 import itertools
+import json
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -633,3 +634,76 @@ def test_metrics_log_writes_interval_means_and_namespaced_tensorboard_tags(tmp_p
     log_hparams(Writer(), {"arm": "no_prior", "lr": 1e-3, "grid": [1, 2]}, {"traj_error": 0.5, "bad": float("nan")})
     hp = calls[-1]
     assert hp[1]["grid"] == "[1, 2]" and hp[2] == {"hparams/traj_error": 0.5}
+
+
+# ---------------------------------------------------- one metric order and one number format: table.md = report
+def _md_headers(table: str) -> list[list[str]]:
+    """The metric columns of each markdown table (``| method | ... |`` header rows)."""
+    return [
+        [c.strip() for c in ln.strip("|").split("|")][1:] for ln in table.splitlines() if ln.startswith("| method |")
+    ]
+
+
+def test_table_md_and_report_list_the_same_metrics_in_the_same_order(tmp_path):
+    from physdiff.experiments.tables import markdown_table, table_keys, write_results
+
+    res = _results()
+    res["metric_tasks"] = {"traj_error": "prediction", "energy_error": "prediction"}
+    for i, arm in enumerate(res["arms"].values()):  # metrics beyond the table's, in a scrambled order
+        for k in ("max_error", "frmse_high", "dynamic_error", "frmse_low", "nrmse"):
+            v = [0.5 + i, 0.6 + i, 0.7 + i]
+            arm[k] = {"mean": float(np.mean(v)), "std": 0.1, "per_seed": v, "nonfinite": 0}
+    # a ratio of 1e-7: prior:energy's energy error far below no_prior's
+    res["arms"]["prior:energy"]["energy_error"]["mean"] = 3.1e-8
+    res["arms"]["no_prior"]["energy_error"]["mean"] = 0.31
+    res["sampling_constraints"] = {}
+    md = markdown_table(res, table_keys(res))
+    write_results(tmp_path, res, md)
+    headers = _md_headers(md)
+    assert len(headers) == 2  # the table's metrics, then the others in a second table
+    main, more = headers
+    assert main == ["traj_error (prediction)", "energy_error (prediction)"]
+    assert more == [
+        "nrmse (prediction)",
+        "frmse_low (prediction)",
+        "frmse_high (prediction)",
+        "dynamic_error",
+        "max_error",
+    ]
+    path = write_report(tmp_path, res, table_md=md, config_yaml="", figures=[], command=None, versions={})
+    doc = _parse(path)
+    assert doc.tables["results"]["header"][1:] == main
+    assert doc.tables["results-more"]["header"][1:] == more
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert [k for k in on_disk["arms"]["no_prior"]] == table_keys(res)  # results.json in the same order
+    # no "0.000" for a nonzero ratio, in either file
+    ratio_md = next(ln for ln in md.splitlines() if ln.startswith("| ratio prior:energy : no_prior"))
+    cells = [c.strip() for c in ratio_md.strip("|").split("|")][1:]
+    assert cells[1] == "1e-07"
+    ratio_html = next(r for r in doc.tables["results"]["rows"] if r[0] == "ratio prior:energy : no_prior")
+    assert ratio_html[2] == "1e-07"
+    for text in (md, path.read_text()):
+        assert "0.000 " not in text and "0.000<" not in text and "| 0.000 |" not in text
+
+
+def test_format_number():
+    from physdiff.evaluation.statistics import format_number
+
+    assert format_number(1e-7, 3) == "1e-07" and format_number(1.234e-5) == "1.234e-05"
+    assert format_number(0.000999) == "9.99e-04" and format_number(0.001) == "0.001"
+    assert format_number(0.8661, 3) == "0.866" and format_number(0.0) == "0"
+    assert format_number(-0.0123, 3, sign=True) == "-0.0123" and format_number(0.5, 3, sign=True) == "+0.5"
+    assert format_number(float("nan")) == "NaN" and format_number(None) == "—" and format_number(2e6) == "2e+06"
+
+
+def test_report_records_version_commit_device_and_world_size(tmp_path):
+    from physdiff._version import __version__
+    from physdiff.evaluation.report import collect_versions
+
+    versions = collect_versions()
+    assert versions["physdiff"] == __version__  # the imported package, not stale installed metadata
+    res = _results() | {"device": "cuda:0", "world_size": 2}
+    doc = _parse(write_report(tmp_path, res, table_md="", config_yaml="", figures=[], command=None))
+    run = {r[0]: r[1] for r in doc.tables["run"]["rows"]}
+    assert run["device"] == "cuda:0" and run["world size"] == "2"
+    assert {r[0]: r[1] for r in doc.tables["versions"]["rows"]}["physdiff"] == __version__
