@@ -180,8 +180,8 @@ def _rows(
             rows.append(_Row("error", "error", f"|{name} − {name}_true|", _time_label(data, last, n_t), panels))
     else:
         samples = [sample] if task == "prediction" or other == sample else [sample, other]
-        for s in samples:
-            title = f"sample {s}" if task != "prediction" else ""
+        for i, s in enumerate(samples):  # generation: a row per draw, the columns unpaired (the suptitle says so)
+            title = f"#{i + 1}" if task != "prediction" else ""
             panels = [_panel(data, _slice(data.system, u[s], None)) for u in cols]
             rows.append(_Row(f"{name}#{s}", "field", name, title, panels))
         if task == "prediction":

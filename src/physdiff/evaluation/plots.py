@@ -122,7 +122,7 @@ def arm_colours(names: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def arm_widths(names: Sequence[str], thin: float = 1.1, step: float = 0.6) -> dict[str, float]:
+def arm_widths(names: Sequence[str], thin: float = 1.0, step: float = 1.0) -> dict[str, float]:
     """A line width per row, the first widest and each later one ``step`` narrower (drawn on top, so equal
     curves stay visible as a coloured core inside a wider line of another colour)."""
     n = len(names)
@@ -548,7 +548,7 @@ def training_figure(
     if not cols:
         return None
     colours = arm_colours(list(logs))
-    widths = arm_widths(list(logs), thin=1.0, step=0.5)
+    widths = arm_widths(list(logs), thin=1.0, step=0.8)
     n_seeds = max(len(s) for s in logs.values())
     with matplotlib.rc_context(STYLE):
         fig = new_figure(3.4 * len(cols) + 0.4, 2.9)
@@ -581,7 +581,8 @@ def training_figure(
                         ax.plot(vsteps, vmean, color=colours[arm], lw=1.0, ls="--", marker="s", ms=3)
                         positive &= bool(np.nanmin(vmean) > 0)
                         has_val = True
-            if positive:
+            drawn = [y for line in ax.get_lines() for y in np.asarray(line.get_ydata(), dtype=float)]
+            if positive and drawn and np.nanmax(drawn) > 10 * np.nanmin(drawn):  # log only over a decade or more
                 ax.set_yscale("log")
             ax.set_xlabel("training step")
             ax.set_ylabel({"loss_mean": "loss"}.get(col, col))
