@@ -692,6 +692,7 @@ def test_format_number():
     assert format_number(1e-7, 3) == "1e-07" and format_number(1.234e-5) == "1.234e-05"
     assert format_number(0.000999) == "9.99e-04" and format_number(0.001) == "0.001"
     assert format_number(0.8661, 3) == "0.866" and format_number(0.0) == "0"
+    assert format_number(0.97, 3, decimals=3) == "0.970" and format_number(2.5e-7, 3, decimals=3) == "2.5e-07"
     assert format_number(-0.0123, 3, sign=True) == "-0.0123" and format_number(0.5, 3, sign=True) == "+0.5"
     assert format_number(float("nan")) == "NaN" and format_number(None) == "—" and format_number(2e6) == "2e+06"
 

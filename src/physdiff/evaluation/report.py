@@ -257,7 +257,7 @@ def _ratio(a: Any, b: Any) -> str:
         a, b = float(a), float(b)
     except (TypeError, ValueError):
         return "—"
-    return _num(a / b, 3) if b else "—"
+    return format_number(a / b, 3, decimals=3) if b else "—"
 
 
 def _results_table(results: Mapping[str, Any], keys: Sequence[str], table_id: str) -> str:
@@ -517,9 +517,9 @@ def render_sweep_report(
                     if ratio is not None and ratio > 1 + max_worse
                     else ""
                 )
-                cells.append((f"{_num((r.get('mean') or {}).get(k))} ({_num(ratio, 3)})", css))
+                cells.append((f"{_num((r.get('mean') or {}).get(k))} ({format_number(ratio, 3, decimals=3)})", css))
             cells += [
-                _num(r.get("score"), 3),
+                format_number(r.get("score"), 3, decimals=3),
                 ", ".join(below) or "—",
                 ", ".join(worse) or "—",
                 ("yes" if eligible else "no", "good" if eligible else "bad"),
@@ -532,8 +532,8 @@ def render_sweep_report(
     body.append("<h2>Best point per arm</h2>")
     if best:
         best_rows = [
-            [arm, " ".join(b.get("overrides") or []), _num(b.get("score"), 3)]
-            + [_num((b.get("ratio") or {}).get(k), 3) for k in keys]
+            [arm, " ".join(b.get("overrides") or []), format_number(b.get("score"), 3, decimals=3)]
+            + [format_number((b.get("ratio") or {}).get(k), 3, decimals=3) for k in keys]
             for arm, b in best.items()
         ]
         body.append(_table(["arm", "setting", "score"] + [f"{k} ratio" for k in keys], best_rows, table_id="best"))

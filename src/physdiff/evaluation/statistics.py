@@ -114,10 +114,10 @@ def paired_difference(treated: Sequence[float], base: Sequence[float]) -> dict[s
 
 
 # ----------------------------------------------------------------------------------------------- display
-def format_number(x: Any, digits: int = 4, *, sign: bool = False) -> str:
-    """One number as every table shows it: ``digits`` significant digits; e-notation when ``0 < |x| < 1e-3``
-    or ``|x| >= 1e5`` (so no nonzero value reads ``0.000``); ``—`` for ``None``, ``NaN``, ``inf``, ``−inf``;
-    a leading ``+`` with ``sign``."""
+def format_number(x: Any, digits: int = 4, *, sign: bool = False, decimals: int | None = None) -> str:
+    """One number as every table shows it: ``digits`` significant digits (``decimals``: that many decimals
+    instead, as ratios show, 0.970); e-notation when ``0 < |x| < 1e-3`` or ``|x| >= 1e5`` (so no nonzero
+    value reads ``0.000``); ``NaN``, ``inf``, ``−inf``; ``—`` for ``None``; a leading ``+`` with ``sign``."""
     if x is None:
         return "—"
     try:
@@ -133,6 +133,8 @@ def format_number(x: Any, digits: int = 4, *, sign: bool = False) -> str:
     if a and (a < 1e-3 or a >= 1e5):  # g-style: trailing zeros of the mantissa dropped (1e-09, 1.23e-07)
         mantissa, exponent = format(v, f"{plus}.{max(digits - 1, 0)}e").split("e")
         return (mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa) + "e" + exponent
+    if decimals is not None:
+        return format(v, f"{plus}.{decimals}f")
     return format(v, f"{plus}.{digits}g")
 
 

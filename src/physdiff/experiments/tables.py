@@ -146,8 +146,8 @@ def _cell(m: Mapping[str, Any]) -> str:
 
 
 def _ratio(a: Any, b: Any) -> str:
-    """``a / b`` (:func:`format_number`, 3 digits); ``—`` when ``b`` is 0."""
-    return format_number(float(a) / float(b), 3) if b else "—"
+    """``a / b`` (:func:`format_number`, 3 decimals, e-notation below 1e-3); ``—`` when ``b`` is 0."""
+    return format_number(float(a) / float(b), 3, decimals=3) if b else "—"
 
 
 def _paired_cell(p: Mapping[str, Any] | None) -> str:
