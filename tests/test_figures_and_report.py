@@ -244,7 +244,8 @@ def test_curves_against_time_and_steps(advection):
     assert field_curves_figure(advection, per_seed, "generation") is not None  # the residual alone
 
     fig = training_figure(_logs())
-    assert [ax.get_title() for ax in fig.axes] == ["total training loss", "denoising (score) loss"]
+    titles = [ax.get_title().replace("\n", " ") for ax in fig.axes]  # a log without loss_mean: one batch per point
+    assert titles == ["total training loss (one batch per point)", "denoising (score) loss (one batch per point)"]
     assert all(ax.get_xlabel() == "training step" for ax in fig.axes)
     line = fig.axes[0].get_lines()[0]
     assert line.get_label() == "no_prior" and np.allclose(line.get_xdata(), _logs()["no_prior"][0]["step"])
