@@ -58,6 +58,7 @@ def test_plot_compares_runs_of_different_seeds(tmp_path, monkeypatch, capsys):
         assert main(["--quiet", *argv, "--device", "cpu", *TINY_TRAIN]) == 0
         assert main(["--quiet", "sample", run, "--device", "cpu"]) == 0
     capsys.readouterr()
+    assert "device cpu, world size 1" in Path("a/run.log").read_text()  # where it ran, in the run's log
     assert main(["--quiet", "plot", "a", "b", "--out", "cmp"]) == 0, capsys.readouterr().err
     res = json.loads(Path("cmp/results.json").read_text())
     assert res["arm_seeds"] == {"no_prior": [0], "prior:energy": [1]} and res["paired"] == {}
@@ -69,3 +70,10 @@ def test_plot_compares_runs_of_different_seeds(tmp_path, monkeypatch, capsys):
     # the folder is redrawn from its results.json (its relative data path) from another working directory
     monkeypatch.chdir(tmp_path / "a")
     assert main(["--quiet", "plot", str(tmp_path / "cmp")]) == 0
+
+
+def test_quiet_silences_the_simulators_progress(tmp_path, capsys):
+    for argv in (["simulate", "three-body", "-q"], ["--quiet", "simulate", "three-body"]):
+        out = tmp_path / f"{len(argv[0])}.h5"
+        assert main([*argv, "--n", "4", "--frames", "4", "--out", str(out)]) == 0
+        assert capsys.readouterr().err == ""

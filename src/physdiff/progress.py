@@ -20,21 +20,12 @@ __all__ = ["progress_bar", "LineProgress", "progress_enabled", "set_quiet"]
 
 log = logging.getLogger("physdiff")
 _quiet = False
-_saved_env: str | None = None
 
 
 def set_quiet(quiet: bool) -> None:
-    """Turn all progress off (``physdiff --quiet``), even where a run's ``run.log`` takes INFO messages; the
-    simulators' own tqdm bars too (``TQDM_DISABLE=1`` while quiet, the variable's earlier value restored)."""
-    global _quiet, _saved_env
-    if quiet and not _quiet:
-        _saved_env = os.environ.get("TQDM_DISABLE")
-        os.environ["TQDM_DISABLE"] = "1"
-    elif not quiet and _quiet:
-        if _saved_env is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = _saved_env
+    """Turn all progress off (``physdiff --quiet``), even where a run's ``run.log`` takes INFO messages (the
+    simulators' tqdm bars too: their callers ask :func:`progress_enabled`)."""
+    global _quiet
     _quiet = bool(quiet)
 
 
