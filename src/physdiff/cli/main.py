@@ -700,7 +700,8 @@ EXPECTED = (ConfigError, CheckpointError, RunLockedError, ValueError, KeyError, 
 def _one_line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     if isinstance(e, KeyError) and len(e.args) == 1:
-        text = str(e.args[0])
+        key = e.args[0]  # a sentence is the message; a bare key says nothing alone ("error: 1")
+        text = str(key) if isinstance(key, str) and " " in key.strip() else f"missing key {key!r}"
     return " ".join(text.split())
 
 
