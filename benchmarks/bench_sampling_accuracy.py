@@ -60,7 +60,7 @@ def parse_configs(text: str) -> list[tuple[str, int]]:
 def load_results(folder: Path, split: str, n: int | None = None) -> tuple[dict, ExperimentConfig, object]:
     info = json.loads((folder / "results.json").read_text())
     raw = {k: v for k, v in load_yaml_dict(folder / "config.yaml").items() if k not in ("arm", "seed")}
-    over = [f"data.path={info['data']}"] + ([f"sample.n_test={n}"] if n else [])
+    over = [f"data.path={(folder / info['data']).resolve()}"] + ([f"sample.n_test={n}"] if n else [])  # relative
     cfg = configure(from_dict(ExperimentConfig, raw, where=str(folder / "config.yaml")), over)
     first = tables.run_dir(folder, next(iter(info["arms"])), info["seeds"][0])
     scaling = json.loads((first / "scaling.json").read_text())

@@ -85,6 +85,14 @@ def test_tensorboard_gets_validation_loss_and_sample_metrics(tmp_path, capsys, m
             assert np.isfinite(value)
             scalars.append(tag)
 
+        def add_hparams(self, hparams, metrics, run_name=None):
+            assert hparams["arm"] == "no_prior" and all(np.isfinite(v) for v in metrics.values())
+            scalars.extend(metrics)
+
+        def add_image(self, tag, image, step=None, dataformats="CHW"):
+            assert image.ndim == 3 and image.shape[-1] == 3 and dataformats == "HWC"
+            scalars.append(tag)
+
         def flush(self):
             pass
 
@@ -96,8 +104,10 @@ def test_tensorboard_gets_validation_loss_and_sample_metrics(tmp_path, capsys, m
     argv += ["--device", "cpu", "data.n=30", "data.settings.n_frames=8", "sample.constraints=[]", *TINY_TRAIN]
     assert main([*argv, "train.tensorboard=true"]) == 0
     capsys.readouterr()
-    assert "loss" in scalars and "val_loss" in scalars
+    assert {"train/loss", "train/loss_mean", "train/loss_score", "val/loss"} <= set(scalars)  # namespaced tags
+    assert not {"loss", "val_loss"} & set(scalars)
     assert {"sample/traj_error", "sample/vel_error", "sample/energy_error"} <= set(scalars)
+    assert {"hparams/traj_error", "figures/trajectories", "figures/conservation"} <= set(scalars)
 
 
 def test_a_file_without_splits_gets_the_default_split_with_a_note(files, tmp_path, capsys):

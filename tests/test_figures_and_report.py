@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import itertools
+import json
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -169,7 +171,7 @@ def test_particle_figures_read_well(particles):
     fig = trajectory_figure(particles, generated, samples=(0, 1, 2))
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert len(axes) == 3 * 3  # three test samples × (ground truth + two arms)
-    assert all(ax.get_xlabel() == "x" for ax in axes) and axes[0].get_ylabel() == "y"
+    assert all(ax.get_xlabel() == "x" for ax in axes) and axes[0].get_ylabel() == "test sample 0\ny"
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert {"particle 1", "particle 2", "particle 3", "conditioned frame 0"} <= set(legend)
     assert _overlaps(fig) == []
@@ -242,7 +244,8 @@ def test_curves_against_time_and_steps(advection):
     assert field_curves_figure(advection, per_seed, "generation") is not None  # the residual alone
 
     fig = training_figure(_logs())
-    assert [ax.get_title() for ax in fig.axes] == ["total training loss", "denoising (score) loss"]
+    titles = [ax.get_title().replace("\n", " ") for ax in fig.axes]  # a log without loss_mean: one batch per point
+    assert titles == ["total training loss (one batch per point)", "denoising (score) loss (one batch per point)"]
     assert all(ax.get_xlabel() == "training step" for ax in fig.axes)
     line = fig.axes[0].get_lines()[0]
     assert line.get_label() == "no_prior" and np.allclose(line.get_xdata(), _logs()["no_prior"][0]["step"])
@@ -487,3 +490,222 @@ def test_sweep_report(tmp_path):
     assert [r[0] for r in table["rows"]][:2] == ["no_prior", "ground-truth floor"]
     assert doc.tables["best"]["rows"][0][:3] == ["prior:energy", "priors.0.weight=0.1", "0.789"]
     assert doc.tables["grid"]["rows"][0] == ["priors.0.weight", "0.1, 1"]
+
+
+# ------------------------------------------------------- figures that fit: 1, 2 and 4 arms, a long user prior
+LONG = "prior:my_priors.py:DampedSpringNewtonWithAVeryLongUserPriorClassName4"
+ARM_SETS = {1: [LONG], 2: ["no_prior", LONG], 4: ["no_prior", "prior:energy", "prior:momentum", LONG]}
+
+
+def _tick_overlaps(fig) -> list[str]:
+    """Tick labels of one axis that overlap each other (the drawn ticks, after a canvas draw)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    bad = []
+    for i, ax in enumerate(fig.axes):
+        for axis in (ax.xaxis, ax.yaxis):
+            boxes = [t.get_window_extent(renderer) for t in axis.get_ticklabels() if t.get_visible() and t.get_text()]
+            lo, hi = sorted(axis.get_view_interval())
+            locs = axis.get_majorticklocs()
+            boxes = [b for b, loc in zip(boxes, locs, strict=False) if lo <= loc <= hi]
+            for a, b in itertools.combinations(boxes, 2):
+                inter = a.intersection(a, b)
+                if a.overlaps(b) and inter is not None and inter.width > 1 and inter.height > 1:
+                    bad.append(f"axes {i}: tick labels overlap")
+    return bad
+
+
+def _empty_axes(fig) -> list[int]:
+    """Visible axes that draw nothing (no line, image, collection, patch or text)."""
+    return [
+        i
+        for i, ax in enumerate(fig.axes)
+        if ax.get_visible() and not (ax.lines or ax.images or ax.collections or ax.patches or ax.texts)
+    ]
+
+
+def _check_fits(fig) -> None:
+    assert _overlaps(fig) == []
+    assert _tick_overlaps(fig) == []
+    assert _empty_axes(fig) == []
+
+
+@pytest.mark.parametrize("n_arms", [1, 2, 4])
+def test_figures_fit_with_many_arms_and_a_long_prior_name(n_arms, particles, advection):
+    arms = ARM_SETS[n_arms]
+    generated = {arm: _particle_samples(particles, 0.05 * (i + 1), i) for i, arm in enumerate(arms)}
+    fig = trajectory_figure(particles, generated, samples=(0, 1))
+    _check_fits(fig)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert all(t.count("\n") <= 1 for t in titles)  # wrapped to two lines at most
+    assert not any("my_priors.py" in t for t in titles)  # the class names the arm, not its import path
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(LONG in t.replace("\n", "") for t in legend)  # the full label is in the legend (wrapped)
+
+    per_seed = {
+        arm: {s: _particle_samples(particles, 0.05 * (i + 1), 10 * s + i) for s in (0, 1)} for i, arm in enumerate(arms)
+    }
+    fig = conservation_figure(particles, per_seed)
+    _check_fits(fig)
+    logs = {arm: {0: {"step": np.arange(1, 21) * 5.0, "loss": np.linspace(2, 1, 20) + i}} for i, arm in enumerate(arms)}
+    _check_fits(training_figure(logs))
+
+    fields = {arm: _noisy(advection.fields, 0.05 * (i + 1), i) for i, arm in enumerate(arms)}
+    for task in ("prediction", "generation"):
+        ff = field_figure(advection, fields, task)
+        _check_fits(ff.fig)
+        assert not any("my_priors.py" in ax.get_title() for ax in ff.fig.axes)
+    _check_fits(field_curves_figure(advection, {arm: {0: u} for arm, u in fields.items()}, "prediction"))
+
+
+def test_generic_particles_draw_only_what_exists(particles):
+    generic = ParticleData(particles.positions, particles.velocities, particles.masses, None, "generic", {"dt": 0.1})
+    per_seed = {arm: {0: _particle_samples(particles, 0.05, i)} for i, arm in enumerate(ARMS)}
+    fig = conservation_figure(generic, per_seed)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert len(titles) == 1 and titles[0].startswith("momentum")  # no empty energy or Newton panel
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert not any("simulator" in t for t in legend)
+    assert "Newton" not in fig._suptitle.get_text() and "dashed" not in fig._suptitle.get_text()
+    _check_fits(fig)
+
+
+def test_identical_curves_stay_distinguishable(particles):
+    same = _particle_samples(particles, 0.05, 0)
+    fig = conservation_figure(particles, {"no_prior": {0: same}, "prior:energy": {0: same}})
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines() if line.get_label() in ARMS}
+    a, b = lines["no_prior"], lines["prior:energy"]
+    np.testing.assert_array_equal(a.get_ydata(), b.get_ydata())
+    assert a.get_linewidth() > b.get_linewidth() and a.get_zorder() <= b.get_zorder()  # the later one drawn inside
+
+
+def test_loss_plot_is_the_interval_mean_with_validation_and_never_empty():
+    # train.steps < train.log_every: one row, at the last step
+    one = {"no_prior": {0: {"step": np.array([7.0]), "loss": np.array([0.9]), "loss_mean": np.array([1.2])}}}
+    fig = training_figure(one)
+    _check_fits(fig)
+    (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "no_prior"]
+    assert line.get_marker() == "o" and list(line.get_ydata()) == [1.2]  # the interval mean, a visible point
+    assert "mean per logging interval" in fig.axes[0].get_title().replace("\n", " ")
+    logs = {
+        "no_prior": {
+            0: {
+                "step": np.arange(1, 41) * 5.0,
+                "loss": np.full(40, 3.0),
+                "loss_mean": np.linspace(2, 1, 40),
+                "val_step": np.array([100.0, 200.0]),
+                "val_loss": np.array([1.5, 1.1]),
+            }
+        }
+    }
+    fig = training_figure(logs)
+    ys = [list(ln.get_ydata()) for ln in fig.axes[0].get_lines()]
+    assert [1.5, 1.1] in ys and not any(y == [3.0] * 40 for y in ys)
+    assert "validation loss" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_metrics_log_writes_interval_means_and_namespaced_tensorboard_tags(tmp_path):
+    from physdiff.training.metrics_log import MetricsLog, log_hparams
+
+    calls: list[tuple] = []
+
+    class Writer:  # the writer interface physdiff uses (tensorboard is optional)
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, value, step))
+
+        def add_hparams(self, hparams, metrics, run_name=None):
+            calls.append(("hparams", hparams, metrics))
+
+        def close(self):
+            pass
+
+    log = MetricsLog(tmp_path / "metrics.csv", start=0, total=4, enabled=True, progress=False, tensorboard=False)
+    log.tb = Writer()
+    for loss in (4.0, 2.0, 3.0):
+        log.advance(loss)
+    log.write({"step": 3, "loss": 3.0, "loss_score": 2.5})
+    log.write_validation(3, 1.25)
+    log.close()
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[0]["loss_mean"]) == pytest.approx(3.0) and float(rows[0]["loss"]) == 3.0
+    tags = {c[0] for c in calls}
+    assert {"train/loss", "train/loss_mean", "train/loss_score", "val/loss"} <= tags
+    assert not {"loss", "val_loss"} & tags
+    log_hparams(Writer(), {"arm": "no_prior", "lr": 1e-3, "grid": [1, 2]}, {"traj_error": 0.5, "bad": float("nan")})
+    hp = calls[-1]
+    assert hp[1]["grid"] == "[1, 2]" and hp[2] == {"hparams/traj_error": 0.5}
+
+
+# ---------------------------------------------------- one metric order and one number format: table.md = report
+def _md_headers(table: str) -> list[list[str]]:
+    """The metric columns of each markdown table (``| method | ... |`` header rows)."""
+    return [
+        [c.strip() for c in ln.strip("|").split("|")][1:] for ln in table.splitlines() if ln.startswith("| method |")
+    ]
+
+
+def test_table_md_and_report_list_the_same_metrics_in_the_same_order(tmp_path):
+    from physdiff.experiments.tables import markdown_table, table_keys, write_results
+
+    res = _results()
+    res["metric_tasks"] = {"traj_error": "prediction", "energy_error": "prediction"}
+    for i, arm in enumerate(res["arms"].values()):  # metrics beyond the table's, in a scrambled order
+        for k in ("max_error", "frmse_high", "dynamic_error", "frmse_low", "nrmse"):
+            v = [0.5 + i, 0.6 + i, 0.7 + i]
+            arm[k] = {"mean": float(np.mean(v)), "std": 0.1, "per_seed": v, "nonfinite": 0}
+    # a ratio of 1e-7: prior:energy's energy error far below no_prior's
+    res["arms"]["prior:energy"]["energy_error"]["mean"] = 3.1e-8
+    res["arms"]["no_prior"]["energy_error"]["mean"] = 0.31
+    res["sampling_constraints"] = {}
+    md = markdown_table(res, table_keys(res))
+    write_results(tmp_path, res, md)
+    headers = _md_headers(md)
+    assert len(headers) == 2  # the table's metrics, then the others in a second table
+    main, more = headers
+    assert main == ["traj_error (prediction)", "energy_error (prediction)"]
+    assert more == [
+        "nrmse (prediction)",
+        "frmse_low (prediction)",
+        "frmse_high (prediction)",
+        "dynamic_error",
+        "max_error",
+    ]
+    path = write_report(tmp_path, res, table_md=md, config_yaml="", figures=[], command=None, versions={})
+    doc = _parse(path)
+    assert doc.tables["results"]["header"][1:] == main
+    assert doc.tables["results-more"]["header"][1:] == more
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert [k for k in on_disk["arms"]["no_prior"]] == table_keys(res)  # results.json in the same order
+    # no "0.000" for a nonzero ratio, in either file
+    ratio_md = next(ln for ln in md.splitlines() if ln.startswith("| ratio prior:energy : no_prior"))
+    cells = [c.strip() for c in ratio_md.strip("|").split("|")][1:]
+    assert cells[1] == "1e-07"
+    ratio_html = next(r for r in doc.tables["results"]["rows"] if r[0] == "ratio prior:energy : no_prior")
+    assert ratio_html[2] == "1e-07"
+    for text in (md, path.read_text()):
+        assert "0.000 " not in text and "0.000<" not in text and "| 0.000 |" not in text
+
+
+def test_format_number():
+    from physdiff.evaluation.statistics import format_number
+
+    assert format_number(1e-7, 3) == "1e-07" and format_number(1.234e-5) == "1.234e-05"
+    assert format_number(0.000999) == "9.99e-04" and format_number(0.001) == "0.001"
+    assert format_number(0.8661, 3) == "0.866" and format_number(0.0) == "0"
+    assert format_number(0.97, 3, decimals=3) == "0.970" and format_number(2.5e-7, 3, decimals=3) == "2.5e-07"
+    assert format_number(-0.0123, 3, sign=True) == "-0.0123" and format_number(0.5, 3, sign=True) == "+0.5"
+    assert format_number(float("nan")) == "NaN" and format_number(None) == "—" and format_number(2e6) == "2e+06"
+
+
+def test_report_records_version_commit_device_and_world_size(tmp_path):
+    from physdiff._version import __version__
+    from physdiff.evaluation.report import collect_versions
+
+    versions = collect_versions()
+    assert versions["physdiff"] == __version__  # the imported package, not stale installed metadata
+    res = _results() | {"device": "cuda:0", "world_size": 2}
+    doc = _parse(write_report(tmp_path, res, table_md="", config_yaml="", figures=[], command=None))
+    run = {r[0]: r[1] for r in doc.tables["run"]["rows"]}
+    assert run["device"] == "cuda:0" and run["world size"] == "2"
+    assert {r[0]: r[1] for r in doc.tables["versions"]["rows"]}["physdiff"] == __version__

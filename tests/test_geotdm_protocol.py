@@ -219,7 +219,14 @@ def test_geotdm_protocol_through_the_cli(tmp_path: Path, capsys) -> None:
         assert f["positions"].shape[:2] == (20, 30) and f.attrs["known_frames"] == 10
         np.testing.assert_array_equal(idx, np.tile(idx[:4], 5))
     js = tmp_path / "geotdm.json"
-    argv = ["evaluate", str(run / "samples_prediction.h5"), "--reference", res["data"], "--protocol", "geotdm"]
+    argv = [
+        "evaluate",
+        str(run / "samples_prediction.h5"),
+        "--reference",
+        str(out / res["data"]),
+        "--protocol",
+        "geotdm",
+    ]
     assert main([*argv, "--k", "5", "--json", str(js)]) == 0
     got = json.loads(js.read_text())["metrics"]
     base = res["arms"]["no_prior"]
@@ -233,16 +240,18 @@ def test_geotdm_protocol_through_the_cli(tmp_path: Path, capsys) -> None:
     assert main(["sample", str(run), "--draws", "3", "--out", str(s3), "--n", "2"]) == 0
     with h5py.File(s3) as f:
         assert f["positions"].shape[0] == 6
-    assert main(["evaluate", str(s3), "--reference", res["data"], "--protocol", "geotdm", "--k", "3"]) == 0
+    assert main(["evaluate", str(s3), "--reference", str(out / res["data"]), "--protocol", "geotdm", "--k", "3"]) == 0
     assert "min_ade" in capsys.readouterr().out
     # the protocol refuses one draw per condition, and samples given another number of frames than GeoTDM's 10
     assert main(["sample", str(run), "--draws", "1", "--out", str(tmp_path / "s1.h5"), "--n", "2"]) == 0
     capsys.readouterr()
-    assert main(["evaluate", str(tmp_path / "s1.h5"), "--reference", res["data"], "--protocol", "geotdm"]) == 2
+    assert (
+        main(["evaluate", str(tmp_path / "s1.h5"), "--reference", str(out / res["data"]), "--protocol", "geotdm"]) == 2
+    )
     assert "1 draw(s) per condition, not 5" in capsys.readouterr().err
     with h5py.File(s3, "r+") as f:
         f.attrs["known_frames"] = 1
-    assert main(["evaluate", str(s3), "--reference", res["data"], "--protocol", "geotdm", "--k", "3"]) == 2
+    assert main(["evaluate", str(s3), "--reference", str(out / res["data"]), "--protocol", "geotdm", "--k", "3"]) == 2
     assert "first 10 frames" in capsys.readouterr().err
     # comparing the two arms' run folders reads the draws back
     cmp = tmp_path / "cmp"

@@ -66,7 +66,10 @@ def test_reproduce_pde_table_both_arms(tmp_path, capsys, experiment, keys):
 
     # `physdiff evaluate` on a written samples file reproduces the per-seed numbers of results.json
     js = tmp_path / "eval.json"
-    assert main(["evaluate", str(run / "samples_prediction.h5"), "--reference", res["data"], "--json", str(js)]) == 0
+    assert (
+        main(["evaluate", str(run / "samples_prediction.h5"), "--reference", str(out / res["data"]), "--json", str(js)])
+        == 0
+    )
     ev = json.loads(js.read_text())
     assert ev["metrics"]["rmse"]["mean"] == pytest.approx(res["arms"]["prior:residual"]["rmse"]["per_seed"][1])
     capsys.readouterr()
@@ -181,7 +184,7 @@ def test_plot_and_evaluate_a_downsampled_run(tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     js = tmp_path / "eval.json"
     samples = out / "arms" / "no_prior" / "seed0" / "samples_prediction.h5"
-    assert main(["evaluate", str(samples), "--reference", res["data"], "--json", str(js)]) == 0
+    assert main(["evaluate", str(samples), "--reference", str(out / res["data"]), "--json", str(js)]) == 0
     ev = json.loads(js.read_text())
     assert ev["metrics"]["rmse"]["mean"] == pytest.approx(res["arms"]["no_prior"]["rmse"]["mean"])
     capsys.readouterr()

@@ -1,6 +1,7 @@
 """A tiny seeded train → sample → evaluate run of both arms, through the CLI, in seconds."""
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -56,20 +57,22 @@ def test_reproduce_both_arms_and_evaluate_cli(tmp_path, capsys):
         assert f["positions"].shape == (6, 8, 5, 2) and "source_indices" in f
         data = f.attrs["system"]
     assert data == "five-spring"
+    assert res["data"] == "data/" + Path(res["data"]).name  # the cache inside the results folder, relative to it
+    reference = str((out / res["data"]).resolve())
     js = tmp_path / "eval.json"
-    assert main(["evaluate", str(samples), "--reference", res["data"], "--json", str(js)]) == 0
+    assert main(["evaluate", str(samples), "--reference", reference, "--json", str(js)]) == 0
     ev = json.loads(js.read_text())
     assert set(ev) == {"metrics", "floor"} and "momentum_error" in ev["floor"]
     # the CLI's metrics are the pipeline's metrics of the same seed
     assert abs(ev["metrics"]["traj_error"]["mean"] - res["arms"]["no_prior"]["traj_error"]["per_seed"][0]) < 1e-9
     # the momentum prior's zero-residual check on the ground truth passed, and generated frames keep the
     # known first frame exactly
-    with h5py.File(samples) as f, h5py.File(res["data"]) as d:
+    with h5py.File(samples) as f, h5py.File(reference) as d:
         idx = f["source_indices"][:]
         assert np.allclose(f["positions"][:, 0], d["positions"][:][idx, 0], atol=1e-5)
         # floor_* holds the true floor (the reference rows'), not the samples' own metrics
         assert f.attrs["floor_momentum_error"] < 1e-10 and f.attrs["reference_split"] == "test"
-        assert f.attrs["reference_path"] == str((out / "data").resolve() / res["data"].split("/")[-1])
+        assert f.attrs["reference_path"] == reference
 
     # a reference that is not the samples' reference is refused, naming both files
     other = tmp_path / "other.h5"

@@ -55,7 +55,7 @@ def test_user_prior_file_from_the_cli_and_from_a_config(tmp_path, monkeypatch, c
     argv = ["reproduce", "five-spring", "--out", str(out), "--seeds", "0", "--device", "cpu", *TINY, *over]
     assert main(argv) == 0
     table = (out / "table.md").read_text()
-    assert "prior:my_priors:DriftFreeMomentum" in table
+    assert "| prior:DriftFreeMomentum |" in table and "my_priors" not in table  # labelled by class, not import path
     # checked on the ground truth: a sign bug is refused before any training, naming the prior
     capsys.readouterr()
     argv = ["train", "five-spring", "--arm", "prior:my_priors:SignBug", "--run-dir", str(tmp_path / "bad"), *TINY]

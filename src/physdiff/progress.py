@@ -23,7 +23,8 @@ _quiet = False
 
 
 def set_quiet(quiet: bool) -> None:
-    """Turn all progress off (``physdiff --quiet``), even where a run's ``run.log`` takes INFO messages."""
+    """Turn all progress off (``physdiff --quiet``), even where a run's ``run.log`` takes INFO messages (the
+    simulators' tqdm bars too: their callers ask :func:`progress_enabled`)."""
     global _quiet
     _quiet = bool(quiet)
 

@@ -413,7 +413,8 @@ def _cmd_plot(a: argparse.Namespace) -> int:
         from physdiff.experiments.task import make_task
 
         info = json.loads((res / "results.json").read_text())
-        cfg = configure(_run_config(res), [f"data.path={info['data']}"])
+        data_path = (res / info["data"]).resolve() if info.get("data") else None  # relative to the folder
+        cfg = configure(_run_config(res), [f"data.path={data_path}"] if data_path else [])
         task = make_task(cfg)
         data = task.load(res / "data", progress=False)
         for p in draw_figures_and_report(task, res, info, data, command=info.get("command")):
@@ -458,6 +459,33 @@ THREADS_HELP = (
 )
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` with every option's default (``none`` where it is unset and the help does not say what that
+    means) and the examples of the epilog kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        d = action.default
+        shown = "none" if d is None else ("on" if d else "off") if isinstance(d, bool) else "%(default)s"
+        return f"{text} (default: {shown})"
+
+
+#: one example per verb, shown under its --help
+EXAMPLES = {
+    "simulate": "physdiff simulate three-body --n 600 --out data/three_body.h5",
+    "config": "physdiff config three-body --preset quick train.steps=2000",
+    "train": "physdiff train three-body --arm prior:energy --seed 0 --run-dir runs/energy0 train.steps=2000\n"
+    "  torchrun --nproc_per_node 2 -m physdiff.cli.main train three-body --run-dir runs/ddp",
+    "sample": "physdiff sample runs/energy0 --sampler ddim --steps 50 --split test",
+    "evaluate": "physdiff evaluate runs/energy0/samples_prediction.h5 --reference data/three_body.h5 --json eval.json",
+    "reproduce": "physdiff reproduce three-body --preset quick --seeds 0,1,2 --out results/three-body-quick",
+    "sweep": "physdiff sweep three-body --grid priors.0.weight=0.1,1,10 --seeds 0,1",
+    "plot": "physdiff plot results/three-body-quick\n  physdiff plot runs/no_prior0 runs/energy0 --out results/compare",
+}
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``physdiff <verb>: error: <message> (physdiff <verb> --help)``, exit 2
     (the usage block stays in ``--help``)."""
@@ -481,10 +509,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="physdiff",
         description="Generate physical dynamics with diffusion models under priors (ICLR 2025, arXiv 2409.00730).",
+        formatter_class=_HelpFormatter,
+        epilog="examples:\n  "
+        + "\n  ".join(EXAMPLES[v].split("\n")[0] for v in ("simulate", "reproduce", "plot"))
+        + "\n\n'physdiff VERB --help' shows a verb's options and an example.",
     )
     from physdiff._version import __version__
 
-    p.add_argument("--version", action="version", version=f"physdiff {__version__}")
+    p.add_argument("--version", action="version", version=f"physdiff {__version__}", help="print the version")
     p.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors")
     p.add_argument("--verbose", "-v", action="store_true", help="debug messages")
     p.add_argument("--threads", default="auto", help=THREADS_HELP)
@@ -494,22 +526,36 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="simulate a data set and write it as HDF5")
     s.add_argument("system", help="a system name, e.g. three-body, five-spring, advection, darcy")
     s.add_argument("--n", type=_positive_int, default=1000, help="number of trajectories / samples")
-    s.add_argument("--seed", type=_nonnegative_int, default=0)
-    s.add_argument("--frames", type=_positive_int, default=None, help="frames per trajectory (particles)")
-    s.add_argument("--out", default=None, help="output .h5 file")
+    s.add_argument("--seed", type=_nonnegative_int, default=0, help="random seed of the initial conditions")
+    s.add_argument(
+        "--frames", type=_positive_int, default=None, help="frames per trajectory (particles; default: the system's)"
+    )
+    s.add_argument("--out", default=None, help="output .h5 file (default: data/<system>.h5)")
     s.set_defaults(fn=_cmd_simulate)
 
     def add_common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-        q.add_argument("--cache-dir", default=None, help="where simulated data are cached")
+        q.add_argument(
+            "--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when available, else cpu"
+        )
+        q.add_argument(
+            "--cache-dir",
+            default=None,
+            help="where simulated data are cached (default: the run or results folder's data/)",
+        )
         q.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. train.steps=2000)")
 
     def add_experiment(q: argparse.ArgumentParser, extra: tuple[str, ...] = ()) -> None:
-        q.add_argument("experiment", choices=exps + extra)
-        q.add_argument("--preset", default="quick", choices=PRESETS)
+        q.add_argument("experiment", choices=exps + extra, help="the experiment (a preset file)")
+        q.add_argument(
+            "--preset", default="quick", choices=PRESETS, help="quick (minutes on a CPU) or paper (the paper's sizes)"
+        )
 
     def add_data(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--data", default=None, help="a data file to use instead of simulating (= data.path=FILE)")
+        q.add_argument(
+            "--data",
+            default=None,
+            help="a data file to use instead of simulating (= data.path=FILE; default: simulate)",
+        )
         q.add_argument(
             "--system", default=None, help="the system of a data file without a 'system' attribute (= data.system)"
         )
@@ -529,8 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="no_prior or prior:<name>: a prior of the config (prior:energy, prior:residual) or a user prior class "
         "by import path (prior:my_module:MyPrior, prior:path/to/file.py:MyPrior)",
     )
-    t.add_argument("--seed", type=_nonnegative_int, default=0)
-    t.add_argument("--run-dir", required=True)
+    t.add_argument("--seed", type=_nonnegative_int, default=0, help="training seed (weights, batches, noise)")
+    t.add_argument("--run-dir", required=True, help="the run folder: checkpoint.pt, metrics.csv, run.log, config.yaml")
     t.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.pt")
     t.add_argument("--force", action="store_true", help="clear a run folder that holds a run and start over")
     add_data(t)
@@ -538,9 +584,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=_cmd_train)
 
     sm = sub.add_parser("sample", help="sample the evaluation split from a trained run and evaluate it")
-    sm.add_argument("run_dir")
-    sm.add_argument("--sampler", default=None, help="a sampler name (ddpm, ddim, heun, ...)")
-    sm.add_argument("--steps", type=_positive_int, default=None, help="sampler steps")
+    sm.add_argument("run_dir", help="a run folder of 'physdiff train'")
+    sm.add_argument(
+        "--sampler", default=None, help="a sampler name (ddpm, ddim, heun, ...; default: the config's sample.sampler)"
+    )
+    sm.add_argument(
+        "--steps", type=_positive_int, default=None, help="sampler steps (default: the config's sample.steps)"
+    )
     sm.add_argument("--seed", type=_nonnegative_int, default=None, help="sampling seed (default: the run's)")
     sm.add_argument("--split", default="test", choices=("val", "test"), help="whose conditions to sample")
     sm.add_argument("--n", type=_positive_int, default=None, help="the first N conditions (default: sample.n_test)")
@@ -567,8 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.set_defaults(fn=_cmd_sample)
 
     e = sub.add_parser("evaluate", help="metrics of a samples file against reference data")
-    e.add_argument("samples")
-    e.add_argument("--reference", required=True)
+    e.add_argument("samples", help="a samples file of 'physdiff sample'")
+    e.add_argument("--reference", required=True, help="the data file the samples were drawn from")
     e.add_argument(
         "--system", default=None, help="system name when neither file has a 'system' attribute (default: the samples')"
     )
@@ -610,9 +660,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reproduce", help="reproduce a table of the paper (without vs with prior)")
     add_experiment(r, ("all",))
-    r.add_argument("--out", default=None, help="results folder")
+    r.add_argument("--out", default=None, help="results folder (default: results/<experiment>-<preset>)")
     r.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
-    r.add_argument("--arms", default=None, help="comma-separated arms, e.g. no_prior,prior:energy")
+    r.add_argument("--arms", default=None, help="comma-separated arms, e.g. no_prior,prior:energy (default: all)")
     r.add_argument("--resume", action="store_true", help="continue the runs of an earlier call (same settings)")
     r.add_argument("--force", action="store_true", help="clear the runs of an earlier call and start over")
     add_data(r)
@@ -659,7 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="key=v1,v2,... (repeatable; the grid is the product), e.g. --grid priors.0.weight=0.1,1,10",
     )
-    sw.add_argument("--out", default=None, help="sweep folder")
+    sw.add_argument("--out", default=None, help="sweep folder (default: results/sweep-<experiment>-<preset>)")
     sw.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
     sw.add_argument("--arms", default=None, help="with-prior arms to run at each point (default: all)")
     sw.add_argument("--split", default="val", choices=("val", "test"), help="tune on val; test stays held out")
@@ -684,12 +734,24 @@ def build_parser() -> argparse.ArgumentParser:
         "table.md with paired intervals, plots, report.html",
     )
     pl.set_defaults(fn=_cmd_plot)
-    for verb in sub.choices.values():  # also after the verb: `physdiff train ... --quiet --threads 2`
-        verb.add_argument("--threads", default=argparse.SUPPRESS, help=THREADS_HELP)
+    for name, verb in sub.choices.items():  # also after the verb: `physdiff train ... --quiet --threads 2`
+        verb.formatter_class = _HelpFormatter
+        verb.epilog = f"example:\n  {EXAMPLES[name]}" if name in EXAMPLES else None
         verb.add_argument(
-            "--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors"
+            "--threads",
+            default=argparse.SUPPRESS,
+            help="torch intra-op CPU threads: a count or auto (default: auto; see 'physdiff --help')",
         )
-        verb.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="debug messages")
+        verb.add_argument(
+            "--quiet",
+            "-q",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="only warnings and errors (default: off)",
+        )
+        verb.add_argument(
+            "--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="debug messages (default: off)"
+        )
     p.verbs = dict(sub.choices)  # type: ignore[attr-defined]
     return p
 
@@ -749,7 +811,8 @@ EXPECTED = (ConfigError, CheckpointError, RunLockedError, ValueError, KeyError, 
 def _one_line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     if isinstance(e, KeyError) and len(e.args) == 1:
-        text = str(e.args[0])
+        key = e.args[0]  # a sentence is the message; a bare key says nothing alone ("error: 1")
+        text = str(key) if isinstance(key, str) and " " in key.strip() else f"missing key {key!r}"
     return " ".join(text.split())
 
 

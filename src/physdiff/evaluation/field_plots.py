@@ -43,13 +43,16 @@ from physdiff.evaluation.plots import (
     _positive_floor,
     _unit,
     arm_colours,
+    arm_widths,
     figure_legend,
+    fit_label,
     new_figure,
     plot_training_curves,
     save_figure,
     seed_band,
     set_title,
 )
+from physdiff.evaluation.statistics import arm_label
 from physdiff.systems.pde_registry import get_pde_system
 
 __all__ = ["FieldFigure", "field_figure", "field_curves_figure", "plot_field_results"]
@@ -177,8 +180,8 @@ def _rows(
             rows.append(_Row("error", "error", f"|{name} − {name}_true|", _time_label(data, last, n_t), panels))
     else:
         samples = [sample] if task == "prediction" or other == sample else [sample, other]
-        for s in samples:
-            title = f"sample {s}" if task != "prediction" else ""
+        for i, s in enumerate(samples):  # generation: a row per draw, the columns unpaired (the suptitle says so)
+            title = f"#{i + 1}" if task != "prediction" else ""
             panels = [_panel(data, _slice(data.system, u[s], None)) for u in cols]
             rows.append(_Row(f"{name}#{s}", "field", name, title, panels))
         if task == "prediction":
@@ -264,9 +267,10 @@ def field_figure(
                 else:
                     ax.tick_params(labelleft=False)
                 ax.set_xlabel(_unit(h_axis, units))
+                label = fit_label(arm_label(name), panel_w - 0.3, STYLE["axes.titlesize"])
                 if panel.image is None:  # a framed empty cell that says why (keeps the grid's labels aligned)
                     ax.text(0.5, 0.5, panel.note, ha="center", va="center", transform=ax.transAxes, color="0.3")
-                    ax.set_title(name)
+                    ax.set_title(label)
                     if spatial:
                         ax.set_aspect("equal")
                     images.append(None)
@@ -286,7 +290,11 @@ def field_figure(
                 )
                 ax.set(xlim=full[:2], ylim=full[2:])
                 images.append(im)
-                ax.set_title(f"{name}, {row.title}" if row.title else name)
+                ax.set_title(
+                    fit_label(f"{arm_label(name)}, {row.title}", panel_w - 0.3, STYLE["axes.titlesize"])
+                    if row.title
+                    else label
+                )
             mappable = next(im for im in images if im is not None)
             extend = "min" if isinstance(mappable.norm, LogNorm) else "neither"
             cb = fig.colorbar(mappable, ax=list(axes[r]), location="right", shrink=0.95, aspect=15, extend=extend)
@@ -295,11 +303,22 @@ def field_figure(
             out.groups[row.key] = row.group
             out.colorbars[row.key] = cb
         axis_note = f"{h_axis}–{v_axis}"
+        drawn = {row.group for row in rows}
+        residual = _RESIDUAL_LABELS.get(reference.system, "|PDE residual|")
+        quantities = ["field"] + (["|error|"] if "error" in drawn else [])
+        quantities += [residual + (", log" if residual_scale == "log" else "")] if "residual" in drawn else []
+        if task == "prediction":
+            head = f"{reference.system}: prediction of test sample {sample} (every column given its frame 0)"
+        else:
+            head = (
+                f"{reference.system}: generation — ground-truth samples beside each model's own samples "
+                "(unconditioned: a row's panels are not the same sample)"
+            )
         set_title(
             fig,
-            f"{reference.system}: {task}, test sample {sample}",
-            f"Axes {axis_note} from the data's coordinates; one colour scale per quantity (field, |error|, "
-            f"|PDE residual|{', log' if residual_scale == 'log' else ''}), shared by the ground truth and the arms.",
+            head,
+            f"Axes {axis_note} from the data's coordinates; one colour scale per quantity "
+            f"({', '.join(quantities)}), shared by the ground truth and the arms.",
         )
     return out
 
@@ -343,6 +362,7 @@ def field_curves_figure(
     t, _ = _coord(reference, "t", n_t)
     truth = _per_frame(reference, reference.fields)
     colours = arm_colours(list(arms) + list(extra))
+    widths = arm_widths(list(arms))
     n_seeds = max(len(s) for s in arms.values())
     residual = _RESIDUAL_LABELS.get(reference.system, "|PDE residual|").strip("|")
     titles = {"rmse": "RMSE against the ground truth", "residual": f"{residual} RMS"}
@@ -363,8 +383,8 @@ def field_curves_figure(
                         mean[sl],
                         ls=_constraint_style(name, extra) if dashed else "-",
                         color=colours[name],
-                        lw=1.3,
-                        label=name,
+                        lw=1.3 if dashed else widths[name],
+                        label=arm_label(name),
                     )
                     if len(curves) > 1:
                         ax.fill_between(

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -36,12 +37,15 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from physdiff.data.particles_h5 import ParticleData
+from physdiff.evaluation.statistics import arm_label
 
 __all__ = [
     "STYLE",
     "new_figure",
     "save_figure",
     "arm_colours",
+    "arm_widths",
+    "fit_label",
     "seed_band",
     "set_title",
     "figure_legend",
@@ -118,6 +122,25 @@ def arm_colours(names: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def arm_widths(names: Sequence[str], thin: float = 1.0, step: float = 1.0) -> dict[str, float]:
+    """A line width per row, the first widest and each later one ``step`` narrower (drawn on top, so equal
+    curves stay visible as a coloured core inside a wider line of another colour)."""
+    n = len(names)
+    return {name: thin + step * (n - 1 - i) for i, name in enumerate(names)}
+
+
+def fit_label(text: str, width_in: float, fontsize: float, max_lines: int = 2) -> str:
+    """``text`` wrapped to ``width_in`` inches at ``fontsize`` (at most ``max_lines`` lines; the rest
+    abbreviated with "…"), breaking after ``:``, ``_``, ``+`` and spaces, inside long words only where needed."""
+    chars = max(6, int(width_in * 72.0 / (0.62 * fontsize)))
+    spaced = text.replace(":", ": ").replace("_", "_ ").replace("+", "+ ")
+    lines = [ln.replace(": ", ":").replace("_ ", "_").replace("+ ", "+") for ln in textwrap.wrap(spaced, chars)]
+    lines = [ln for ln in lines if ln] or [text]
+    if len(lines) > max_lines:
+        lines = lines[: max_lines - 1] + [lines[max_lines - 1][: chars - 1] + "…"]
+    return "\n".join(lines)
+
+
 def seed_band(curves: Sequence[np.ndarray], band: str = "minmax") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mean, low, high) over seeds of per-seed curves ``[S, T]``: ``minmax`` (the seeds' range) or ``std``
     (± 1 sample std, ddof = 1; no band for one seed)."""
@@ -152,7 +175,9 @@ def figure_legend(fig: Figure, handles: Sequence[Any]) -> None:
     """A legend below the axes with as many columns as fit the figure's width."""
     if not handles:
         return
-    longest = max(len(h.get_label()) for h in handles)
+    for h in handles:  # a label longer than the figure is wide: wrapped
+        h.set_label(fit_label(h.get_label(), fig.get_figwidth() - 0.7, STYLE["legend.fontsize"], max_lines=3))
+    longest = max(len(line) for h in handles for line in h.get_label().split("\n"))
     entry = (longest * 0.55 * STYLE["legend.fontsize"] + 36) / 72  # inches: text + handle + padding
     ncol = max(1, min(len(handles), int(fig.get_figwidth() * 0.95 // entry)))
     fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False)
@@ -211,9 +236,11 @@ def trajectory_figure(
     cols = [("ground truth", ref.positions)] + [(a, rv[0]) for a, rv in arms.items()]
     n_particles, dim = ref.positions.shape[2], ref.positions.shape[3]
     colours = matplotlib.colormaps["tab10"].colors
+    panel = 2.3
     with matplotlib.rc_context(STYLE):
-        fig = new_figure(2.3 * len(cols) + 0.3, 2.3 * len(samples) + 0.9)
+        fig = new_figure(panel * len(cols) + 0.3, panel * len(samples) + 0.9)
         axes = fig.subplots(len(samples), len(cols), squeeze=False)
+        titles = {name: fit_label(arm_label(name), panel - 0.2, STYLE["axes.titlesize"]) for name, _ in cols}
         for r, s in enumerate(samples):
             lim = _square_limits([pos[s, :, :, :2] for _, pos in cols], ref.positions[s, :, :, :2])
             for c, (name, pos) in enumerate(cols):
@@ -226,11 +253,14 @@ def trajectory_figure(
                     ax.plot(*pos[s, :, k, :2].T, color=col, lw=1.1, marker="o", ms=1.6, zorder=2)
                     ax.plot(*pos[s, 0, k, :2], ls="none", marker="*", ms=9, mfc=col, mec="black", mew=0.6, zorder=3)
                 ax.set(xlim=lim[0], ylim=lim[1], aspect="equal")
-                ax.set_title(f"{name} — test sample {s}")
+                if r == 0:
+                    ax.set_title(titles[name])
                 ax.set_xlabel(_unit("x", units))
-                ax.set_ylabel(_unit("y", units) if c == 0 else "")
+                ax.set_ylabel(f"test sample {s}\n{_unit('y', units)}" if c == 0 else "")
                 if c > 0:
                     ax.tick_params(labelleft=False)
+                ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=4))
+                ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=4))
         handles = [
             Line2D([], [], color=colours[k % len(colours)], lw=1.1, label=f"particle {k + 1}")
             for k in range(n_particles)
@@ -239,9 +269,14 @@ def trajectory_figure(
             Line2D([], [], ls="none", marker="*", ms=9, mfc="white", mec="black", label="conditioned frame 0"),
             Line2D([], [], color="0.55", lw=0.8, ls=":", label="ground truth (under each arm)"),
         ]
+        handles += [  # a column title that had to be shortened: its full label
+            Line2D([], [], ls="none", label=f"{arm_label(name)} = {name}")
+            for name, _ in cols[1:]
+            if arm_label(name) != name or "…" in titles[name]
+        ]
         figure_legend(fig, handles)
         proj = " (x–y projection)" if dim > 2 else ""
-        fig.suptitle(f"{ref.system}: generated trajectories given frame 0{proj}")
+        set_title(fig, f"{ref.system}: generated trajectories given frame 0{proj}")
     return fig
 
 
@@ -295,22 +330,36 @@ def conservation_figure(
     arms = {a: {s: _as_rv(v) for s, v in seeds.items()} for a, seeds in per_seed.items() if seeds}
     extra = {a: {s: _as_rv(v) for s, v in seeds.items()} for a, seeds in (constraints or {}).items() if seeds}
     colours = arm_colours(list(arms) + list(extra))
+    widths = arm_widths(list(arms))
     truth = conservation_curves(ref, ref.positions, ref.velocities)
+    curves_of = {
+        name: [conservation_curves(ref, r, v) for _, (r, v) in sorted(seeds.items())]
+        for rows in (arms, extra)
+        for name, seeds in rows.items()
+    }
+    # a law the data's system cannot evaluate (generic particles: no energy, no forces) gets no panel
+    panels = [
+        (key, title)
+        for key, title in _CONSERVATION_PANELS
+        if np.isfinite(truth[key]).any() or any(np.isfinite(c[key]).any() for cs in curves_of.values() for c in cs)
+    ]
     frames = np.arange(ref.positions.shape[1])
     n_seeds = max((len(s) for s in arms.values()), default=1)
+    simulated = getattr(ref.get_system(), "has_forces", True)
     with matplotlib.rc_context(STYLE):
-        fig = new_figure(7.2, 3.2)
-        axes = fig.subplots(1, len(_CONSERVATION_PANELS))
+        fig = new_figure(max(2.4 * len(panels) + 0.6, 4.8), 3.2)
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
         handles: list[Any] = []
-        for i, (key, title) in enumerate(_CONSERVATION_PANELS):
+        for i, (key, title) in enumerate(panels):
             ax = axes[i]
             plotted = [truth[key].mean(0)[1:]]
             for rows, dashed in ((arms, False), (extra, True)):
-                for name, seeds in rows.items():
-                    curves = [conservation_curves(ref, r, v)[key].mean(0) for _, (r, v) in sorted(seeds.items())]
+                for name in rows:
+                    curves = [c[key].mean(0) for c in curves_of[name]]
                     mean, lo, hi = seed_band(curves, band)
                     ls = _constraint_style(name, extra) if dashed else "-"
-                    (line,) = ax.plot(frames[1:], mean[1:], ls=ls, color=colours[name], lw=1.3, label=name)
+                    lw = 1.3 if dashed else widths[name]
+                    (line,) = ax.plot(frames[1:], mean[1:], ls=ls, color=colours[name], lw=lw, label=arm_label(name))
                     if len(curves) > 1:
                         ax.fill_between(
                             frames[1:], lo[1:], hi[1:], color=colours[name], alpha=0.15 if not dashed else 0.08, lw=0
@@ -327,18 +376,22 @@ def conservation_figure(
                 ax.set_ylim(bottom=bottom)
                 if not np.nanmax(gt[1:], initial=0.0) > bottom:  # conserved to round-off: say so
                     ax.text(0.03, 0.04, f"ground truth < {bottom:.0e}", transform=ax.transAxes, color="0.3", fontsize=7)
-            ax.set_title(title)
-            ax.set_xlabel(f"frame l (t = l·Δt, Δt = {ref.get_system().dt:g})")
+            ax.set_title(fit_label(title, 2.2, STYLE["axes.titlesize"]))
+            ax.set_xlabel(fit_label(f"frame l (t = l·Δt, Δt = {ref.get_system().dt:g})", 2.2, STYLE["axes.labelsize"]))
             ax.xaxis.get_major_locator().set_params(integer=True)
         axes[0].set_ylabel("mean over test samples")
-        handles.append(Patch(color="0.6", alpha=0.35, label="ground-truth floor (simulator)"))
+        floor = "ground-truth floor (simulator)" if simulated else "ground-truth floor (the data's own error)"
+        handles.append(Patch(color="0.6", alpha=0.35, label=floor))
         figure_legend(fig, handles)
+        drawn = [k for k, _ in panels]
+        laws = ", ".join({"energy": "energy", "momentum": "momentum", "newton": "Newton residual"}[k] for k in drawn)
+        dashed_note = "; dashed: the same model sampled with a sampling-time constraint" if extra else ""
+        newton_note = " Newton residual: RMS over particles and dimensions." if "newton" in drawn else ""
         set_title(
             fig,
-            f"{ref.system}: conservation laws against time",
-            f"Lines: mean over seeds of the mean over {ref.n} test samples ({_band_label(band, n_seeds)}); "
-            "dashed: the same model sampled with a sampling-time constraint; grey: the ground truth's own error. "
-            "Newton residual: RMS over particles and dimensions.",
+            f"{ref.system}: conservation against time ({laws})",
+            f"Lines: mean over seeds of the mean over {ref.n} test samples ({_band_label(band, n_seeds)})"
+            f"{dashed_note}; grey: the ground truth's own error.{newton_note}",
         )
     return fig
 
@@ -408,8 +461,9 @@ def read_training_logs(
     seeds: Sequence[int],
     run_dir: Callable[[Path, str, int], Path] | None = None,
 ) -> dict[str, dict[int, dict[str, np.ndarray]]]:
-    """``{arm: {seed: {column: array}}}`` from each run's ``metrics.csv``; ``run_dir(results_dir, arm, seed)``
-    names the run folder (default ``arms/<arm with ':' as '_'>/seed<k>``); missing files are skipped."""
+    """``{arm: {seed: {column: array}}}`` from each run's ``metrics.csv`` (and its ``validation.csv`` as
+    ``val_step``, ``val_loss``); ``run_dir(results_dir, arm, seed)`` names the run folder (default
+    ``arms/<arm with ':' as '_'>/seed<k>``); missing files are skipped."""
     out: dict[str, dict[int, dict[str, np.ndarray]]] = {}
     for arm in arms:
         for seed in seeds:
@@ -421,6 +475,9 @@ def read_training_logs(
             path = folder / "metrics.csv"
             if path.is_file():
                 log = _read_csv(path)
+                val = _read_csv(folder / "validation.csv") if (folder / "validation.csv").is_file() else {}
+                if "step" in val and "val_loss" in val:  # its own steps: val_step, val_loss
+                    log |= {"val_step": val["step"], "val_loss": val["val_loss"]}
                 if log:
                     out.setdefault(arm, {})[int(seed)] = log
     return out
@@ -453,6 +510,24 @@ def _smooth(y: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(pad, kernel, mode="valid")
 
 
+def _steps_mean(runs: Sequence[Mapping[str, np.ndarray]], step_key: str, col: str) -> tuple[np.ndarray, list]:
+    """The steps every run logged ``col`` at, and each run's values there."""
+    runs = [r for r in runs if col in r and step_key in r]
+    if not runs:
+        return np.zeros(0), []
+    steps = runs[0][step_key]
+    for log in runs[1:]:
+        steps = np.intersect1d(steps, log[step_key])
+    return steps, [np.interp(steps, log[step_key], log[col]) for log in runs]
+
+
+_TRAINING_TITLES = {
+    "loss_mean": "total training loss (mean per logging interval)",
+    "loss": "total training loss (one batch per point)",
+    "loss_score": "denoising (score) loss (one batch per point)",
+}
+
+
 def training_figure(
     training_logs: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]],
     *,
@@ -462,48 +537,60 @@ def training_figure(
     title: str = "",
 ) -> Figure | None:
     """Training loss against step: per arm the mean over seeds (on the steps all seeds logged) with a seed band;
-    one panel per column present (``loss``: the total objective, priors included; ``loss_score``: the
-    denoising term alone, comparable across arms). ``smooth``: moving-average window in logged points
-    (default: about 2 % of the log). ``None`` when no log has any of ``columns``."""
+    one panel per column present (``loss``: the total objective, priors included, drawn as ``loss_mean``, the
+    mean over each logging interval, where the log has it, with the validation loss dashed; ``loss_score``:
+    the denoising term alone, comparable across arms). ``smooth``: moving-average window in logged points for
+    one-batch columns (default: about 2 % of the log). A log of a few rows (``train.steps < train.log_every``
+    logs one) is drawn with markers. ``None`` when no log has any of ``columns``."""
     logs = {a: s for a, s in training_logs.items() if s}
-    cols = [c for c in columns if any(c in log for seeds in logs.values() for log in seeds.values())]
+    has = lambda c: any(c in log for seeds in logs.values() for log in seeds.values())  # noqa: E731
+    cols = [("loss_mean" if c == "loss" and has("loss_mean") else c) for c in columns if has(c)]
     if not cols:
         return None
     colours = arm_colours(list(logs))
+    widths = arm_widths(list(logs), thin=1.0, step=0.8)
     n_seeds = max(len(s) for s in logs.values())
     with matplotlib.rc_context(STYLE):
         fig = new_figure(3.4 * len(cols) + 0.4, 2.9)
         axes = fig.subplots(1, len(cols), squeeze=False)[0]
-        handles = []
-        used_window = 1
+        handles: list[Any] = []
+        used_window, has_val = 1, False
         for ax, col in zip(axes, cols, strict=True):
             positive = True
             for arm, seeds in logs.items():
-                runs = [log for _, log in sorted(seeds.items()) if col in log and "step" in log]
-                if not runs:
-                    continue
-                steps = runs[0]["step"]
-                for log in runs[1:]:
-                    steps = np.intersect1d(steps, log["step"])
+                runs = [log for _, log in sorted(seeds.items())]
+                steps, values = _steps_mean(runs, "step", col)
                 if not steps.size:
                     continue
-                window = smooth if smooth is not None else max(1, steps.size // 50)
+                window = 1 if col == "loss_mean" else smooth if smooth is not None else max(1, steps.size // 50)
                 used_window = max(used_window, window)
-                curves = [_smooth(np.interp(steps, log["step"], log[col]), window) for log in runs]
-                mean, lo, hi = seed_band(curves, band)
-                (line,) = ax.plot(steps, mean, color=colours[arm], lw=1.2, label=arm)
-                if len(curves) > 1:
+                mean, lo, hi = seed_band([_smooth(v, window) for v in values], band)
+                marker = "o" if steps.size <= 20 else None
+                (line,) = ax.plot(
+                    steps, mean, color=colours[arm], lw=widths[arm], marker=marker, ms=3, label=arm_label(arm)
+                )
+                if len(values) > 1:
                     ax.fill_between(steps, lo, hi, color=colours[arm], alpha=0.18, lw=0)
                 positive &= bool(np.nanmin(lo) > 0)
                 if ax is axes[0]:
                     handles.append(line)
-            if positive:
+                if col in ("loss_mean", "loss"):  # the validation loss of the same objective, dashed
+                    vsteps, vals = _steps_mean(runs, "val_step", "val_loss")
+                    if vsteps.size:
+                        vmean, _, _ = seed_band(vals, band)
+                        ax.plot(vsteps, vmean, color=colours[arm], lw=1.0, ls="--", marker="s", ms=3)
+                        positive &= bool(np.nanmin(vmean) > 0)
+                        has_val = True
+            drawn = [y for line in ax.get_lines() for y in np.asarray(line.get_ydata(), dtype=float)]
+            if positive and drawn and np.nanmax(drawn) > 10 * np.nanmin(drawn):  # log only over a decade or more
                 ax.set_yscale("log")
             ax.set_xlabel("training step")
-            ax.set_ylabel(col)
-            ax.set_title({"loss": "total training loss", "loss_score": "denoising (score) loss"}.get(col, col))
+            ax.set_ylabel({"loss_mean": "loss"}.get(col, col))
+            ax.set_title(fit_label(_TRAINING_TITLES.get(col, col), 3.0, STYLE["axes.titlesize"]))
+        if has_val:
+            handles.append(Line2D([], [], color="0.3", lw=1.0, ls="--", marker="s", ms=3, label="validation loss"))
         figure_legend(fig, handles)
-        smooth_note = f"; moving average over {used_window} logged points" if used_window > 1 else ""
+        smooth_note = f"; one-batch curves: moving average over {used_window} logged points" if used_window > 1 else ""
         head = f"{title}: " if title else ""
         set_title(
             fig, f"{head}training loss against step", f"Mean over seeds ({_band_label(band, n_seeds)}{smooth_note})."

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import math
 import os
 import platform
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,7 +23,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["collect_versions", "render_report", "write_report", "render_sweep_report", "write_sweep_report"]
+from physdiff.evaluation.statistics import arm_label, format_number, metric_label, metric_order
+
+__all__ = [
+    "collect_versions",
+    "git_commit",
+    "render_report",
+    "write_report",
+    "render_sweep_report",
+    "write_sweep_report",
+]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -48,18 +56,8 @@ def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _num(x: Any, spec: str = ".4g") -> str:
-    if x is None:
-        return "—"
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "inf" if v > 0 else "−inf"
-    return format(v, spec)
+def _num(x: Any, digits: int = 4, *, sign: bool = False) -> str:
+    return format_number(x, digits, sign=sign)
 
 
 def _table(
@@ -96,14 +94,50 @@ def _pre(text: str, pre_id: str) -> str:
 
 
 def collect_versions() -> dict[str, str]:
-    """Versions of Python, the platform and the main packages (read from package metadata, no imports)."""
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("physdiff", "torch", "numpy", "scipy", "matplotlib", "h5py"):
+    """Versions of physdiff (the imported package's, with its git commit when it runs from a checkout),
+    Python, the platform and the main packages (read from package metadata, no imports)."""
+    from physdiff._version import __version__
+
+    out = {"physdiff": __version__}
+    commit = git_commit()
+    if commit:
+        out["physdiff commit"] = commit
+    out |= {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("torch", "numpy", "scipy", "matplotlib", "h5py"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = "not installed"
     return out
+
+
+def git_commit(path: str | Path | None = None) -> str | None:
+    """The git commit of the checkout holding ``path`` (default: the imported physdiff), with ``+changes``
+    when the work tree differs from it; ``None`` outside a checkout or without git."""
+    import subprocess
+
+    folder = Path(path) if path is not None else Path(__file__).resolve().parents[1]
+    try:
+        top = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        if not top or (
+            path is None and folder not in (Path(top).resolve() / "src" / "physdiff", Path(top).resolve() / "physdiff")
+        ):
+            return None  # not a checkout, or a site-packages copy inside another project's repository
+        head = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+changes" if head and dirty else head or None
 
 
 def _image_src(path: Path) -> str | None:
@@ -162,29 +196,25 @@ def _versions_table(versions: Mapping[str, Any] | None) -> str:
 
 # ------------------------------------------------------------------------------------------- results report
 def _metric_keys(results: Mapping[str, Any]) -> list[str]:
-    """The table metrics (``metric_tasks``) first, then any other metric every arm has."""
-    arms = results.get("arms") or {}
-    common = set.intersection(*(set(m) for m in arms.values())) if arms else set()
-    first = [k for k in (results.get("metric_tasks") or {}) if k in common]
-    rest = sorted(k for k in common if k not in first)
-    return first + rest
+    """Every metric shown, in ``table.md``'s order (:func:`physdiff.evaluation.statistics.metric_order`)."""
+    main, extra = metric_order(results)
+    return main + extra
 
 
 def _label(results: Mapping[str, Any], key: str) -> str:
-    task = (results.get("metric_tasks") or {}).get(key)
-    return f"{key} ({task})" if task else key
+    return metric_label(results, key)
 
 
 def _cell(m: Mapping[str, Any] | None) -> str:
     if not m:
         return "—"
-    cell = f"{_num(m.get('mean'))} ± {_num(m.get('std'), '.2g')}"
+    cell = f"{_num(m.get('mean'))} ± {_num(m.get('std'), 2)}"
     return cell + (f" ({m['nonfinite']} non-finite)" if m.get("nonfinite") else "")
 
 
 def _ci(p: Mapping[str, Any]) -> str:
     ci = p.get("ci95")
-    return f"[{_num(ci[0], '.3g')}, {_num(ci[1], '.3g')}]" if ci else "— (one seed)"
+    return f"[{_num(ci[0], 3)}, {_num(ci[1], 3)}]" if ci else "— (one seed)"
 
 
 def _verdict(p: Mapping[str, Any]) -> tuple[str, str]:
@@ -213,7 +243,7 @@ def _paired_rows(
             cells = [row] + ([p.get("against", "")] if with_against else [])
             cells += [
                 _label(results, k),
-                _num(p.get("mean_diff"), "+.3g"),
+                _num(p.get("mean_diff"), 3, sign=True),
                 (_ci(p), "ci"),
                 (f"{p.get('better_seeds', '—')}/{p.get('n', '—')}", "better"),
                 (verdict, css),
@@ -227,7 +257,44 @@ def _ratio(a: Any, b: Any) -> str:
         a, b = float(a), float(b)
     except (TypeError, ValueError):
         return "—"
-    return _num(a / b, ".3f") if b else "—"
+    return format_number(a / b, 3, decimals=3) if b else "—"
+
+
+def _results_table(results: Mapping[str, Any], keys: Sequence[str], table_id: str) -> str:
+    """The arms (mean ± std), the floor and each with-prior arm's ratio to ``no_prior`` for ``keys``."""
+    arms = results.get("arms") or {}
+    rows: list[list[Any]] = [[arm_label(arm)] + [_cell(m.get(k)) for k in keys] for arm, m in arms.items()]
+    classes = [""] * len(rows)
+    floor = results.get("floor") or {}
+    rows.append(["ground-truth floor"] + [_num(floor.get(k)) for k in keys])
+    classes.append("floor")
+    if "no_prior" in arms:
+        for arm, m in arms.items():
+            if arm != "no_prior":
+                rows.append(
+                    [f"ratio {arm_label(arm)} : no_prior"]
+                    + [_ratio(m[k]["mean"], arms["no_prior"][k]["mean"]) for k in keys]
+                )
+                classes.append("ratio")
+    header = ["method"] + [_label(results, k) for k in keys]
+    return _table(header, rows, table_id=table_id, row_classes=classes)
+
+
+def _seeds_text(results: Mapping[str, Any]) -> str:
+    """The seeds; per arm when the arms ran different seeds (``arm_seeds``, a comparison of run folders)."""
+    arm_seeds = results.get("arm_seeds") or {}
+    if arm_seeds and len({tuple(v) for v in arm_seeds.values()}) > 1:
+        return "; ".join(f"{arm_label(a)}: {', '.join(map(str, s))}" for a, s in arm_seeds.items())
+    return ", ".join(map(str, results.get("seeds", [])))
+
+
+def _wall_time(results: Mapping[str, Any]) -> str:
+    """``results["wall_time_s"]`` in seconds, or why it is not known."""
+    wall = results.get("wall_time_s")
+    if wall is None:
+        return "not recorded"
+    note = results.get("wall_time_note")
+    return f"{_num(wall, 4)} s" + (f" ({note})" if note else "")
 
 
 def render_report(
@@ -243,7 +310,8 @@ def render_report(
     """The HTML text of :func:`write_report` (figure links relative to ``out_dir``)."""
     out_dir = Path(out_dir)
     arms = results.get("arms") or {}
-    keys = _metric_keys(results)
+    main, extra_keys = metric_order(results)
+    keys = main + extra_keys
     name = results.get("experiment", "experiment")
     title = f"physdiff: {name} ({results.get('preset', '?')} preset)"
     body = [f"<h1>{_e(title)}</h1>"]
@@ -251,30 +319,21 @@ def render_report(
     body.append(
         '<p class="note">'
         + _e(
-            f"Split: {results.get('split', 'test')}; seeds: {', '.join(map(str, seeds))}; wall time: "
-            f"{_num(results.get('wall_time_s'), '.1f')} s; written {_dt.datetime.now().isoformat(timespec='seconds')}."
+            f"Split: {results.get('split', 'test')}; seeds: {_seeds_text(results)}; wall time: "
+            f"{_wall_time(results)}; written {_dt.datetime.now().isoformat(timespec='seconds')}."
         )
         + "</p>"
     )
 
-    # main table: arms, floor, ratios
+    # the table's metrics, then the others in a second table of the same rows (table.md's order)
     body.append("<h2>Results</h2>")
-    rows: list[list[Any]] = [[arm] + [_cell(m.get(k)) for k in keys] for arm, m in arms.items()]
-    classes = [""] * len(rows)
-    floor = results.get("floor") or {}
-    rows.append(["ground-truth floor"] + [_num(floor[k]) if k in floor else "—" for k in keys])
-    classes.append("floor")
-    if "no_prior" in arms:
-        for arm, m in arms.items():
-            if arm != "no_prior":
-                rows.append(
-                    [f"ratio {arm} : no_prior"] + [_ratio(m[k]["mean"], arms["no_prior"][k]["mean"]) for k in keys]
-                )
-                classes.append("ratio")
-    body.append(_table(["method"] + [_label(results, k) for k in keys], rows, table_id="results", row_classes=classes))
+    body.append(_results_table(results, main, "results"))
+    if extra_keys:
+        body.append("<h3>More metrics (the same samples)</h3>")
+        body.append(_results_table(results, extra_keys, "results-more"))
     body.append(
         '<p class="note">mean ± sample std (ddof = 1) over seeds (over evaluation samples with one seed); lower is '
-        "better for every metric. Floor: the metric of the simulated ground truth against itself.</p>"
+        "better for every metric. Floor: the metric of the ground truth against itself.</p>"
     )
 
     pairs = results.get("paired") or {}
@@ -290,13 +349,18 @@ def render_report(
 
     if arms:
         body.append("<h2>Per-seed values</h2>")
+        arm_seeds = results.get("arm_seeds") or {}
         n_cols = max([len(seeds)] + [len(m[k].get("per_seed", [])) for m in arms.values() for k in keys])
         labels = [f"seed {s}" for s in seeds] + [f"run {i + 1}" for i in range(len(seeds), n_cols)]
+        if arm_seeds:  # a comparison of run folders: the arms may have other seeds
+            labels = [f"run {i + 1}" for i in range(n_cols)]
         per_rows = []
         for arm, m in arms.items():
+            own = arm_seeds.get(arm)
             for k in keys:
-                vals = [_num(v) for v in m[k].get("per_seed", [])]
-                per_rows.append([arm, _label(results, k)] + vals + ["—"] * (n_cols - len(vals)))
+                vals = m[k].get("per_seed", [])
+                cells = [_num(v) + (f" (seed {own[i]})" if own and i < len(own) else "") for i, v in enumerate(vals)]
+                per_rows.append([arm_label(arm), _label(results, k)] + cells + ["—"] * (n_cols - len(vals)))
         header = ["arm", "metric", *labels]
         body.append(_table(header, per_rows, table_id="per-seed"))
 
@@ -308,13 +372,13 @@ def render_report(
             "whose priors act on training only). A projection zeroes the metric of the law it enforces by "
             "construction; credit it only with the paired Δ against the same model sampled without it.</p>"
         )
-        ekeys = [k for k in keys if any(k in m for m in extra.values())]
-        rows = [[row] + [_cell(m.get(k)) for k in ekeys] for row, m in extra.items()]
+        ekeys = [k for k in keys if all(k in m for m in extra.values())]
+        rows = [[arm_label(row)] + [_cell(m.get(k)) for k in ekeys] for row, m in extra.items()]
         for row, m in extra.items():
             arm = row.split(" + ", 1)[0]
             if arm in arms:
                 rows.append(
-                    [f"ratio {row} : {arm}"]
+                    [f"ratio {arm_label(row)} : {arm_label(arm)}"]
                     + [_ratio(m[k]["mean"], arms[arm][k]["mean"]) if k in m else "—" for k in ekeys]
                 )
         classes = [""] * len(extra) + ["ratio"] * (len(rows) - len(extra))
@@ -342,9 +406,11 @@ def render_report(
         ["experiment", name],
         ["preset", results.get("preset", "")],
         ["split", results.get("split", "test")],
-        ["seeds", ", ".join(map(str, seeds))],
-        ["wall time", f"{_num(results.get('wall_time_s'), '.1f')} s"],
+        ["seeds", _seeds_text(results)],
+        ["wall time", _wall_time(results)],
         ["data", results.get("data", "")],
+        ["device", results.get("device") or "(not recorded)"],
+        ["world size", str(results.get("world_size") or "(not recorded)")],
         ["command", command or "(not recorded)"],
     ]
     body.append(_table(["item", "value"], run_rows, table_id="run"))
@@ -451,9 +517,9 @@ def render_sweep_report(
                     if ratio is not None and ratio > 1 + max_worse
                     else ""
                 )
-                cells.append((f"{_num((r.get('mean') or {}).get(k))} ({_num(ratio, '.3f')})", css))
+                cells.append((f"{_num((r.get('mean') or {}).get(k))} ({format_number(ratio, 3, decimals=3)})", css))
             cells += [
-                _num(r.get("score"), ".3f"),
+                format_number(r.get("score"), 3, decimals=3),
                 ", ".join(below) or "—",
                 ", ".join(worse) or "—",
                 ("yes" if eligible else "no", "good" if eligible else "bad"),
@@ -466,8 +532,8 @@ def render_sweep_report(
     body.append("<h2>Best point per arm</h2>")
     if best:
         best_rows = [
-            [arm, " ".join(b.get("overrides") or []), _num(b.get("score"), ".3f")]
-            + [_num((b.get("ratio") or {}).get(k), ".3f") for k in keys]
+            [arm, " ".join(b.get("overrides") or []), format_number(b.get("score"), 3, decimals=3)]
+            + [format_number((b.get("ratio") or {}).get(k), 3, decimals=3) for k in keys]
             for arm, b in best.items()
         ]
         body.append(_table(["arm", "setting", "score"] + [f"{k} ratio" for k in keys], best_rows, table_id="best"))

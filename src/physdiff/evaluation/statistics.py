@@ -14,12 +14,26 @@ comparisons (the numbers every table reports).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["summarize_samples", "aggregate_seeds", "paired_difference", "student_t_interval"]
+__all__ = [
+    "summarize_samples",
+    "aggregate_seeds",
+    "paired_difference",
+    "student_t_interval",
+    "format_number",
+    "metric_order",
+    "metric_label",
+    "arm_label",
+    "EXTRA_KEYS",
+]
+
+#: metrics shown after the table's own when every arm has them (PDEBench's, on prediction samples), in this order
+EXTRA_KEYS = ("nrmse", "crmse", "brmse", "frmse_low", "frmse_mid", "frmse_high")
 
 
 def _values(v: Any) -> np.ndarray:
@@ -97,3 +111,59 @@ def paired_difference(treated: Sequence[float], base: Sequence[float]) -> dict[s
         "better_seeds": int(np.sum(d < 0)),
         "n": int(d.size),
     }
+
+
+# ----------------------------------------------------------------------------------------------- display
+def format_number(x: Any, digits: int = 4, *, sign: bool = False, decimals: int | None = None) -> str:
+    """One number as every table shows it: ``digits`` significant digits (``decimals``: that many decimals
+    instead, as ratios show, 0.970); e-notation when ``0 < |x| < 1e-3`` or ``|x| >= 1e5`` (so no nonzero
+    value reads ``0.000``); ``NaN``, ``inf``, ``−inf``; ``—`` for ``None``; a leading ``+`` with ``sign``."""
+    if x is None:
+        return "—"
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "inf" if v > 0 else "−inf"
+    plus = "+" if sign else ""
+    a = abs(v)
+    if a and (a < 1e-3 or a >= 1e5):  # g-style: trailing zeros of the mantissa dropped (1e-09, 1.23e-07)
+        mantissa, exponent = format(v, f"{plus}.{max(digits - 1, 0)}e").split("e")
+        return (mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa) + "e" + exponent
+    if decimals is not None:
+        return format(v, f"{plus}.{decimals}f")
+    return format(v, f"{plus}.{digits}g")
+
+
+def metric_order(results: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """``(main, extra)``: the metrics every arm of ``results`` has, the table's own first (``metric_tasks``,
+    in their order), then the others (:data:`EXTRA_KEYS` in their order, then the rest by name). Without
+    ``metric_tasks`` every common metric is ``main``, in the first arm's order."""
+    arms = list((results.get("arms") or {}).values())
+    if not arms:
+        return [], []
+    common = [k for k in arms[0] if all(k in m for m in arms[1:])]
+    tasks = results.get("metric_tasks")
+    if not tasks:
+        return common, []
+    main = [k for k in tasks if k in common]
+    rest = [k for k in common if k not in main]
+    return main, [k for k in EXTRA_KEYS if k in rest] + sorted(k for k in rest if k not in EXTRA_KEYS)
+
+
+def metric_label(results: Mapping[str, Any], key: str) -> str:
+    """``key (task)``: a metric with the sub-task it scores (PDEBench's: prediction); else the key."""
+    task = (results.get("metric_tasks") or {}).get(key) or ("prediction" if key in EXTRA_KEYS else None)
+    return f"{key} ({task})" if task else key
+
+
+def arm_label(arm: str) -> str:
+    """An arm's label: ``prior:<module or file.py>:<Class>`` (a user prior by import path) → ``prior:<Class>``;
+    a sampling-constraint row ``"<arm> + <mode>:<priors>"`` keeps its part after ``" + "``; others unchanged."""
+    head, plus, tail = arm.partition(" + ")
+    if head.startswith("prior:") and head.count(":") >= 2:
+        head = "prior:" + head.rsplit(":", 1)[1]
+    return head + plus + tail

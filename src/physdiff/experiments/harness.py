@@ -38,7 +38,7 @@ from physdiff.priors.sampling import make_method
 from physdiff.training.acceleration import accelerated
 from physdiff.training.distributed import DistInfo, all_gather_objects, barrier, main_first, resolve_device
 from physdiff.training.lock import RunLock
-from physdiff.training.metrics_log import require_tensorboard, tensorboard_writer
+from physdiff.training.metrics_log import log_figures, log_hparams, require_tensorboard, tensorboard_writer
 from physdiff.training.trainer import TrainConfig, load_ema_weights, train
 
 __all__ = [
@@ -328,6 +328,9 @@ def train_arm(
             (run_dir / "scaling.json").write_text(json.dumps(prep.scaling.to_dict()))
             save_yaml(_run_config(prep, arm, seed), run_dir / "config.yaml")
         with log_to(run_dir / "run.log", dist_info.is_main):
+            if progress:  # console and run.log: where it runs, and whether torchrun shares it
+                ddp = " (torchrun: DistributedDataParallel over the ranks)" if dist_info.enabled else ""
+                log.info("[%s | seed %d] device %s, world size %d%s", arm, seed, device, dist_info.world_size, ddp)
             train(
                 den,
                 tensors,
@@ -568,14 +571,17 @@ def draw_figures_and_report(
                 got[subtask] = task.read_samples(path, max_samples)
         return got
 
-    per_seed = {arm: {seed: read(arm, seed) for seed in seeds} for arm in arms}
-    constrained = {row: {seed: read(arm, seed, label) for seed in seeds} for row, (arm, label) in labels.items()}
-    first = {arm: per[seeds[0]] for arm, per in per_seed.items()}
+    own = {arm: list(results.get("arm_seeds", {}).get(arm, seeds)) for arm in arms}  # compared runs: their seeds
+    per_seed = {arm: {seed: read(arm, seed) for seed in own[arm]} for arm in arms}
+    constrained = {row: {seed: read(arm, seed, label) for seed in own[arm]} for row, (arm, label) in labels.items()}
+    first = {arm: per[own[arm][0]] for arm, per in per_seed.items()}
     sources = [s["source_indices"] for per in first.values() for s in per.values()]
     n = min((len(i) for i in sources), default=0)
     ref = reference.subset(np.asarray(sources[0][:n], dtype=np.int64)) if n else reference
     where = (lambda _, arm, seed: (out / runs[arm][str(seed)]).resolve()) if runs else tables.run_dir
-    logs = read_training_logs(out, arms, seeds, run_dir=where)
+    logs = {}
+    for arm in arms:
+        logs |= read_training_logs(out, [arm], own[arm], run_dir=where)
     figures = task.plot(out / "plots", ref, first, per_seed=per_seed, constraints=constrained, training_logs=logs)
     report = write_report(
         out,
@@ -631,6 +637,22 @@ def _recorded_split(path: Path) -> str | None:
     with h5py.File(path, "r") as f:
         value = f.attrs.get("reference_split")
     return value.decode() if isinstance(value, bytes) else (None if value is None else str(value))
+
+
+def _training_time(run_dirs: Sequence[Path]) -> float | None:
+    """The summed training seconds of run folders (the last ``elapsed_s`` of each ``metrics.csv``); ``None``
+    when a run has none."""
+    import csv
+
+    total = 0.0
+    for d in run_dirs:
+        try:
+            with open(Path(d) / "metrics.csv", newline="") as f:
+                rows = list(csv.DictReader(f))
+            total += float(rows[-1]["elapsed_s"])
+        except (OSError, IndexError, KeyError, TypeError, ValueError):
+            return None
+    return round(total, 1)
 
 
 def compare_runs(
@@ -704,7 +726,9 @@ def compare_runs(
         "sampling_constraints_paired": {},
         "data": str(Path(data.path).resolve()) if getattr(data, "path", None) else "",
         "runs": {a: {str(s): os.path.relpath(d, out.resolve()) for s, d in m.items()} for a, m in grouped.items()},
-        "wall_time_s": 0.0,
+        "arm_seeds": {a: sorted(m) for a, m in per_arm.items()},
+        "wall_time_s": _training_time(dirs),
+        "wall_time_note": "the compared runs' training time, from their metrics.csv",
         "command": command,
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -780,8 +804,11 @@ def reproduce(
         samples, metrics = sample_and_evaluate(prep, den, seed, run_dir, **kw)
         if cfg.train.tensorboard and main:  # the sample metrics next to the training and validation losses
             with contextlib.closing(tensorboard_writer(run_dir)) as tb:
-                for k, v in metrics.items():
-                    tb.add_scalar(f"sample/{k}", float(np.mean(v)), cfg.train.steps)
+                means = {k: float(np.mean(v)) for k, v in metrics.items()}
+                for k, v in means.items():
+                    tb.add_scalar(f"sample/{k}", v, cfg.train.steps)
+                hparams = {"arm": arm, "seed": seed, "steps": cfg.train.steps, "lr": cfg.train.lr}
+                log_hparams(tb, hparams | {"sampler": cfg.sample.sampler, "sample_steps": cfg.sample.steps}, means)
         for c in constraints:  # beyond the paper: the same model, sampled with a sampling-time constraint
             _, m_c = sample_and_evaluate(prep, den, seed, run_dir, constraint=c, **kw)
             constrained.setdefault(f"{arm} + {c[0].label}", {})[seed] = m_c
@@ -804,13 +831,18 @@ def reproduce(
         "sampling_constraints_paired": tables.paired_constraints(rows, arm_metrics),
         "data": prep.data_path,
         "wall_time_s": wall,
+        "device": str(dev),
+        "world_size": dist_info.world_size,
         "command": command,
     }
     if not main:
         return results
     tables.write_results(out, results, tables.markdown_table(results, tables.table_keys(results), note=task.table_note))
     try:
-        draw_figures_and_report(task, out, results, prep.data, command=command)
+        written = draw_figures_and_report(task, out, results, prep.data, command=command)
+        if cfg.train.tensorboard:  # the figures beside the runs' logs (tensorboard --logdir <results folder>)
+            with contextlib.closing(tensorboard_writer(out)) as tb:
+                log_figures(tb, written, cfg.train.steps)
     except Exception as e:  # noqa: BLE001 - a plotting failure must not lose the results
         log.warning("warning: the figures or the report failed: %s: %s", type(e).__name__, e)
     return results

@@ -80,6 +80,7 @@ from physdiff.physics.finite_difference import velocities_from_positions
 from physdiff.priors.aux_head import PRIOR_VARIANTS, ignore_aux_head_weights, make_aux_head_prior
 from physdiff.priors.base import Prior, PriorNotApplicable
 from physdiff.priors.particles import PARTICLE_PRIORS, ParticlePrior, make_prior
+from physdiff.progress import progress_enabled
 from physdiff.systems.registry import SIMULATED_SYSTEMS, get_system
 
 __all__ = [
@@ -272,7 +273,7 @@ class ParticleTask(Task):
         tag = "".join(f"_{k}{v}".replace(" ", "") for k, v in sorted(settings.items()))
         path = Path(cache_dir) / f"{d.system}_n{d.n}_seed{d.seed}{tag}.h5"
         if not path.is_file():
-            summary = simulate_to_file(d.system, path, d.n, d.seed, progress=progress, **settings)
+            summary = simulate_to_file(d.system, path, d.n, d.seed, progress=progress_enabled(progress), **settings)
             if progress:
                 print(f"simulated {d.n} {d.system} trajectories in {summary['seconds']:.1f} s → {path}")
         return self.check_data(load_particles(path))
@@ -784,7 +785,7 @@ class ParticleTask(Task):
 
     @classmethod
     def simulate_to_file(cls, system: str, path: Path, n: int, seed: int, **settings: Any) -> dict[str, Any]:
-        return simulate_to_file(system, path, n, seed, progress=True, **settings)
+        return simulate_to_file(system, path, n, seed, progress=progress_enabled(), **settings)  # off with --quiet
 
 
 # ------------------------------------------------------------------------------------------ GeoTDM protocol

@@ -24,6 +24,7 @@ sampled with a sampling-time constraint (beyond the paper), kept out of ``"arms"
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -31,7 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from physdiff.evaluation.statistics import aggregate_seeds, paired_difference
+from physdiff.evaluation.statistics import (
+    aggregate_seeds,
+    arm_label,
+    format_number,
+    metric_label,
+    metric_order,
+    paired_difference,
+)
 
 __all__ = [
     "select_arms",
@@ -42,6 +50,8 @@ __all__ = [
     "paired_constraints",
     "run_arms",
     "markdown_table",
+    "relative_paths",
+    "ordered_metrics",
     "write_results",
 ]
 
@@ -126,22 +136,22 @@ def run_arms(
     return {a: aggregate(m) for a, m in per_arm.items()}, generated, round(time.time() - t_start, 1)
 
 
-#: metrics shown after the table's own when present (PDEBench's, on prediction samples)
-EXTRA_KEYS = ("nrmse", "crmse", "max_error", "brmse", "frmse_low", "frmse_mid", "frmse_high")
-
-
 def table_keys(results: Mapping[str, Any]) -> list[str]:
-    """The table's columns: its metrics (``metric_tasks``, in order), then PDEBench's when every arm has them."""
-    keys = list(results.get("metric_tasks") or next(iter(results["arms"].values()), {}))
-    arms = results["arms"].values()
-    keys += [k for k in EXTRA_KEYS if k not in keys and arms and all(k in m for m in arms)]
-    laws = [k for k in next(iter(arms), {}) if k.startswith("law:") and all(k in m for m in arms)]
-    return keys + [k for k in laws if k not in keys]
+    """Every metric the tables show, in their one order: the table's own (``metric_tasks``), then the others
+    every arm has (:func:`physdiff.evaluation.statistics.metric_order`; the console, ``table.md``,
+    ``results.json`` and ``report.html`` share it)."""
+    main, extra = metric_order(results)
+    return main + extra
 
 
 def _cell(m: Mapping[str, Any]) -> str:
-    cell = f"{m['mean']:.4g} ± {m['std']:.2g}"
+    cell = f"{format_number(m['mean'])} ± {format_number(m['std'], 2)}"
     return cell + (f" ({m['nonfinite']} non-finite)" if m.get("nonfinite") else "")
+
+
+def _ratio(a: Any, b: Any) -> str:
+    """``a / b`` (:func:`format_number`, 3 decimals, e-notation below 1e-3); ``—`` when ``b`` is 0."""
+    return format_number(float(a) / float(b), 3, decimals=3) if b else "—"
 
 
 def _paired_cell(p: Mapping[str, Any] | None) -> str:
@@ -149,50 +159,64 @@ def _paired_cell(p: Mapping[str, Any] | None) -> str:
     if p is None:
         return "—"
     ci = p.get("ci95")
-    interval = f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""
-    return f"{p['mean_diff']:+.3g}{interval} ({p['better_seeds']}/{p['n']})"
+    interval = f" [{format_number(ci[0], 3)}, {format_number(ci[1], 3)}]" if ci else ""
+    return f"{format_number(p['mean_diff'], 3, sign=True)}{interval} ({p['better_seeds']}/{p['n']})"
+
+
+def _block(results: Mapping[str, Any], keys: Sequence[str], labels: Mapping[str, str]) -> list[str]:
+    """One table of ``keys``: the arms (mean ± std), the floor, each with-prior arm's ratio to ``no_prior``
+    and its paired difference."""
+    arms = results["arms"]
+    lines = ["| method | " + " | ".join(labels.get(k, k) for k in keys) + " |", "|---|" + "---|" * len(keys)]
+    for arm, metrics in arms.items():
+        lines.append(f"| {arm_label(arm)} | " + " | ".join(_cell(metrics[k]) for k in keys) + " |")
+    floor = results.get("floor", {})
+    lines.append("| ground-truth floor | " + " | ".join(format_number(floor.get(k)) for k in keys) + " |")
+    pairs = results.get("paired") or paired(arms)
+    if "no_prior" in arms:
+        for arm in arms:
+            if arm == "no_prior":
+                continue
+            cells = [_ratio(arms[arm][k]["mean"], arms["no_prior"][k]["mean"]) for k in keys]
+            lines.append(f"| ratio {arm_label(arm)} : no_prior | " + " | ".join(cells) + " |")
+            cells = [_paired_cell(pairs.get(arm, {}).get(k)) for k in keys]
+            lines.append(
+                f"| paired Δ {arm_label(arm)} − no_prior [95 % CI] (better seeds) | " + " | ".join(cells) + " |"
+            )
+    return lines
 
 
 def markdown_table(
     results: Mapping[str, Any], keys: Sequence[str], labels: Mapping[str, str] | None = None, note: str = ""
 ) -> str:
     """The poster's table: one row per arm (mean ± std over seeds), the ground-truth floor, the ratio of
-    each with-prior arm to ``no_prior`` and its paired difference with the 95 % interval over seeds."""
+    each with-prior arm to ``no_prior`` and its paired difference with the 95 % interval over seeds; the
+    table's own metrics first, the other metrics of ``keys`` in a second table of the same rows (the order of
+    :func:`table_keys`, as in ``report.html``)."""
     arms = results["arms"]
     keys = [k for k in keys if all(k in m for m in arms.values())]
-    tasks = dict(results.get("metric_tasks") or {})
-    tasks |= {k: "prediction" for k in EXTRA_KEYS if k in keys and k not in tasks}
-    labels = labels or {k: f"{k} ({t})" for k, t in tasks.items()}
-    header = ["| method | " + " | ".join(labels.get(k, k) for k in keys) + " |", "|---|" + "---|" * len(keys)]
+    main_order, _ = metric_order(results)
+    main = [k for k in keys if k in main_order] or keys
+    extra = [k for k in keys if k not in main]
+    labels = {k: metric_label(results, k) for k in keys} | dict(labels or {})
     lines = [
         f"### {results['experiment']} ({results['preset']} preset, seeds {results['seeds']}, "
         f"{results.get('split', 'test')} split)",
         "",
-        *header,
+        *_block(results, main, labels),
     ]
-    for arm, metrics in arms.items():
-        lines.append(f"| {arm} | " + " | ".join(_cell(metrics[k]) for k in keys) + " |")
-    floor = results.get("floor", {})
-    lines.append("| ground-truth floor | " + " | ".join(f"{floor[k]:.4g}" if k in floor else "—" for k in keys) + " |")
-    pairs = results.get("paired") or paired(arms)
-    if "no_prior" in arms:
-        for arm in arms:
-            if arm == "no_prior":
-                continue
-            base = [arms["no_prior"][k]["mean"] for k in keys]
-            cells = [f"{arms[arm][k]['mean'] / b:.3f}" if b else "—" for k, b in zip(keys, base, strict=True)]
-            lines.append(f"| ratio {arm} : no_prior | " + " | ".join(cells) + " |")
-            cells = [_paired_cell(pairs.get(arm, {}).get(k)) for k in keys]
-            lines.append(f"| paired Δ {arm} − no_prior [95 % CI] (better seeds) | " + " | ".join(cells) + " |")
+    if extra:
+        lines += ["", "More metrics (the same samples):", "", *_block(results, extra, labels)]
     lines += [
         "",
         "std: sample std (ddof = 1) over seeds when there are several, else over evaluation samples. Paired Δ: "
         "mean over seeds of the per-seed difference, its 95 % Student-t interval and the seeds in which the "
         "arm is better (lower); a gain is beyond the seed spread only when the interval excludes 0. " + note,
     ]
-    extra = results.get("sampling_constraints") or {}
-    if extra:
-        extra_pairs = results.get("sampling_constraints_paired") or paired_constraints(extra, arms)
+    extra_rows = results.get("sampling_constraints") or {}
+    if extra_rows:
+        extra_pairs = results.get("sampling_constraints_paired") or paired_constraints(extra_rows, arms)
+        ckeys = [k for k in keys if all(k in m for m in extra_rows.values())]
         lines += [
             "",
             "Beyond the paper: each model sampled again with a sampling-time constraint on x̂0 "
@@ -200,23 +224,52 @@ def markdown_table(
             "zeroes the metric of the law it enforces by construction; read it for the other metrics, and "
             "credit it only with the paired Δ against the same model sampled without it.",
             "",
-            *header,
+            "| method | " + " | ".join(labels.get(k, k) for k in ckeys) + " |",
+            "|---|" + "---|" * len(ckeys),
         ]
-        for row, metrics in extra.items():
-            lines.append(f"| {row} | " + " | ".join(_cell(metrics[k]) for k in keys) + " |")
-        for row, metrics in extra.items():
+        for row, metrics in extra_rows.items():
+            lines.append(f"| {arm_label(row)} | " + " | ".join(_cell(metrics[k]) for k in ckeys) + " |")
+        for row, metrics in extra_rows.items():
             arm = row.split(" + ", 1)[0]
             if arm not in arms:
                 continue
-            base = [arms[arm][k]["mean"] for k in keys]
-            cells = [f"{metrics[k]['mean'] / b:.3g}" if b else "—" for k, b in zip(keys, base, strict=True)]
-            lines.append(f"| ratio {row} : {arm} | " + " | ".join(cells) + " |")
-            cells = [_paired_cell(extra_pairs.get(row, {}).get(k)) for k in keys]
-            lines.append(f"| paired Δ {row} − {arm} [95 % CI] | " + " | ".join(cells) + " |")
+            cells = [_ratio(metrics[k]["mean"], arms[arm][k]["mean"]) for k in ckeys]
+            lines.append(f"| ratio {arm_label(row)} : {arm_label(arm)} | " + " | ".join(cells) + " |")
+            cells = [_paired_cell(extra_pairs.get(row, {}).get(k)) for k in ckeys]
+            lines.append(f"| paired Δ {arm_label(row)} − {arm_label(arm)} [95 % CI] | " + " | ".join(cells) + " |")
     return "\n".join(lines).rstrip() + "\n"
 
 
+def relative_paths(out: Path, results: Mapping[str, Any]) -> dict[str, Any]:
+    """``results`` with its ``data`` path relative to the results folder ``out`` (a committed results folder
+    names no folder of the machine that made it); ``physdiff plot`` resolves it against the folder again."""
+    res = dict(results)
+    data = res.get("data")
+    if isinstance(data, str) and data and Path(data).is_absolute():
+        try:
+            res["data"] = Path(os.path.relpath(data, Path(out).resolve())).as_posix()
+        except ValueError:  # another drive (Windows): keep it
+            pass
+    return res
+
+
+def ordered_metrics(results: Mapping[str, Any]) -> dict[str, Any]:
+    """``results`` with every arm's and row's metrics in :func:`table_keys`' order (others after them)."""
+    keys = table_keys(results)
+
+    def order(metrics: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: metrics[k] for k in keys if k in metrics} | {k: v for k, v in metrics.items() if k not in keys}
+
+    res = dict(results)
+    for section in ("arms", "paired", "sampling_constraints", "sampling_constraints_paired"):
+        if isinstance(res.get(section), Mapping):
+            res[section] = {name: order(m) for name, m in res[section].items()}
+    return res
+
+
 def write_results(out: Path, results: Mapping[str, Any], table: str) -> None:
-    """``results.json`` and ``table.md`` in ``out``."""
+    """``results.json`` (metrics in the tables' order, the data path relative to ``out``) and ``table.md``
+    in ``out``."""
+    results = ordered_metrics(relative_paths(out, results))
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "table.md").write_text(table)

@@ -1,18 +1,26 @@
-"""The training log: rows of ``metrics.csv``, optional TensorBoard scalars and the progress bar (main rank)."""
+"""The training log: rows of ``metrics.csv``, optional TensorBoard scalars and the progress bar (main rank).
+
+Each row holds the logged step's terms and ``loss_mean``, the mean total loss over the steps since the
+previous row (the logging interval). TensorBoard tags are namespaced: ``train/<column>`` for the rows,
+``val/loss`` for the validation loss, ``sample/<metric>`` for the sampled metrics, ``figures/<name>`` and
+the hparams with the final metrics (:func:`log_hparams`, :func:`log_figures`)."""
 
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import secrets
 import time
 from pathlib import Path
 
-from physdiff.progress import progress_bar
+from physdiff.progress import LineProgress, progress_bar
 from physdiff.training.interrupts import defer_sigint
 
-__all__ = ["MetricsLog", "truncate_metrics", "tensorboard_writer", "require_tensorboard"]
+__all__ = ["MetricsLog", "truncate_metrics", "tensorboard_writer", "require_tensorboard", "log_hparams", "log_figures"]
+
+log = logging.getLogger("physdiff")
 
 
 class MetricsLog:
@@ -34,8 +42,12 @@ class MetricsLog:
             truncate_metrics(self.val_path, start)
         self.tb = tensorboard_writer(self.path.parent) if enabled and tensorboard else None
         self.bar = progress_bar(total, initial=start, desc="training", enabled=progress and enabled)
+        self.show_final = progress and enabled and not isinstance(self.bar, LineProgress)
+        self.interval: list[float] = []  # the total losses since the last row
+        self.last: tuple[int, float] | None = None  # (step, interval mean) of the last row
 
     def advance(self, loss: float) -> None:
+        self.interval.append(float(loss))
         self.bar.update()
         self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
@@ -43,7 +55,10 @@ class MetricsLog:
         """Append ``row`` (its ``step`` first) with the elapsed seconds; Ctrl-C waits for the whole line."""
         if not self.enabled:
             return
-        row = {**row, "elapsed_s": round(time.time() - self.t0, 3)}
+        mean = math.fsum(self.interval) / len(self.interval) if self.interval else row.get("loss", math.nan)
+        self.interval = []
+        self.last = (int(row["step"]), float(mean))
+        row = {**row, "loss_mean": mean, "elapsed_s": round(time.time() - self.t0, 3)}
         with defer_sigint(), open(self.path, "a", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self.fields or list(row), restval="", extrasaction="ignore")
             if self.fields is None:
@@ -53,10 +68,10 @@ class MetricsLog:
         if self.tb is not None:
             for k, v in row.items():
                 if k != "step" and isinstance(v, float) and math.isfinite(v):
-                    self.tb.add_scalar(k, v, row["step"])
+                    self.tb.add_scalar(f"train/{k}", v, row["step"])
 
     def write_validation(self, step: int, loss: float) -> None:
-        """Append the validation loss at ``step`` to ``validation.csv`` (and TensorBoard's ``val_loss``)."""
+        """Append the validation loss at ``step`` to ``validation.csv`` (and TensorBoard's ``val/loss``)."""
         if not self.enabled:
             return
         new = not self.val_path.is_file()
@@ -66,10 +81,12 @@ class MetricsLog:
                 w.writerow(["step", "val_loss"])
             w.writerow([step, loss])
         if self.tb is not None and math.isfinite(loss):
-            self.tb.add_scalar("val_loss", loss, step)
+            self.tb.add_scalar("val/loss", loss, step)
 
     def close(self) -> None:
         self.bar.close()
+        if self.show_final and self.last is not None:  # a terminal's bar takes its loss with it: say it once more
+            log.info("training: step %d, loss %.4g (mean over the last logging interval)", *self.last)
         if self.tb is not None:
             self.tb.close()
 
@@ -130,3 +147,25 @@ def tensorboard_writer(run_dir: Path):
             "train.tensorboard=true needs TensorBoard: pip install tensorboard (or pip install 'physdiff[tensorboard]')"
         ) from None
     return SummaryWriter(str(run_dir / "tb"))
+
+
+def log_hparams(writer, hparams: dict, metrics: dict) -> None:
+    """A run's settings and its final metrics in TensorBoard's hparams view (metric tags ``hparams/<name>``);
+    values that are not numbers, strings or booleans are written as strings."""
+    clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+    finite = {f"hparams/{k}": float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+    writer.add_hparams(clean, finite, run_name=".")
+
+
+def log_figures(writer, paths, step: int = 0) -> None:
+    """The PNG figures ``paths`` as TensorBoard images ``figures/<file stem>`` (needs Pillow; skipped without)."""
+    try:
+        import numpy as np
+        from PIL import Image
+    except ImportError:
+        return
+    for path in paths:
+        if Path(path).suffix.lower() != ".png":
+            continue
+        with Image.open(path) as im:
+            writer.add_image(f"figures/{Path(path).stem}", np.asarray(im.convert("RGB")), step, dataformats="HWC")
