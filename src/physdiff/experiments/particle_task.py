@@ -51,7 +51,13 @@ from physdiff.data.particles_h5 import (
 from physdiff.data.provenance import fingerprint
 from physdiff.diffusion import Denoiser, make_schedule
 from physdiff.evaluation.geotdm import GEOTDM_K, draw_metrics
-from physdiff.evaluation.particle_metrics import METRIC_KEYS, evaluate_files, floor_metrics, per_sample_metrics
+from physdiff.evaluation.particle_metrics import (
+    METRIC_KEYS,
+    check_particle_reference,
+    evaluate_files,
+    floor_metrics,
+    per_sample_metrics,
+)
 from physdiff.experiments.config import EGNNConfig, ExperimentConfig, PriorConfig, TransformerConfig
 from physdiff.experiments.task import Augment, Samples, Task, register_task
 from physdiff.models.egnn import SpaceTimeEGNN
@@ -637,6 +643,12 @@ class ParticleTask(Task):
             constraints=constraints,
             training_logs=training_logs,
         )
+
+    def check_samples_reference(
+        self, samples: Samples, reference: ParticleData, subtask: str, *, samples_name: str, reference_name: str
+    ) -> None:
+        known = self.known_frames if subtask == "prediction" else 0
+        check_particle_reference(samples_name, reference_name, samples, reference, known)
 
     # ------------------------------------------------------------------------------ file-level
     @classmethod
