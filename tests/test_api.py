@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("api")
     data = root / "data" / "three_body.h5"
     assert main(["simulate", "three-body", "--n", "60", "--frames", "8", "--seed", "0", "--out", str(data)]) == 0
-    run = root / "runs" / "tb"
+    run = root / "runs" / "tb-base"
     argv = ["train", "three-body", "--run-dir", str(run), "--device", "cpu", f"data.path={data}", *TINY]
     assert main(argv) == 0
     return root, data, run

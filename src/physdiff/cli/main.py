@@ -178,15 +178,16 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from physdiff.training.distributed import cleanup, init_distributed, resolve_device
 
     run = check_output_folder(Path(a.run_dir), "--run-dir")
+    cache = None
     if a.resume and has_checkpoint(run):  # the run's own settings; a changed one is refused before any write
-        cfg, arm, seed = _resumed_config(a, run)
+        cfg, arm, seed, cache = _resumed_config(a, run)
     else:
         cfg, arm, seed = _experiment_cfg(a), a.arm or "no_prior", 0 if a.seed is None else a.seed
     cfg = cfg.with_arms([arm])
     dev = resolve_device(a.device, int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(dev)
     try:
-        prep = prepare(cfg, Path(a.cache_dir or run / "data"), progress=info.is_main, dist_info=info)
+        prep = prepare(cfg, Path(a.cache_dir or cache or run / "data"), progress=info.is_main, dist_info=info)
         train_arm(
             prep, arm, seed, run, device=dev, resume=a.resume, force=a.force, progress=info.is_main, dist_info=info
         )
@@ -198,7 +199,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _resumed_config(a: argparse.Namespace, run: Path):
-    """``train --resume``: the (config, arm, seed) the run's checkpoint was trained with. What the command
+    """``train --resume``: the (config, arm, seed, data cache folder or None) the run's checkpoint was trained
+    with. What the command
     line asks on top (``--config``, ``key=value``, ``--data``, ``--system``, ``--arm``, ``--seed``,
     ``--preset``) must agree with it: a changed value is refused naming the recorded one and the asked one."""
     from physdiff.config import from_dict, load_yaml_dict, merge_onto, to_dict
@@ -212,6 +214,11 @@ def _resumed_config(a: argparse.Namespace, run: Path):
     raw = {k: v for k, v in saved.items() if k not in RUN_KEYS}
     if raw.get("experiment", a.experiment) != a.experiment:
         raise ConfigError(f"--resume: {run} holds a run of {raw['experiment']!r}, not {a.experiment!r}")
+    d, cache = raw.get("data") or {}, None
+    path = Path(d.get("path") or "")
+    if d.get("path") and path.name.startswith(f"{d.get('system')}_n{d.get('n')}_seed{d.get('seed')}"):
+        # simulated data, recorded with the file it was cached in: simulated (from that cache) again
+        raw["data"], cache = {**d, "path": None}, path.parent
     recorded = from_dict(ExperimentConfig, raw, where=str(used))
     asked = recorded
     data = {k: v for k, v in _config_file(a, a.experiment).items() if k != "preset"}
@@ -230,7 +237,7 @@ def _resumed_config(a: argparse.Namespace, run: Path):
             f"{e}; --resume continues the run with its own settings: leave out what differs, or train into "
             "another --run-dir (--force starts this one over)"
         ) from None
-    return recorded, arm, seed
+    return recorded, arm, seed, cache
 
 
 def _cmd_sample(a: argparse.Namespace) -> int:
