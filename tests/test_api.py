@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("api")
     data = root / "data" / "three_body.h5"
     assert main(["simulate", "three-body", "--n", "60", "--frames", "8", "--seed", "0", "--out", str(data)]) == 0
-    run = root / "runs" / "tb"
+    run = root / "runs" / "tb-base"
     argv = ["train", "three-body", "--run-dir", str(run), "--device", "cpu", f"data.path={data}", *TINY]
     assert main(argv) == 0
     return root, data, run
@@ -71,3 +71,28 @@ def test_readme_api_example_runs_as_written(trained, monkeypatch, capsys):
     monkeypatch.chdir(root)
     exec(compile(block.group(1), "README.md", "exec"), {})
     assert capsys.readouterr().out.strip()
+
+
+def test_evaluate_refuses_a_reference_that_is_not_the_samples_like_the_cli(trained, capsys):
+    """``Run.evaluate(samples, reference=FILE)`` of another file's rows: refused with ``physdiff evaluate``'s
+    check and message (the old API returned metrics against the wrong rows without a word)."""
+    root, data, run = trained
+    other, longer = root / "other.h5", root / "longer.h5"
+    assert main(["simulate", "three-body", "--n", "60", "--frames", "8", "--seed", "1", "--out", str(other)]) == 0
+    assert main(["simulate", "three-body", "--n", "60", "--frames", "12", "--seed", "0", "--out", str(longer)]) == 0
+    r = physdiff.load_run(run)
+    test = r.sample(n=3, steps=3)
+    with pytest.raises(ValueError, match="was not generated from") as api:
+        r.evaluate(test, reference=other)
+    with pytest.raises(ValueError, match=r"do not match the reference .* in L, K or D"):
+        r.evaluate(test, reference=longer)
+    with pytest.raises(ValueError, match="out of range"):
+        r.evaluate(test | {"source_indices": test["source_indices"] + 1000})
+    assert r.evaluate(test, reference=data)["traj_error"]["n"] == 3  # its own file still evaluates
+    samples = root / "s.h5"
+    assert main(["sample", str(run), "--n", "3", "--steps", "3", "--out", str(samples)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(samples), "--reference", str(other)]) == 2
+    cli = capsys.readouterr().err
+    reason = str(api.value).split(f"was not generated from {other}: ", 1)[1].split("(max |difference|")[0]
+    assert f"was not generated from {other}: {reason}" in cli, (cli, str(api.value))

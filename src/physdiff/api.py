@@ -139,19 +139,31 @@ class Run:
         self, samples: Mapping[str, np.ndarray], reference: str | Path | None = None, subtask: str = "prediction"
     ) -> dict[str, dict[str, float | int]]:
         """Metrics of ``samples`` (from :meth:`sample`) against the reference rows they were generated from:
-        ``{metric: {"mean", "std", "n", "nonfinite"}}``. ``reference``: a data file (default: the run's)."""
+        ``{metric: {"mean", "std", "n", "nonfinite"}}``. ``reference``: a data file (default: the run's). A
+        reference whose rows are not the samples' conditions (given frames, masses, coefficient fields; shapes)
+        is refused with ``physdiff evaluate``'s message."""
         if reference is None:
-            data = self.data
+            data, name = self.data, self.prepared.data_path or "the run's data"
         else:
             cfg = configure(self.config, [f"data.path={Path(reference).resolve()}"])
-            data = prepare(cfg, self.path / "data", split=self.prepared.split, progress=False).data
+            data, name = (
+                prepare(cfg, self.path / "data", split=self.prepared.split, progress=False).data,
+                str(reference),
+            )
         idx = samples.get("source_indices")
         if idx is None:
             raise ValueError(
                 "samples without 'source_indices' (sampled from a user condition) have no reference rows to compare "
                 "with; sample without a condition, or add source_indices"
             )
-        ref = data.subset(np.asarray(idx, dtype=np.int64))
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.size and not 0 <= idx.min() <= idx.max() < _length(data):
+            raise ValueError(
+                f"the samples' 'source_indices' (max {int(idx.max())}) are out of range for the reference {name} with "
+                f"N = {_length(data)}"
+            )
+        ref = data.subset(idx)
+        self.task.check_samples_reference(samples, ref, subtask, samples_name="the samples dict", reference_name=name)
         return summarize_samples(self.task.evaluate(dict(samples), ref, subtask))
 
 

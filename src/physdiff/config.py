@@ -25,6 +25,7 @@ __all__ = [
     "to_dict",
     "from_dict",
     "apply_overrides",
+    "merge_onto",
     "save_yaml",
     "load_yaml",
     "load_yaml_dict",
@@ -227,6 +228,36 @@ def apply_overrides(cfg: T, overrides: list[str]) -> T:
             node.clear()  # another kind of model: start from that kind's defaults
         node[last] = value
     return from_dict(type(cfg), d)
+
+
+def merge_onto(cfg: T, data: dict, where: str = "") -> T:
+    """``cfg`` with a (partial) mapping merged onto it, key by key: nested mappings merge, any other value
+    (a list such as ``priors``, a scalar) replaces the one in ``cfg``; a ``kind``-typed section (the model)
+    whose ``kind`` changes starts from that kind's defaults. Unknown keys and bad values are refused naming
+    ``where`` (a file name) and the key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where + ': ' if where else ''}config must be a mapping, got {type(data).__name__}")
+    try:
+        return from_dict(type(cfg), _merge(to_dict(cfg), data, cfg), where=where)
+    except ConfigError as e:  # a nested key's error names the file too
+        if where and not str(e).startswith(where):
+            raise ConfigError(f"{where}: {e}") from None
+        raise
+
+
+def _merge(base: dict, over: dict, typed: Any) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        child = _typed_child(typed, key) if typed is not None else None
+        if isinstance(value, dict) and isinstance(old, dict):
+            if hasattr(type(child), "select") and value.get("kind", old.get("kind")) != old.get("kind"):
+                out[key] = dict(value)  # another kind (model.kind): that kind's defaults, not the old kind's keys
+            else:
+                out[key] = _merge(old, value, child)
+        else:
+            out[key] = value
+    return out
 
 
 def _typed_child(obj: Any, part: str) -> Any:

@@ -44,6 +44,11 @@ def _simulated_experiments() -> list[str]:
     return out
 
 
+def default_simulate_out(system: str) -> str:
+    """``physdiff simulate``'s default ``--out``: ``data/<system>.h5`` (``-`` as ``_``)."""
+    return f"data/{system.replace('-', '_')}.h5"
+
+
 def check_output_file(path: Path, option: str) -> Path:
     """Refuse, before any work, an output file path that is a folder or lies under a file."""
     if path.is_dir():
@@ -62,12 +67,48 @@ def check_output_folder(path: Path, option: str) -> Path:
     return path
 
 
+def simulate_defaults(system: str) -> tuple[int, int, dict]:
+    """(n, seed, settings) of ``physdiff simulate SYSTEM``: those of the quick preset that simulates it (the
+    experiment of the same name first), so that a file simulated with the defaults is the preset's data and
+    its runs' samples evaluate against it; (1000, 0, {}) for a system no preset simulates."""
+    from physdiff.experiments.config import preset_config
+
+    for exp in sorted(_experiments(), key=lambda e: e != system):
+        cfg = preset_config(exp, "quick")
+        if cfg.data.system == system and not cfg.data.path:
+            return cfg.data.n, cfg.data.seed, dict(cfg.data.settings)
+    return 1000, 0, {}
+
+
+def _simulate_settings(items: list[str]) -> dict:
+    """``nx=32 nt=16`` → ``{"nx": 32, "nt": 16}`` (values read as YAML scalars)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, raw = item.split("=", 1)
+        if not key.strip():
+            raise ValueError(f"simulate: setting {item!r} is not of the form key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ValueError(f"simulate: setting {item!r}: the value is not valid YAML") from None
+    return out
+
+
 def _cmd_simulate(a: argparse.Namespace) -> int:
     from physdiff.experiments.task import task_for_system
 
     task = task_for_system(a.system)
-    out = check_output_file(Path(a.out or f"data/{a.system.replace('-', '_')}.h5"), "--out")
-    settings = {"n_frames": a.frames} if a.frames is not None else {}
+    out = check_output_file(Path(a.out or default_simulate_out(a.system)), "--out")
+    n, seed, settings = simulate_defaults(a.system)
+    a.n = n if a.n is None else a.n
+    a.seed = seed if a.seed is None else a.seed
+    if a.frames is not None:
+        if task.kind != "particles":
+            raise ValueError(f"--frames is for particle systems; {a.system} takes grid settings, e.g. nt=16")
+        settings["n_frames"] = a.frames
+    settings |= _simulate_settings(a.overrides)
     s = task.simulate_to_file(a.system, out, a.n, a.seed, **settings)
     print(f"wrote {a.n} {a.system} samples to {out}")
     for key, value in s.items():
@@ -81,23 +122,49 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
     return 0
 
 
+#: keys of a run's config.yaml that are not experiment settings (its arm and seed: ``--arm``, ``--seed``)
+RUN_KEYS = ("arm", "seed")
+
+
+def _config_file(a: argparse.Namespace, experiment: str) -> dict:
+    """The mapping of ``--config FILE`` (partial or whole, e.g. a run's config.yaml; its arm and seed dropped),
+    or ``{}``; a file of another experiment is refused."""
+    from physdiff.config import load_yaml_dict
+
+    if not getattr(a, "config", None):
+        return {}
+    data = {k: v for k, v in load_yaml_dict(a.config).items() if k not in RUN_KEYS}
+    if "experiment" in data and data["experiment"] != experiment:
+        raise ConfigError(f"--config {a.config} is a config of {data['experiment']!r}, not {experiment!r}")
+    return data
+
+
+def _base_config(a: argparse.Namespace, experiment: str | None = None):
+    """The experiment's preset (``--preset``, else the ``--config`` file's ``preset``, else quick) with the
+    ``--config`` file merged onto it key by key (the file's keys win; lists such as ``priors`` replace)."""
+    from physdiff.config import merge_onto
+    from physdiff.experiments.config import preset_config
+
+    experiment = experiment or a.experiment
+    data = _config_file(a, experiment)
+    preset = getattr(a, "preset", None) or data.get("preset") or "quick"
+    cfg = preset_config(experiment, preset)
+    data = {k: v for k, v in data.items() if k != "preset"}
+    return merge_onto(cfg, data, where=f"--config {a.config}") if data else cfg
+
+
+def _data_overrides(a: argparse.Namespace) -> list[str]:
+    """``--data FILE`` and ``--system NAME`` as overrides (``data.path``, ``data.system``)."""
+    over = [f"data.path={Path(a.data).resolve()}"] if getattr(a, "data", None) else []
+    return over + ([f"data.system={a.system}"] if getattr(a, "system", None) else [])
+
+
 def _experiment_cfg(a: argparse.Namespace):
-    from physdiff.config import load_yaml
-    from physdiff.experiments.config import ExperimentConfig, preset_config
+    """The preset, the ``--config`` file merged onto it, then the ``key=value`` overrides, ``--data`` and
+    ``--system``."""
     from physdiff.experiments.harness import configure
 
-    if a.config:
-        cfg = load_yaml(ExperimentConfig, a.config)
-        if cfg.experiment != a.experiment:
-            raise ConfigError(f"{a.config} is a config of {cfg.experiment!r}, not {a.experiment!r}")
-    else:
-        cfg = preset_config(a.experiment, a.preset)
-    over = list(a.overrides)
-    if getattr(a, "data", None):
-        over.append(f"data.path={Path(a.data).resolve()}")
-    if getattr(a, "system", None):
-        over.append(f"data.system={a.system}")
-    return configure(cfg, over)
+    return configure(_base_config(a), [*a.overrides, *_data_overrides(a)])
 
 
 def _cmd_config(a: argparse.Namespace) -> int:
@@ -110,23 +177,70 @@ def _cmd_config(a: argparse.Namespace) -> int:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from physdiff.experiments.harness import prepare, train_arm
+    from physdiff.experiments.harness import has_checkpoint, prepare, train_arm
     from physdiff.training.distributed import cleanup, init_distributed, resolve_device
 
-    cfg = _experiment_cfg(a).with_arms([a.arm])
     run = check_output_folder(Path(a.run_dir), "--run-dir")
+    cache = None
+    if a.resume and has_checkpoint(run):  # the run's own settings; a changed one is refused before any write
+        cfg, arm, seed, cache = _resumed_config(a, run)
+    else:
+        cfg, arm, seed = _experiment_cfg(a), a.arm or "no_prior", 0 if a.seed is None else a.seed
+    cfg = cfg.with_arms([arm])
     dev = resolve_device(a.device, int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(dev)
     try:
-        prep = prepare(cfg, Path(a.cache_dir or run / "data"), progress=info.is_main, dist_info=info)
+        prep = prepare(cfg, Path(a.cache_dir or cache or run / "data"), progress=info.is_main, dist_info=info)
         train_arm(
-            prep, a.arm, a.seed, run, device=dev, resume=a.resume, force=a.force, progress=info.is_main, dist_info=info
+            prep, arm, seed, run, device=dev, resume=a.resume, force=a.force, progress=info.is_main, dist_info=info
         )
     finally:
         cleanup(info)
     if info.is_main:
         print(f"checkpoint: {run / 'checkpoint.pt'}")
     return 0
+
+
+def _resumed_config(a: argparse.Namespace, run: Path):
+    """``train --resume``: the (config, arm, seed, data cache folder or None) the run's checkpoint was trained
+    with. What the command
+    line asks on top (``--config``, ``key=value``, ``--data``, ``--system``, ``--arm``, ``--seed``,
+    ``--preset``) must agree with it: a changed value is refused naming the recorded one and the asked one."""
+    from physdiff.config import from_dict, load_yaml_dict, merge_onto, to_dict
+    from physdiff.experiments.config import ExperimentConfig
+    from physdiff.experiments.harness import configure
+    from physdiff.training.checkpoint import check_config_matches, load_latest_checkpoint
+
+    state, used = load_latest_checkpoint(run / "checkpoint.pt")
+    saved = state.get("config") or load_yaml_dict(run / "config.yaml")
+    arm, seed = str(saved.get("arm", "no_prior")), int(saved.get("seed", 0))
+    raw = {k: v for k, v in saved.items() if k not in RUN_KEYS}
+    if raw.get("experiment", a.experiment) != a.experiment:
+        raise ConfigError(f"--resume: {run} holds a run of {raw['experiment']!r}, not {a.experiment!r}")
+    d, cache = raw.get("data") or {}, None
+    path = Path(d.get("path") or "")
+    if d.get("path") and path.name.startswith(f"{d.get('system')}_n{d.get('n')}_seed{d.get('seed')}"):
+        # simulated data, recorded with the file it was cached in: simulated (from that cache) again
+        raw["data"], cache = {**d, "path": None}, path.parent
+    recorded = from_dict(ExperimentConfig, raw, where=str(used))
+    asked = recorded
+    data = {k: v for k, v in _config_file(a, a.experiment).items() if k != "preset"}
+    if data:
+        asked = merge_onto(asked, data, where=f"--config {a.config}")
+    asked = configure(asked, [*a.overrides, *_data_overrides(a)])
+    now = to_dict(asked) | {"arm": arm if a.arm is None else a.arm, "seed": seed if a.seed is None else a.seed}
+    now["preset"] = a.preset or now["preset"]
+    before = to_dict(recorded) | {"arm": arm, "seed": seed}
+    if recorded.data.path:  # a file's size and settings are recorded as read from it, not as asked
+        now["data"] = {**now["data"], "n": before["data"]["n"], "settings": before["data"]["settings"]}
+    try:
+        check_config_matches(used, before, now, tuple(before))
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"{e}; --resume continues the run with its own settings: leave out what differs, or train into "
+            "another --run-dir (--force starts this one over)"
+        ) from None
+    return recorded, arm, seed, cache
 
 
 def _cmd_sample(a: argparse.Namespace) -> int:
@@ -297,16 +411,15 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
 
 def _reproduce_all(a: argparse.Namespace, exps: list[str], info, reproduce) -> int:
     for exp in exps:
-        out = Path(a.out) / exp if a.out and len(exps) > 1 else Path(a.out or f"results/{exp}-{a.preset}")
-        over = list(a.overrides)
-        over += [f"data.path={Path(a.data).resolve()}"] if a.data else []
-        over += [f"data.system={a.system}"] if a.system else []
+        base = _base_config(a, exp)
+        out = Path(a.out) / exp if a.out and len(exps) > 1 else Path(a.out or f"results/{exp}-{base.preset}")
         reproduce(
             exp,
-            a.preset,
+            base.preset,
             out,
+            config=base,
             command=a.command_line,
-            overrides=over,
+            overrides=[*a.overrides, *_data_overrides(a)],
             seeds=_seeds(a),
             arms=_arms(a),
             cache_dir=a.cache_dir,
@@ -365,13 +478,15 @@ def _cmd_compare_constraints(a: argparse.Namespace) -> int:
 def _cmd_sweep(a: argparse.Namespace) -> int:
     from physdiff.experiments.sweep import parse_grid, run_sweep
 
-    out = Path(a.out or f"results/sweep-{a.experiment}-{a.preset}")
+    base = _base_config(a)
+    out = Path(a.out or f"results/sweep-{a.experiment}-{base.preset}")
     run_sweep(
         a.experiment,
         parse_grid(a.grid),
-        preset=a.preset,
+        preset=base.preset,
+        config=base,
         out=out,
-        overrides=a.overrides,
+        overrides=[*a.overrides, *_data_overrides(a)],
         seeds=_seeds(a),
         arms=_arms(a),
         split=a.split,
@@ -523,14 +638,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     exps = _experiments()
 
-    s = sub.add_parser("simulate", help="simulate a data set and write it as HDF5")
-    s.add_argument("system", help="a system name, e.g. three-body, five-spring, advection, darcy")
-    s.add_argument("--n", type=_positive_int, default=1000, help="number of trajectories / samples")
-    s.add_argument("--seed", type=_nonnegative_int, default=0, help="random seed of the initial conditions")
-    s.add_argument(
-        "--frames", type=_positive_int, default=None, help="frames per trajectory (particles; default: the system's)"
+    s = sub.add_parser(
+        "simulate",
+        help="simulate a data set and write it as HDF5",
+        description="Simulate a data set and write it as HDF5. The defaults (--n, --seed, frames, grid) are those of "
+        "the system's quick preset, so the file holds the data that preset trains on.",
     )
-    s.add_argument("--out", default=None, help="output .h5 file (default: data/<system>.h5)")
+    s.add_argument("system", help="a system name, e.g. three-body, five-spring, charged, advection, burgers, darcy")
+    s.add_argument("--n", type=_positive_int, default=None, help="trajectories / samples (default: the quick preset's)")
+    s.add_argument("--seed", type=_nonnegative_int, default=None, help="default: the quick preset's (0)")
+    s.add_argument(
+        "--frames", type=_positive_int, default=None, help="frames per trajectory, particles (default: the preset's)"
+    )
+    s.add_argument(
+        "--out",
+        default=None,
+        help="output .h5 file (default: data/<system>.h5 with '-' as '_', e.g. data/three_body.h5)",
+    )
+    s.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="simulator settings over the preset's data.settings, e.g. nx=32 nt=16 (advection, burgers), "
+        "nx=16 ny=16 nt=8 (shallow-water), n_grid=16 (darcy), n_frames=8 (particles)",
+    )
     s.set_defaults(fn=_cmd_simulate)
 
     def add_common(q: argparse.ArgumentParser) -> None:
@@ -547,7 +678,18 @@ def build_parser() -> argparse.ArgumentParser:
     def add_experiment(q: argparse.ArgumentParser, extra: tuple[str, ...] = ()) -> None:
         q.add_argument("experiment", choices=exps + extra, help="the experiment (a preset file)")
         q.add_argument(
-            "--preset", default="quick", choices=PRESETS, help="quick (minutes on a CPU) or paper (the paper's sizes)"
+            "--preset",
+            default=None,
+            choices=PRESETS,
+            help="quick (minutes on a CPU) or paper (the paper's sizes); default: the --config file's, else quick",
+        )
+
+    def add_config(q: argparse.ArgumentParser) -> None:
+        q.add_argument(
+            "--config",
+            default=None,
+            help="a config YAML, whole or partial (e.g. a run's config.yaml, or just 'train: {steps: 500}'), merged "
+            "onto the preset key by key; key=value overrides apply after it",
         )
 
     def add_data(q: argparse.ArgumentParser) -> None:
@@ -562,22 +704,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="print the resolved config of an experiment (preset + overrides) as YAML")
     add_experiment(c)
-    c.add_argument("--config", default=None, help="a config.yaml instead of the preset")
+    add_config(c)
     c.add_argument("overrides", nargs="*", help="config overrides key=value")
     c.set_defaults(fn=_cmd_config)
 
     t = sub.add_parser("train", help="train one arm of an experiment (runs under torchrun too)")
     add_experiment(t)
-    t.add_argument("--config", default=None, help="a config.yaml instead of the preset")
+    add_config(t)
     t.add_argument(
         "--arm",
-        default="no_prior",
-        help="no_prior or prior:<name>: a prior of the config (prior:energy, prior:residual) or a user prior class "
-        "by import path (prior:my_module:MyPrior, prior:path/to/file.py:MyPrior)",
+        default=None,
+        help="no_prior (default) or prior:<name>: a prior of the config (prior:energy, prior:residual) or a user prior "
+        "class by import path (prior:my_module:MyPrior, prior:path/to/file.py:MyPrior); with --resume: the run's",
     )
-    t.add_argument("--seed", type=_nonnegative_int, default=0, help="training seed (weights, batches, noise)")
+    t.add_argument("--seed", type=_nonnegative_int, default=None, help="training seed (default 0; --resume: the run's)")
     t.add_argument("--run-dir", required=True, help="the run folder: checkpoint.pt, metrics.csv, run.log, config.yaml")
-    t.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.pt")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from run-dir/checkpoint.pt with the run's own config, arm and seed (a changed one is refused)",
+    )
     t.add_argument("--force", action="store_true", help="clear a run folder that holds a run and start over")
     add_data(t)
     add_common(t)
@@ -660,6 +806,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reproduce", help="reproduce a table of the paper (without vs with prior)")
     add_experiment(r, ("all",))
+    add_config(r)
     r.add_argument("--out", default=None, help="results folder (default: results/<experiment>-<preset>)")
     r.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
     r.add_argument("--arms", default=None, help="comma-separated arms, e.g. no_prior,prior:energy (default: all)")
@@ -709,6 +856,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="key=v1,v2,... (repeatable; the grid is the product), e.g. --grid priors.0.weight=0.1,1,10",
     )
+    add_config(sw)
     sw.add_argument("--out", default=None, help="sweep folder (default: results/sweep-<experiment>-<preset>)")
     sw.add_argument("--seeds", default=None, help="comma-separated seeds (default: the preset's)")
     sw.add_argument("--arms", default=None, help="with-prior arms to run at each point (default: all)")
@@ -719,6 +867,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.05,
         help="a point that makes any metric worse than no_prior by more than this fraction is not eligible",
     )
+    add_data(sw)
     add_common(sw)
     sw.set_defaults(fn=_cmd_sweep)
 

@@ -137,6 +137,35 @@ def is_field_file(path: str | os.PathLike[str]) -> bool:
         return "tensor" in f or any(k.isdigit() for k in f.keys())
 
 
+def check_field_reference(
+    samples_name: str,
+    reference_name: str,
+    fields: np.ndarray,
+    coefficient: np.ndarray | None,
+    ref: Any,
+    system: Any,
+    task: str,
+    recorded: str | None = None,
+) -> None:
+    """Refuse reference rows ``ref`` (a FieldData, row-aligned) that are not those the generated ``fields``
+    were generated from: the shapes, the coefficient field and (time-dependent ``prediction``) the given first
+    frame must agree, and a ``recorded`` fingerprint must match (:func:`physdiff.data.provenance.check_reference`).
+    ``physdiff evaluate`` and :meth:`physdiff.Run.evaluate` refuse with this one check and message."""
+    from physdiff.data.provenance import check_reference, fingerprint
+
+    fields = np.asarray(fields)
+    if fields.shape != ref.fields.shape:
+        raise ValueError(f"{samples_name}: fields {fields.shape} do not match the reference {ref.fields.shape}")
+    conditioned = {}
+    if ref.coefficient is not None and coefficient is not None:
+        conditioned["a (coefficient)"] = (coefficient, ref.coefficient)
+    mask = system.prediction_mask(ref.fields.shape) if task == "prediction" else None
+    if mask is not None:  # time-dependent prediction: the given first frame
+        conditioned["u(t=0)"] = (fields[:, 0], ref.fields[:, 0])
+    actual = fingerprint(ref.fields, ref.coefficient) if recorded is not None else ""
+    check_reference(samples_name, reference_name, conditioned, recorded, actual)
+
+
 def evaluate_field_files(
     samples: str | os.PathLike[str],
     reference: str | os.PathLike[str],
@@ -158,7 +187,6 @@ def evaluate_field_files(
         ``{"metrics": {key: {"mean", "std"}}, "floor": {"constraint_rmse": float}, "per_sample": {...}}``.
     """
     from physdiff.data.pdebench import load_pde
-    from physdiff.data.provenance import check_reference, fingerprint
     from physdiff.systems.pde_registry import get_pde_system
 
     gen = load_pde(samples, system)
@@ -178,24 +206,17 @@ def evaluate_field_files(
     if idx.max(initial=-1) >= ref.n_samples:
         raise ValueError(f"{samples}: source_indices point past the {ref.n_samples} samples of {reference}")
     ref = ref.subset(idx)
-    if gen.fields.shape != ref.fields.shape:
-        raise ValueError(f"{samples}: fields {gen.fields.shape} do not match the reference {ref.fields.shape}")
     task = task or str(gen.parameters.get("task", "generation"))
-    conditioned = {}
-    if ref.coefficient is not None and gen.coefficient is not None:
-        conditioned["a (coefficient)"] = (gen.coefficient, ref.coefficient)
-    mask = get_pde_system(ref.system).prediction_mask(ref.fields.shape) if task == "prediction" else None
-    if mask is not None:  # time-dependent prediction: the given first frame
-        conditioned["u(t=0)"] = (gen.fields[:, 0], ref.fields[:, 0])
+    sys_ = get_pde_system(ref.system)
     recorded = gen.parameters.get("reference_sha256")
-    check_reference(str(samples), str(reference), conditioned, recorded, fingerprint(ref.fields, ref.coefficient))
+    check_field_reference(str(samples), str(reference), gen.fields, gen.coefficient, ref, sys_, task, recorded)
+    mask = sys_.prediction_mask(ref.fields.shape) if task == "prediction" else None
     per_sample: dict[str, np.ndarray] = {}
     floor: dict[str, float] = {}
     if task == "prediction":
         per_sample |= pdebench_field_metrics(gen.fields, ref, frmse_lengths)
         per_sample["rmse_pooled"] = rmse(gen.fields, ref.fields, mask)
     if ref.priors_available:
-        sys_ = get_pde_system(ref.system)
         per_sample["constraint_rmse"] = sys_.residual_rmse(ref, gen.fields)
         floor["constraint_rmse"] = float(np.mean(sys_.residual_rmse(ref)))
     return {

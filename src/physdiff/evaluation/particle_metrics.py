@@ -312,11 +312,48 @@ def _known_frames(samples: Any) -> int:
     return int(samples.attrs.get("known_frames", 1) or 1)
 
 
+def check_particle_reference(
+    samples_name: str,
+    reference_name: str,
+    samples: Mapping[str, np.ndarray | None],
+    ref: Any,
+    known_frames: int,
+    recorded: str | None = None,
+    positions_only: bool = False,
+) -> None:
+    """Refuse reference rows ``ref`` (a ParticleData, row-aligned) that are not those ``samples`` (``positions``,
+    ``velocities`` [N, L, K, D], ``masses``, optional ``edges``/``charges``) were generated from: the trajectory
+    shape [L, K, D], the given frames, the masses, graph and charges must agree, and a ``recorded`` fingerprint
+    (the samples file's ``reference_sha256``) must match (:func:`physdiff.data.provenance.check_reference`).
+    ``positions_only``: samples of a positions-only model, whose given frames' velocities are differenced (not
+    compared). ``physdiff evaluate`` and :meth:`physdiff.Run.evaluate` refuse with this one check and message."""
+    from physdiff.data.provenance import check_reference, fingerprint
+
+    shape = tuple(np.shape(samples["positions"]))
+    if shape[1:] != tuple(ref.shape[1:]):
+        raise ValueError(
+            f"{samples_name}: samples [N, L, K, D] = {list(shape)} do not match the reference "
+            f"{reference_name} {list(ref.shape)} in L, K or D"
+        )
+    k = known_frames
+    conditioned = {  # the task generates a trajectory given its first frames and its masses (graph, charges)
+        f"positions[:, :{k}]": (np.asarray(samples["positions"])[:, :k], ref.positions[:, :k]),
+        f"velocities[:, :{k}]": (np.asarray(samples["velocities"])[:, :k], ref.velocities[:, :k]),
+        "masses": (samples["masses"], ref.masses),
+    }
+    if positions_only:
+        del conditioned[f"velocities[:, :{k}]"]
+    for key in ("edges", "charges"):
+        if getattr(ref, key) is not None and samples.get(key) is not None:
+            conditioned[key] = (samples[key], getattr(ref, key))
+    actual = fingerprint(ref.positions, ref.velocities, ref.masses, ref.edges) if recorded is not None else ""
+    check_reference(samples_name, reference_name, conditioned, recorded, actual)
+
+
 def _matched(samples_path: Any, reference_path: Any, full: Any) -> tuple[Any, Any]:
     """A samples file and the reference rows it was generated from (checked: shape, given frames, masses,
     graph, charges and the recorded fingerprint); the reference's ``source_indices`` are set to its rows."""
     from physdiff.data.particles_h5 import load_particles
-    from physdiff.data.provenance import check_reference, fingerprint
 
     samples = load_particles(samples_path, full.system)
     ref = full
@@ -337,28 +374,11 @@ def _matched(samples_path: Any, reference_path: Any, full: Any) -> tuple[Any, An
     else:
         ref = full.subset(np.arange(full.n))
         ref.source_indices = np.arange(full.n, dtype=np.int64)
-    if samples.shape[1:] != ref.shape[1:]:
-        raise ValueError(
-            f"{samples_path}: samples [N, L, K, D] = {list(samples.shape)} do not match the reference "
-            f"{reference_path} {list(ref.shape)} in L, K or D"
-        )
-    k = _known_frames(samples)
-    conditioned = {  # the task generates a trajectory given its first frames and its masses (graph, charges)
-        f"positions[:, :{k}]": (samples.positions[:, :k], ref.positions[:, :k]),
-        f"velocities[:, :{k}]": (samples.velocities[:, :k], ref.velocities[:, :k]),
-        "masses": (samples.masses, ref.masses),
-    }
-    if samples.attrs.get("state") == "positions":  # a positions-only model: its given frames' V are differenced
-        del conditioned[f"velocities[:, :{k}]"]
-    if ref.edges is not None and samples.edges is not None:
-        conditioned["edges"] = (samples.edges, ref.edges)
-    if ref.charges is not None and samples.charges is not None:
-        conditioned["charges"] = (samples.charges, ref.charges)
-    check_reference(
-        str(samples_path),
-        str(reference_path),
-        conditioned,
-        samples.attrs.get("reference_sha256"),
-        fingerprint(ref.positions, ref.velocities, ref.masses, ref.edges),
+    arrays = {"positions": samples.positions, "velocities": samples.velocities, "masses": samples.masses}
+    arrays |= {"edges": samples.edges, "charges": samples.charges}
+    recorded = samples.attrs.get("reference_sha256")
+    positions_only = samples.attrs.get("state") == "positions"  # its given frames' V are differenced
+    check_particle_reference(
+        str(samples_path), str(reference_path), arrays, ref, _known_frames(samples), recorded, positions_only
     )
     return samples, ref

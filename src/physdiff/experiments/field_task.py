@@ -30,7 +30,13 @@ from torch import Tensor
 from physdiff.data.pdebench import FieldData, load_pde, simulate_to_file, write_pde
 from physdiff.data.provenance import fingerprint
 from physdiff.diffusion import Denoiser, make_schedule
-from physdiff.evaluation.field_metrics import evaluate_field_files, is_field_file, pdebench_field_metrics, rmse
+from physdiff.evaluation.field_metrics import (
+    check_field_reference,
+    evaluate_field_files,
+    is_field_file,
+    pdebench_field_metrics,
+    rmse,
+)
 from physdiff.evaluation.mmd import generation_mmd, mmd_floor
 from physdiff.evaluation.pdebench_metrics import METRIC_KEYS as PDEBENCH_METRIC_KEYS
 from physdiff.experiments.config import PriorConfig, UNetConfig
@@ -447,6 +453,12 @@ class FieldTask(Task):
         return plot_field_results(
             out_dir, reference, fields, per_seed=per_seed, constraints=constraints, training_logs=training_logs
         )
+
+    def check_samples_reference(
+        self, samples: Samples, reference: FieldData, subtask: str, *, samples_name: str, reference_name: str
+    ) -> None:
+        a = samples.get(self.system.coefficient or "a")
+        check_field_reference(samples_name, reference_name, samples["u"], a, reference, self.system, subtask)
 
     # ------------------------------------------------------------------------------ file-level
     @classmethod

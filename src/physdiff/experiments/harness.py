@@ -237,7 +237,10 @@ def check_run_folder(run_dir: Path, config: Mapping[str, Any], *, resume: bool, 
         return
     if resume:
         state, used = load_latest_checkpoint(ckpt)
-        check_config_matches(used, state.get("config", {}), dict(config), ("model", "data", "diffusion"))
+        saved = state.get("config", {})  # the arm and seed too: resuming another arm's run is refused
+        check_config_matches(
+            used, saved, dict(config), ("model", "data", "diffusion", *(k for k in ("arm", "seed") if k in saved))
+        )
         return
     if force:
         clear_run_folder(run_dir)

@@ -66,6 +66,7 @@ from physdiff.evaluation.geotdm import GEOTDM_K, draw_metrics
 from physdiff.evaluation.mmd import MMD_KEYS, particle_generation_mmd, particle_mmd_floor
 from physdiff.evaluation.particle_metrics import (
     METRIC_KEYS,
+    check_particle_reference,
     differenced_floor_metrics,
     evaluate_files,
     floor_metrics,
@@ -754,6 +755,14 @@ class ParticleTask(Task):
             per_seed=per_seed,
             constraints=constraints,
             training_logs=training_logs,
+        )
+
+    def check_samples_reference(
+        self, samples: Samples, reference: ParticleData, subtask: str, *, samples_name: str, reference_name: str
+    ) -> None:
+        known = self.known_frames if subtask == "prediction" else 0
+        check_particle_reference(
+            samples_name, reference_name, samples, reference, known, None, positions_only(self.cfg)
         )
 
     # ------------------------------------------------------------------------------ file-level

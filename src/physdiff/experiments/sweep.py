@@ -45,7 +45,13 @@ def _point_dir(point: list[str]) -> str:
 
 
 def _plan(
-    experiment: str, preset: str, overrides: list[str], grid: dict[str, list[str]], cache: Path, split: str
+    experiment: str,
+    preset: str,
+    overrides: list[str],
+    grid: dict[str, list[str]],
+    cache: Path,
+    split: str,
+    config: Any = None,
 ) -> tuple[list[str], list[str]]:
     """(table metrics, with-prior arms) of the configured experiment. Every grid point is validated before
     any training: its config, and its priors and sampling-time constraints on the data (which are cached)."""
@@ -53,7 +59,7 @@ def _plan(
     from physdiff.experiments.config import preset_config
     from physdiff.experiments.harness import prepare
 
-    cfg = apply_overrides(preset_config(experiment, preset), overrides)
+    cfg = apply_overrides(config or preset_config(experiment, preset), overrides)
     keys = list(grid)
     # every point's config first (no data needed), then priors and constraints on the data
     points = [
@@ -77,6 +83,7 @@ def run_sweep(
     preset: str = "quick",
     out: str | Path | None = None,
     overrides: list[str] = (),
+    config: Any = None,
     seeds: list[int] | None = None,
     arms: list[str] | None = None,
     split: str = "val",
@@ -87,19 +94,27 @@ def run_sweep(
     command: str | None = None,
 ) -> dict[str, Any]:
     """Run the grid; returns the ``sweep.json`` content. Runs resume from their checkpoints, so running
-    the same sweep again continues where it stopped."""
+    the same sweep again continues where it stopped. ``config``: an experiment config to start from instead
+    of the preset (the CLI's ``--config`` merged onto it)."""
     from physdiff.experiments.harness import reproduce as run
 
     if not grid:
         raise ValueError("empty sweep grid: give at least one --grid key=v1,v2,...")
     out = Path(out or f"results/sweep-{experiment}-{preset}")
     cache = Path(cache_dir) if cache_dir else out / "data"
-    metrics, prior_arms = _plan(experiment, preset, list(overrides), grid, cache, split)
+    metrics, prior_arms = _plan(experiment, preset, list(overrides), grid, cache, split, config)
     arms = list(arms) if arms else prior_arms
     if "no_prior" in arms:
         raise ValueError("the no_prior arm runs once as the baseline; list with-prior arms only in --arms")
     common = dict(
-        preset=preset, seeds=seeds, cache_dir=cache, device=device, progress=progress, split=split, resume=True
+        preset=preset,
+        config=config,
+        seeds=seeds,
+        cache_dir=cache,
+        device=device,
+        progress=progress,
+        split=split,
+        resume=True,
     )
     base = run(experiment, out=out / "no_prior", overrides=list(overrides), arms=["no_prior"], **common)
     baseline = {k: base["arms"]["no_prior"][k]["mean"] for k in metrics if k in base["arms"]["no_prior"]}

@@ -244,6 +244,13 @@ class Task(ABC):
         """A data set holding a user's conditions (first frames / coefficient fields, physical units) to sample
         from (the public run API); ``template`` (the run's data) gives the grid, frames and constants."""
 
+    def check_samples_reference(
+        self, samples: Samples, reference: Any, subtask: str, *, samples_name: str, reference_name: str
+    ) -> None:
+        """Refuse reference rows (row-aligned with ``samples``) whose conditions are not the samples' (given
+        frames, masses, coefficient fields; shapes), with ``physdiff evaluate``'s check and message."""
+        raise NotImplementedError(f"{type(self).__name__} does not check a samples' reference rows")
+
     @abstractmethod
     def plot(
         self,
