@@ -245,7 +245,7 @@ def test_positions_state_trains_samples_and_evaluates(experiment: str, tmp_path:
     res = json.loads((out / "results.json").read_text())
     assert "vel_error" in res["floor"] and res["floor"]["vel_error"] > 0  # the differenced floor
     samples = out / "arms" / "no_prior" / "seed0" / "samples_prediction.h5"
-    s, ref = load_particles(samples), load_particles(res["data"])
+    s, ref = load_particles(samples), load_particles(out / res["data"])
     differenced = velocities_from_positions(torch.from_numpy(s.positions), ref.constants["dt"]).numpy()
     np.testing.assert_allclose(s.velocities, differenced, atol=1e-5)
     with h5py.File(samples) as f:
@@ -254,7 +254,7 @@ def test_positions_state_trains_samples_and_evaluates(experiment: str, tmp_path:
     assert k == (4 if experiment.startswith("nbody") else 1)
     np.testing.assert_allclose(s.positions[:, :k], ref.positions[idx, :k], atol=1e-5)  # the given frames kept
     js = tmp_path / "eval.json"
-    assert main(["evaluate", str(samples), "--reference", res["data"], "--json", str(js)]) == 0
+    assert main(["evaluate", str(samples), "--reference", str(out / res["data"]), "--json", str(js)]) == 0
     ev = json.loads(js.read_text())["metrics"]
     per_seed = res["arms"]["no_prior"]["traj_error"]["per_seed"][0]
     assert abs(ev["traj_error"]["mean"] - per_seed) < 1e-9 and np.isfinite(ev["vel_error"]["mean"])
