@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from physdiff.outputs import write_text
+
 __all__ = [
     "ConfigError",
     "bounded",
@@ -263,7 +265,7 @@ def _child(node: Any, part: str, key: str) -> Any:
 def save_yaml(cfg: Any, path: str | Path) -> None:
     data = to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
     text = yaml.safe_dump(_plain(data), sort_keys=False)
-    Path(path).write_text(text)
+    write_text(path, text)
 
 
 def load_yaml_dict(path: str | Path) -> dict:

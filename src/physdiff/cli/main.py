@@ -63,7 +63,10 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
     from physdiff.experiments.task import task_for_system
 
     task = task_for_system(a.system)
+    from physdiff.outputs import check_new_output
+
     out = check_output_file(Path(a.out or f"data/{a.system.replace('-', '_')}.h5"), "--out")
+    check_new_output(out, "--out", force=a.force)  # an existing file only with --force, and only a regular one
     settings = {"n_frames": a.frames} if a.frames is not None else {}
     s = task.simulate_to_file(a.system, out, a.n, a.seed, **settings)
     print(f"wrote {a.n} {a.system} samples to {out}")
@@ -146,6 +149,7 @@ def _sample_run(a: argparse.Namespace, run_dir: Path, info) -> int:
     from physdiff.evaluation.statistics import summarize_samples
     from physdiff.experiments.config import ConstraintConfig
     from physdiff.experiments.harness import configure, prepare, samples_name, stack_draws
+    from physdiff.outputs import check_new_output
 
     r = load_run(run_dir, device=a.device, split=a.split, cache_dir=a.cache_dir, overrides=a.overrides, dist_info=info)
     subtasks = [a.subtask] if a.subtask else r.config.subtasks
@@ -163,9 +167,7 @@ def _sample_run(a: argparse.Namespace, run_dir: Path, info) -> int:
     paths = {}
     for subtask in subtasks:
         path = check_output_file(Path(a.out) if a.out else run_dir / samples_name(subtask, constraint), "--out")
-        if path.exists() and not a.force:
-            raise ValueError(f"{path} exists; pass --force to overwrite it (or --out another file)")
-        paths[subtask] = path
+        paths[subtask] = check_new_output(path, "--out", force=a.force)  # --force replaces only a regular file
     for subtask, path in paths.items():
         k = a.draws if a.draws is not None else r.task.draws_per_condition(subtask)
         draws = []
@@ -215,9 +217,10 @@ def _run_config(run: Path):
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from physdiff.experiments.task import task_for_file
+    from physdiff.outputs import check_new_output, write_json
 
     if a.json:
-        check_output_file(Path(a.json), "--json")
+        check_new_output(check_output_file(Path(a.json), "--json"), "--json", force=a.force)
     draws = [Path(d) for d in a.draws] if a.draws else None
     res = task_for_file(a.reference).evaluate_files(
         Path(a.samples), Path(a.reference), system=a.system, task=a.task, draws=draws, protocol=a.protocol, k=a.k
@@ -226,8 +229,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         fl = res["floor"].get(k)
         print(f"{k:>15}: {v['mean']:.5g} ± {v['std']:.3g}" + (f"   (floor {fl:.3g})" if fl is not None else ""))
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(res, indent=2))
+        write_json(a.json, res)
         print(f"wrote {a.json}")
     return 0
 
@@ -426,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=_positive_int, default=1000, help="number of trajectories / samples")
     s.add_argument("--seed", type=_nonnegative_int, default=0)
     s.add_argument("--frames", type=_positive_int, default=None, help="frames per trajectory (particles)")
-    s.add_argument("--out", default=None, help="output .h5 file")
+    s.add_argument("--out", default=None, help="output .h5 file (default: data/<system>.h5, e.g. data/three_body.h5)")
+    s.add_argument("--force", action="store_true", help="replace an existing --out file (a regular file only)")
     s.set_defaults(fn=_cmd_simulate)
 
     def add_common(q: argparse.ArgumentParser) -> None:
@@ -496,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--reference", required=True)
     e.add_argument("--system", default=None, help="system name for files without a 'system' attribute")
     e.add_argument("--json", default=None, help="write the metrics to this JSON file")
+    e.add_argument("--force", action="store_true", help="replace an existing --json file (a regular file only)")
     e.add_argument(
         "--task",
         default=None,
@@ -651,8 +655,11 @@ def _write_traceback(args: argparse.Namespace) -> str:
         fd, name = tempfile.mkstemp(prefix="physdiff-error-", suffix=".log")
         os.close(fd)
         path = Path(name)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(f"physdiff {' '.join(sys.argv[1:])}\n{traceback.format_exc()}\n")
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"physdiff {' '.join(sys.argv[1:])}\n{traceback.format_exc()}\n")
+    except OSError as e:  # a full disk or a read-only folder: say so instead of failing again
+        return f"nowhere: {path} could not be written ({e.strerror or e})"
     return str(path)
 
 

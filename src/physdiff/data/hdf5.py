@@ -1,7 +1,7 @@
 """What the HDF5 readers and writers of the data formats share (PDEBench, The Well, particle files).
 
-* :func:`atomic_write`: a new file appears at its path only once it is completely written (a temporary
-  file in the same folder, then :func:`os.replace`; nothing is left behind on error).
+* :func:`atomic_write`: a new file appears at its path only once it is completely written (through
+  :mod:`physdiff.outputs`: a temporary file in the same folder, fsync, rename; nothing left on error).
 * :func:`describe`: the datasets of a file with their shapes, for error messages.
 * :func:`nonfinite`: how many NaN/inf values an array holds and where the first is, for the finite
   checks that name the file and the key.
@@ -16,14 +16,14 @@ Each format keeps its own error class and message wording; these helpers hold th
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
+
+from physdiff.outputs import WriteError, atomic_path
 
 __all__ = ["GridSpacing", "atomic_write", "check_downsample", "decode_attr", "describe", "nonfinite"]
 
@@ -32,22 +32,19 @@ __all__ = ["GridSpacing", "atomic_write", "check_downsample", "decode_attr", "de
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
     """Open a new HDF5 file for writing that replaces ``path`` only when the ``with`` block completes.
 
-    The file is written as a hidden temporary file in the destination folder (created if needed) and
-    moved into place with :func:`os.replace`; if the block raises, the temporary file is removed and
-    ``path`` is left as it was.
+    Through :func:`physdiff.outputs.atomic_path`: a hidden temporary file in the destination folder
+    (created if needed, with the user's umask), fsynced and renamed into place; a symbolic link or
+    non-regular file at ``path`` is refused, and if the block raises the temporary file is removed and
+    ``path`` is left as it was (OS errors name ``path``).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        try:
+            with h5py.File(tmp, "w") as f:
+                yield f
+        except OSError as e:
+            if isinstance(e, WriteError):
+                raise
+            raise WriteError(path, e.strerror or str(e), e.errno) from None
 
 
 def describe(f: h5py.Group, limit: int = 12) -> str:

@@ -38,7 +38,6 @@ import hashlib
 import inspect
 import json
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -50,6 +49,7 @@ import h5py
 import numpy as np
 
 from physdiff.data.hdf5 import atomic_write, decode_attr, nonfinite
+from physdiff.outputs import write_json
 from physdiff.systems.particle_system import ParticleSystem
 from physdiff.systems.registry import PARTICLE_SYSTEMS, SIMULATED_SYSTEMS, get_system
 
@@ -617,15 +617,8 @@ def side_splits(
         **{k: v.tolist() for k, v in splits.items()},
     }
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{side.name}.", suffix=".tmp", dir=side.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(content, f)
-            os.replace(tmp, side)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    except OSError:
+        write_json(side, content, indent=None)
+    except OSError:  # an unwritable folder, or a link / non-regular file at the side file's name (never followed)
         return splits, "in-memory"
     return splits, status
 

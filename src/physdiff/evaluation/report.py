@@ -24,6 +24,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from physdiff.outputs import write_text
+
 __all__ = ["collect_versions", "render_report", "write_report", "render_sweep_report", "write_sweep_report"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -383,11 +385,7 @@ def write_report(
         command=command,
         versions=versions,
     )
-    path = out_dir / name
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(out_dir / name, text)
 
 
 # --------------------------------------------------------------------------------------------- sweep report
@@ -515,8 +513,4 @@ def write_sweep_report(
         command=command,
         versions=versions,
     )
-    path = out_dir / name
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(out_dir / name, text)

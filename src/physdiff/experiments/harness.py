@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -32,6 +31,7 @@ from physdiff.evaluation.geotdm import draw_seed, group_draws
 from physdiff.experiments import tables
 from physdiff.experiments.config import ConstraintConfig, ExperimentConfig, SampleConfig, preset_config
 from physdiff.experiments.task import Samples, Task, make_task
+from physdiff.outputs import AppendHandler, record_outputs, remove_recorded, write_json
 from physdiff.priors.aux_head import AuxHeadPrior, attach_aux_heads
 from physdiff.priors.base import Prior, total_prior_loss
 from physdiff.priors.sampling import constraint_hook
@@ -45,6 +45,8 @@ __all__ = [
     "RunFolderError",
     "check_run_folder",
     "clear_run_folder",
+    "locked_run_folder",
+    "record_run_outputs",
     "configure",
     "prepare",
     "train_arm",
@@ -139,17 +141,32 @@ class RunFolderError(ValueError):
     """A run folder holds another run (or one of another configuration)."""
 
 
-#: what a run folder holds besides the data cache (``data/``): cleared by ``force``
-RUN_OUTPUTS = ("checkpoint*", "metrics.csv", "samples_*.h5", "scaling.json", "config.yaml", "run.log", "tb")
+#: the files a run writes in its folder (recorded in its manifest, :data:`physdiff.outputs.MANIFEST`)
+RUN_FILES = (
+    "checkpoint.pt",
+    "checkpoint.prev.pt",
+    "metrics.csv",
+    "validation.csv",
+    "scaling.json",
+    "config.yaml",
+    "run.log",
+    "checkpoint.pt.corrupt",
+)
+#: besides those, in a folder written before manifests: exact names and physdiff's own name patterns
+LEGACY_PATTERNS = ("samples_*.h5", "tb/events.out.tfevents.*")
 
 
-def clear_run_folder(run_dir: Path) -> None:
-    """Remove a previous run's outputs from ``run_dir`` (``--force``); the data cache ``data/`` stays."""
-    import shutil
+def clear_run_folder(run_dir: Path) -> list[Path]:
+    """Remove a previous run's outputs from ``run_dir`` (``--force``; hold its lock): exactly the files its
+    manifest records (in a folder without one, physdiff's own file names), nothing else — not the data
+    cache ``data/``, not a user's ``checkpoints_archive/`` or notes, not other files in ``tb/``."""
+    legacy = list(RUN_FILES) + [str(p.relative_to(run_dir)) for pat in LEGACY_PATTERNS for p in run_dir.glob(pat)]
+    return remove_recorded(run_dir, legacy)
 
-    for pattern in RUN_OUTPUTS:
-        for p in run_dir.glob(pattern):
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+def record_run_outputs(run_dir: Path, names: Sequence[str | Path] = RUN_FILES) -> None:
+    """Add ``names`` (files physdiff writes in ``run_dir``) to the run folder's manifest."""
+    record_outputs(run_dir, names)
 
 
 def has_checkpoint(run_dir: Path) -> bool:
@@ -182,12 +199,23 @@ def check_run_folder(run_dir: Path, config: Mapping[str, Any], *, resume: bool, 
 
 
 @contextlib.contextmanager
+def locked_run_folder(run_dir: Path, config: Mapping[str, Any], *, resume: bool, force: bool, enabled: bool = True):
+    """Lock, then check, then clear: hold ``run_dir``'s lock for the block, and only under it check the
+    folder (:func:`check_run_folder`) and, with ``force``, clear it. A live run's folder is refused
+    (:class:`RunLockedError`) before anything in it is read for deletion or written."""
+    with RunLock(run_dir) if enabled else contextlib.nullcontext():
+        if enabled:
+            check_run_folder(run_dir, config, resume=resume, force=force)
+        yield
+
+
+@contextlib.contextmanager
 def log_to(path: Path, enabled: bool = True):
     """Copy the ``physdiff`` logger's messages (INFO and up) into ``path`` (a run's ``run.log``) for the block."""
     if not enabled:
         yield
         return
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = AppendHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.setLevel(logging.INFO)
     log.addHandler(handler)
@@ -246,27 +274,28 @@ def train_arm(
             return total_prior_loss(priors, loss_out, task.context(batch))
 
     tcfg = TrainConfig(**{**to_dict(cfg.train), "seed": seed})
-    if dist_info.is_main:
-        check_run_folder(run_dir, _run_config(prep, arm, seed), resume=resume, force=force)
-    if resume and not has_checkpoint(run_dir):  # a fresh point of a resumed table or sweep: nothing to warn about
-        if progress:
-            log.info("[%s | seed %d] no checkpoint in %s yet: training from step 0", arm, seed, run_dir)
-        resume = False
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir) if dist_info.is_main else contextlib.nullcontext():  # one writer per run folder
+    run_config = _run_config(prep, arm, seed)
+    # one writer per run folder: lock, then check (and clear with force), then write
+    with locked_run_folder(run_dir, run_config, resume=resume, force=force, enabled=dist_info.is_main):
+        if resume and not has_checkpoint(run_dir):  # a fresh point of a resumed table or sweep: nothing to warn
+            if progress:
+                log.info("[%s | seed %d] no checkpoint in %s yet: training from step 0", arm, seed, run_dir)
+            resume = False
         if progress:  # after the folder and its lock are ours: no line before a refusal
             n = len(tensors["x0"])
             log.info("[%s | seed %d] training %d steps on %d samples → %s", arm, seed, tcfg.steps, n, run_dir)
+        tb_before = _tb_files(run_dir)
         if dist_info.is_main:
-            (run_dir / "scaling.json").write_text(json.dumps(prep.scaling.to_dict()))
-            save_yaml(_run_config(prep, arm, seed), run_dir / "config.yaml")
+            record_run_outputs(run_dir)
+            write_json(run_dir / "scaling.json", prep.scaling.to_dict(), indent=None)
+            save_yaml(run_config, run_dir / "config.yaml")
         with log_to(run_dir / "run.log", dist_info.is_main):
             train(
                 den,
                 tensors,
                 tcfg,
                 run_dir,
-                config_dict=_run_config(prep, arm, seed),
+                config_dict=run_config,
                 extra_loss=extra,
                 augment=task.augment(),
                 return_hidden=bool(heads),
@@ -276,9 +305,16 @@ def train_arm(
                 dist_info=dist_info,
                 val_data=validation_tensors(prep),
             )
+        if dist_info.is_main and cfg.train.tensorboard:
+            record_run_outputs(run_dir, sorted(_tb_files(run_dir) - tb_before))
     barrier(dist_info)  # rank 0 has written the final checkpoint
     load_ema_weights(den, run_dir / "checkpoint.pt", device=device)
     return den.eval()
+
+
+def _tb_files(run_dir: Path) -> set[str]:
+    """TensorBoard's event files in ``run_dir/tb`` (those a run adds are recorded in its manifest)."""
+    return {str(p.relative_to(run_dir)) for p in run_dir.glob("tb/events.out.tfevents.*") if p.is_file()}
 
 
 def load_arm(prep: Prepared, run_dir: Path, device: torch.device = torch.device("cpu")) -> Denoiser:
@@ -402,6 +438,7 @@ def sample_and_evaluate(
         ]
         if run_dir is not None and dist_info.is_main:  # every draw, rows draw-major (source_indices repeat)
             name = samples_name(subtask, None if constraint is None else constraint[0])
+            record_run_outputs(run_dir, [name])
             rows, k = np.arange(len(prep.indices)), 1 + len(draws)
             task.write_samples(
                 run_dir / name,
@@ -662,7 +699,9 @@ def reproduce(
         for arm in arm_specs:  # every run folder is checked before the first is trained
             for seed in cfg.seeds:
                 run_dir = tables.run_dir(out, arm, seed)
-                check_run_folder(run_dir, _run_config(prep, arm, seed), resume=resume, force=force)
+                if run_dir.is_dir():  # lock, then check (and clear with force)
+                    with locked_run_folder(run_dir, _run_config(prep, arm, seed), resume=resume, force=force):
+                        pass
         out.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, out / "config.yaml")
     barrier(dist_info)  # folders checked (and cleared with force) once, by rank 0
@@ -675,9 +714,11 @@ def reproduce(
         kw = {"device": dev, "progress": progress, "dist_info": dist_info}
         samples, metrics = sample_and_evaluate(prep, den, seed, run_dir, **kw)
         if cfg.train.tensorboard and main:  # the sample metrics next to the training and validation losses
+            before = _tb_files(run_dir)
             with contextlib.closing(tensorboard_writer(run_dir)) as tb:
                 for k, v in metrics.items():
                     tb.add_scalar(f"sample/{k}", float(np.mean(v)), cfg.train.steps)
+            record_run_outputs(run_dir, sorted(_tb_files(run_dir) - before))
         for c in constraints:  # beyond the paper: the same model, sampled with a sampling-time constraint
             _, m_c = sample_and_evaluate(prep, den, seed, run_dir, constraint=c, **kw)
             constrained.setdefault(f"{arm} + {c[0].label}", {})[seed] = m_c

@@ -13,13 +13,13 @@ the ``val`` split by default; the test split stays held out.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import re
 from pathlib import Path
 from typing import Any
 
 from physdiff.evaluation.report import write_sweep_report
+from physdiff.outputs import write_json, write_text
 
 __all__ = ["parse_grid", "run_sweep", "best_points", "sweep_markdown"]
 
@@ -135,9 +135,10 @@ def run_sweep(
         "points": points,
         "best": best,
     }
-    (out / "sweep.json").write_text(json.dumps(result, indent=2))
-    (out / "sweep.md").write_text(sweep_markdown(result))
-    write_sweep_report(out, result, sweep_md=(out / "sweep.md").read_text(), command=command)
+    write_json(out / "sweep.json", result)
+    md = sweep_markdown(result)
+    write_text(out / "sweep.md", md)
+    write_sweep_report(out, result, sweep_md=md, command=command)
     return result
 
 

@@ -19,7 +19,6 @@ sampled with a sampling-time constraint (beyond the paper), kept out of ``"arms"
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from physdiff.evaluation.statistics import aggregate_seeds, paired_difference
+from physdiff.outputs import write_json, write_text
 
 __all__ = [
     "select_arms",
@@ -212,5 +212,5 @@ def markdown_table(
 
 def write_results(out: Path, results: Mapping[str, Any], table: str) -> None:
     """``results.json`` and ``table.md`` in ``out``."""
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "table.md").write_text(table)
+    write_json(out / "results.json", results)  # serialised first, then replaced atomically: never truncated
+    write_text(out / "table.md", table)
