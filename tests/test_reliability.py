@@ -9,6 +9,7 @@ Each test fails on the code before the fix (3c322d3): there, writes followed lin
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -252,3 +254,125 @@ def test_force_on_a_live_run_is_refused_before_anything_is_removed(tmp_path):
     with pytest.raises(RunFolderError):  # the checkpoint is not a loadable one, but without --force it is refused
         with locked_run_folder(run, {}, resume=False, force=False):
             pass
+
+
+# --------------------------------------------------------------------------- a run knows its data
+TINY = ["train.steps=6", "train.batch_size=8", "model.hidden=16", "model.layers=1", "model.vector_channels=4"]
+TINY += ["sample.steps=2", "sample.n_test=4", "sample.batch_size=4", "sample.constraints=[]", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two tiny three-body runs of the same model size, on two files (seeds 0 and 1)."""
+    d = tmp_path_factory.mktemp("runs")
+    for seed in (0, 1):
+        sim = [
+            "simulate",
+            "three-body",
+            "--n",
+            "24",
+            "--frames",
+            "6",
+            "--seed",
+            str(seed),
+            "--out",
+            str(d / f"{seed}.h5"),
+        ]
+        assert main(sim) == 0
+        argv = ["train", "three-body", "--data", str(d / f"{seed}.h5"), "--run-dir", str(d / f"run{seed}"), *TINY]
+        assert main(argv) == 0
+    return d
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("run.lock"))
+    return dst
+
+
+def test_the_run_records_its_data(two_runs):
+    import yaml
+
+    cfg = yaml.safe_load((two_runs / "run0" / "config.yaml").read_text())
+    assert cfg["data"]["file_bytes"] == (two_runs / "0.h5").stat().st_size
+    assert len(cfg["data"]["content_sha256"]) == 64
+    other = yaml.safe_load((two_runs / "run1" / "config.yaml").read_text())
+    assert other["data"]["content_sha256"] != cfg["data"]["content_sha256"]
+    assert sorted(json.loads((two_runs / "run0" / ".physdiff-manifest.json").read_text())) == sorted(
+        [
+            "checkpoint.pt",
+            "checkpoint.prev.pt",
+            "metrics.csv",
+            "validation.csv",
+            "scaling.json",
+            "config.yaml",
+            "run.log",
+            "checkpoint.pt.corrupt",
+        ]
+    )
+
+
+def test_a_foreign_checkpoint_is_refused_by_load_run_and_sample(two_runs, tmp_path, capsys):
+    from physdiff.api import load_run
+    from physdiff.training.errors import CheckpointError
+
+    run = copy_run(two_runs / "run0", tmp_path / "run")
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (run / name).unlink(missing_ok=True)
+    (run / "checkpoint.pt").write_bytes((two_runs / "run1" / "checkpoint.pt").read_bytes())
+    with pytest.raises(CheckpointError, match=r"another configuration: data.content_sha256: checkpoint '[0-9a-f]+'"):
+        load_run(run)
+    capsys.readouterr()
+    assert main(["sample", str(run), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.content_sha256" in err[0], err
+    assert not list(run.glob("samples_*.h5"))
+
+
+def test_a_changed_data_file_is_refused_on_resume_and_by_sample(two_runs, tmp_path, capsys):
+    data = tmp_path / "0.h5"
+    data.write_bytes((two_runs / "0.h5").read_bytes())
+    run = tmp_path / "run"
+    argv = ["train", "three-body", "--data", str(data), "--run-dir", str(run), *TINY]
+    assert main(argv) == 0
+    with h5py.File(data, "r+") as f:  # same size, one value changed
+        f["positions"][0, 0, 0, 0] += 1e-9
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main([*argv, "--resume", "train.steps=8"]) == 2
+    err = capsys.readouterr().err
+    assert "data.content_sha256: checkpoint" in err, err
+    assert main(["sample", str(run), "--device", "cpu"]) == 2
+    assert "changed since the run recorded it" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_force_keeps_the_users_files(two_runs, tmp_path):
+    run = copy_run(two_runs / "run0", tmp_path / "run")
+    (run / "checkpoints_archive").mkdir()
+    (run / "checkpoints_archive" / "best.pt").write_text("mine")
+    (run / "checkpoint_notes.txt").write_text("notes")
+    (run / "tb").mkdir()
+    (run / "tb" / "events.out.tfevents.mine").write_text("mine")
+    argv = ["train", "three-body", "--data", str(two_runs / "0.h5"), "--run-dir", str(run), *TINY]
+    assert main([*argv, "--force"]) == 0
+    assert (run / "checkpoints_archive" / "best.pt").read_text() == "mine"
+    assert (run / "checkpoint_notes.txt").read_text() == "notes"
+    assert (run / "tb" / "events.out.tfevents.mine").read_text() == "mine"
+    assert (run / "checkpoint.pt").is_file()
+
+
+def test_force_on_a_live_run_through_the_cli_leaves_it_untouched(two_runs, tmp_path, capsys):
+    run = copy_run(two_runs / "run0", tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    holder = _lock_holder(run)
+    try:
+        argv = ["train", "three-body", "--data", str(two_runs / "0.h5"), "--run-dir", str(run), *TINY, "--force"]
+        assert main(argv) == 2
+        assert "locked by another training process" in capsys.readouterr().err
+        after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "run.lock"}
+        assert after == before
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)

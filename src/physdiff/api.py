@@ -178,10 +178,12 @@ def load_run(
         raise ValueError(f"{path / 'config.yaml'} is empty; it should hold the run's resolved config")
     arm, seed = str(raw.pop("arm", "no_prior")), int(raw.pop("seed", 0))
     cfg = configure(from_dict(ExperimentConfig, raw, where=str(path / "config.yaml")), overrides)
-    # the network the config describes must be the checkpoint's (a hand-edited config, a model override)
+    # the checkpoint must be this run's: its experiment, system, data and network (not another run's file of
+    # the same model size copied in, a hand-edited config or a model override)
     state, used = load_latest_checkpoint(path / "checkpoint.pt")
     if "config" in state:
-        check_config_matches(used, state["config"], to_dict(cfg), ("model", "diffusion"))
+        keys = ("experiment", "model", "diffusion", "data.system", "data.content_sha256")
+        check_config_matches(used, state["config"], to_dict(cfg), keys, optional=("data.content_sha256",))
     info = dist_info or DistInfo()
     dev = resolve_device(device, info.local_rank)
     try:

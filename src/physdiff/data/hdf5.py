@@ -15,6 +15,7 @@ Each format keeps its own error class and message wording; these helpers hold th
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ import numpy as np
 
 from physdiff.outputs import WriteError, atomic_path
 
-__all__ = ["GridSpacing", "atomic_write", "check_downsample", "decode_attr", "describe", "nonfinite"]
+__all__ = ["GridSpacing", "atomic_write", "check_downsample", "content_sha256", "decode_attr", "describe", "nonfinite"]
 
 
 @contextmanager
@@ -45,6 +46,27 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
             if isinstance(e, WriteError):
                 raise
             raise WriteError(path, e.strerror or str(e), e.errno) from None
+
+
+def content_sha256(data: Any) -> str:
+    """The sha256 of the arrays a loaded data set holds (its fields, positions, masses, coordinates, splits,
+    ...: every numpy array among its attributes, in dicts too, with its name, dtype and shape), computed once
+    at load and recorded in a run's ``config.yaml``: a data file whose content changed is then refused."""
+    h = hashlib.sha256()
+
+    def visit(name: str, value: Any) -> None:
+        if isinstance(value, np.ndarray) and value.dtype != object:
+            a = np.ascontiguousarray(value)
+            h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+            h.update(memoryview(a).cast("B"))
+        elif isinstance(value, Mapping):
+            for k in sorted(value, key=str):
+                visit(f"{name}.{k}", value[k])
+
+    items = vars(data) if hasattr(data, "__dict__") else {}
+    for key in sorted(items):
+        visit(key, items[key])
+    return h.hexdigest()
 
 
 def describe(f: h5py.Group, limit: int = 12) -> str:

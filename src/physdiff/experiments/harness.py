@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,7 @@ import torch
 from torch import Tensor
 
 from physdiff.config import apply_overrides, save_yaml, to_dict
+from physdiff.data.hdf5 import content_sha256
 from physdiff.diffusion import Denoiser, sample
 from physdiff.evaluation.geotdm import draw_seed, group_draws
 from physdiff.experiments import tables
@@ -79,6 +81,8 @@ class Prepared:
     indices: np.ndarray
     scaling: Any
     split: str
+    #: the sha256 of the data's arrays (:func:`physdiff.data.hdf5.content_sha256`), computed once at load
+    digest: str = ""
 
     @property
     def cfg(self) -> ExperimentConfig:
@@ -94,6 +98,11 @@ def configure(
 ) -> ExperimentConfig:
     """Apply ``key=value`` overrides and a seed list to a config (validated, nothing written)."""
     cfg = apply_overrides(cfg, list(overrides))
+    keys = [o.split("=", 1)[0].strip() for o in overrides]
+    if any(k.startswith("data.") and k not in RECORDED_DATA_KEYS for k in keys) and not any(
+        k in RECORDED_DATA_KEYS for k in keys
+    ):  # other data than the recorded: its recorded size and content do not describe it
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, file_bytes=None, content_sha256=None))
     if seeds is not None:
         cfg = apply_overrides(cfg, [f"seeds={list(seeds)}"])
     if cfg.train.tensorboard:
@@ -115,8 +124,21 @@ def prepare(
     if split not in SPLITS:
         raise ValueError(f"evaluation split must be one of {SPLITS}, got {split!r}")
     task = make_task(cfg)
+    recorded = cfg.data.file_bytes
+    if cfg.data.path and recorded is not None and os.path.getsize(cfg.data.path) != recorded:
+        raise ValueError(
+            f"data file {cfg.data.path} changed since the run recorded it: {os.path.getsize(cfg.data.path)} bytes, "
+            f"the run's config.yaml records {recorded} (data.file_bytes); use the run's own file or train anew"
+        )
     with main_first(dist_info):
         data = task.load(Path(cache_dir), progress and dist_info.is_main)
+    digest = content_sha256(data)
+    if cfg.data.content_sha256 and digest != cfg.data.content_sha256:
+        raise ValueError(
+            f"data {cfg.data.path or 'cache'} changed since the run recorded it: its arrays' sha256 is "
+            f"{digest[:12]}…, the run's config.yaml records {cfg.data.content_sha256[:12]}… (data.content_sha256); "
+            "use the run's own data or train anew"
+        )
     where = getattr(data, "path", None) or "the data"
     for name in ("train", split):
         if name not in data.splits or len(data.splits[name]) == 0:
@@ -125,7 +147,7 @@ def prepare(
     train_set = data.subset(data.splits["train"])
     idx = np.asarray(data.splits[split][: cfg.sample.n_test], dtype=np.int64)
     fitted = task.scaling_from_dict(scaling) if scaling else task.fit_scaling(train_set)
-    return Prepared(task, data, train_set, data.subset(idx), idx, fitted, split)
+    return Prepared(task, data, train_set, data.subset(idx), idx, fitted, split, digest)
 
 
 def _run_config(prep: Prepared, arm: str, seed: int) -> dict[str, Any]:
@@ -134,7 +156,15 @@ def _run_config(prep: Prepared, arm: str, seed: int) -> dict[str, Any]:
     if prep.cfg.data.path:  # a user's file: record what it holds, not the preset's simulation settings
         cfg["data"] |= prep.task.describe(prep.data)
     cfg["data"]["path"] = prep.data_path or cfg["data"]["path"]
+    # what the run was trained on: the file's size and the sha256 of the arrays used (checked on resume/sample)
+    cfg["data"]["file_bytes"] = os.path.getsize(prep.data_path) if prep.data_path else None
+    cfg["data"]["content_sha256"] = prep.digest or None
     return {**cfg, "arm": arm, "seed": seed}
+
+
+#: keys a run records about its data (checked when present in the checkpoint; older checkpoints lack them)
+RECORDED_DATA_KEYS = ("data.file_bytes", "data.content_sha256")
+RECORDED = RECORDED_DATA_KEYS
 
 
 class RunFolderError(ValueError):
@@ -187,7 +217,9 @@ def check_run_folder(run_dir: Path, config: Mapping[str, Any], *, resume: bool, 
         return
     if resume:
         state, used = load_latest_checkpoint(ckpt)
-        check_config_matches(used, state.get("config", {}), dict(config), ("model", "data", "diffusion"))
+        check_config_matches(
+            used, state.get("config", {}), dict(config), ("experiment", "model", "data", "diffusion"), optional=RECORDED
+        )
         return
     if force:
         clear_run_folder(run_dir)

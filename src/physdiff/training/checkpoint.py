@@ -141,19 +141,30 @@ def remove_stale_temp_files(directory: str | Path, names: tuple[str, ...]) -> li
     return removed
 
 
-def check_config_matches(path: str | Path, saved: dict, current: dict, keys: tuple[str, ...]) -> None:
-    """Refuse to resume from a checkpoint whose config differs in any of ``keys`` (e.g. model, data)."""
+def check_config_matches(
+    path: str | Path, saved: dict, current: dict, keys: tuple[str, ...], *, optional: tuple[str, ...] = ()
+) -> None:
+    """Refuse a checkpoint whose config differs in any of ``keys`` (e.g. experiment, model, data; dotted keys
+    such as ``data.system`` compare one entry), naming each difference. ``optional``: dotted keys compared
+    only when the checkpoint records them (added by later versions)."""
     diffs = []
 
     def walk(a: Any, b: Any, prefix: str) -> None:
+        if prefix in optional and a is None:
+            return
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
                 walk(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
         elif (list(a) if isinstance(a, tuple) else a) != (list(b) if isinstance(b, tuple) else b):
             diffs.append(f"{prefix}: checkpoint {a!r} vs now {b!r}")
 
+    def get(d: Any, key: str) -> Any:
+        for part in key.split("."):
+            d = d.get(part) if isinstance(d, dict) else None
+        return d
+
     for k in keys:
-        walk(saved.get(k), current.get(k), k)
+        walk(get(saved, k), get(current, k), k)
     if diffs:
         raise CheckpointError(f"checkpoint {path} was made with another configuration: " + "; ".join(diffs))
 
