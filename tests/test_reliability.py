@@ -376,3 +376,85 @@ def test_force_on_a_live_run_through_the_cli_leaves_it_untouched(two_runs, tmp_p
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
+
+
+# --------------------------------------------------------------------------- size before read
+def declared_particle_file(path: Path, n: int) -> Path:
+    """A small file whose datasets declare ``n`` rows (chunked, nothing written: the fill value)."""
+    with h5py.File(path, "w") as f:
+        f.attrs["system"] = "three-body"
+        for key in ("positions", "velocities"):
+            f.create_dataset(key, shape=(n, 6, 3, 3), dtype="f8", chunks=(1, 6, 3, 3))
+        f.create_dataset("masses", shape=(n, 3), dtype="f8", chunks=(1, 3))
+    return path
+
+
+def test_a_billion_declared_rows_are_refused_fast_without_allocating(tmp_path):
+    import time
+    import tracemalloc
+
+    from physdiff.data.particles_h5 import load_particles
+
+    path = declared_particle_file(tmp_path / "big.h5", 10**9)
+    assert path.stat().st_size < 200_000
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"big\.h5: dataset 'positions' declares shape \(1000000000, 6, 3, 3\)"):
+        load_particles(path)
+    seconds = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert seconds < 1.0 and peak < 50 << 20, (seconds, peak)
+
+
+def test_the_budget_is_data_max_bytes(tmp_path, capsys):
+    path = tmp_path / "d.h5"
+    assert main(["simulate", "three-body", "--n", "12", "--frames", "4", "--out", str(path)]) == 0
+    capsys.readouterr()
+    run = tmp_path / "run"
+    argv = ["train", "three-body", "--data", str(path), "--run-dir", str(run), *TINY, "data.max_bytes=1000"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "more than the read budget" in err[0] and "data.max_bytes" in err[0], err
+    assert not run.exists() or not any(run.iterdir())
+
+
+def test_a_declared_pdebench_tensor_is_refused_before_reading(tmp_path):
+    from physdiff.data.pdebench import load_pde
+
+    path = tmp_path / "1D_Advection_Sols_beta0.1.hdf5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("tensor", shape=(10**9, 41, 1024), dtype="f4", chunks=(1, 41, 1024))
+        f["x-coordinate"] = np.linspace(0, 1, 1024)
+        f["t-coordinate"] = np.linspace(0, 2, 42)
+    with pytest.raises(ValueError, match=r"dataset 'tensor' declares shape"):
+        load_pde(path, "advection")
+    with pytest.raises(ValueError, match=r"dataset 'tensor' declares shape"):  # 1e5 samples still exceed 1 MB
+        load_pde(path, "advection", max_samples=100_000, max_bytes=1 << 20)
+
+
+def test_virtual_rows_without_a_source_and_links_outside_are_refused(tmp_path):
+    from physdiff.data.particles_h5 import load_particles
+
+    src = tmp_path / "src.h5"
+    assert main(["simulate", "three-body", "--n", "6", "--frames", "4", "--out", str(src)]) == 0
+    with h5py.File(src) as f:
+        shapes = {k: f[k].shape for k in ("positions", "velocities", "masses")}
+    vds = tmp_path / "vds.h5"
+    with h5py.File(vds, "w") as f:
+        f.attrs["system"] = "three-body"
+        for key, shape in shapes.items():
+            layout = h5py.VirtualLayout(shape=(2 * shape[0], *shape[1:]), dtype="f8")
+            layout[: shape[0]] = h5py.VirtualSource(src.name, key, shape=shape)  # the second half maps to nothing
+            f.create_virtual_dataset(key, layout, fillvalue=0.0)
+    with pytest.raises(ValueError, match=r"'positions' is virtual and its rows 6\.\.11 of 12 are mapped to no source"):
+        load_particles(vds)
+    outside = tmp_path / "sub"
+    outside.mkdir()
+    linked = outside / "linked.h5"
+    with h5py.File(linked, "w") as f:
+        f.attrs["system"] = "three-body"
+        for key in shapes:
+            f[key] = h5py.ExternalLink(str(src), key)
+    with pytest.raises(ValueError, match=r"'positions' is an external link to .*src\.h5, outside the file's folder"):
+        load_particles(linked)

@@ -48,7 +48,7 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 
-from physdiff.data.hdf5 import atomic_write, decode_attr, nonfinite
+from physdiff.data.hdf5 import atomic_write, check_reads, decode_attr, nonfinite
 from physdiff.outputs import write_json
 from physdiff.systems.particle_system import ParticleSystem
 from physdiff.systems.registry import PARTICLE_SYSTEMS, SIMULATED_SYSTEMS, get_system
@@ -471,7 +471,9 @@ def _decode(value: Any) -> Any:
     return None if isinstance(value, h5py.Empty) else decode_attr(value)
 
 
-def load_particles(path: str | os.PathLike[str], system: str | None = None) -> ParticleData:
+def load_particles(
+    path: str | os.PathLike[str], system: str | None = None, *, max_bytes: int | None = None
+) -> ParticleData:
     """Read and validate a particle file.
 
     Args:
@@ -479,6 +481,8 @@ def load_particles(path: str | os.PathLike[str], system: str | None = None) -> P
         system: system name, required when the file has no ``system`` attribute; if both are given they
             must agree, except ``generic``, which reads any particle file as data of unknown physics (its
             ``system`` is kept as the attribute ``file_system``).
+        max_bytes: the read budget (default: a fraction of the available memory); declared shapes beyond it,
+            virtual datasets with unmapped rows and links outside the file's folder are refused before reading.
 
     Raises:
         FileNotFoundError, KeyError, ValueError with the file, key and shape named.
@@ -489,6 +493,8 @@ def load_particles(path: str | os.PathLike[str], system: str | None = None) -> P
         raise FileNotFoundError(f"{where}: no such particle file")
     try:
         with h5py.File(path, "r") as f:
+            splits_keys = [f"splits/{k}" for k in f["splits"]] if isinstance(f.get("splits"), h5py.Group) else []
+            check_reads(f, where, [*ARRAY_KEYS, "splits", *splits_keys], max_bytes=max_bytes)  # before any read
             attrs = {k: _decode(v) for k, v in f.attrs.items()}
             arrays = {k: f[k][()] for k in ARRAY_KEYS if k in f and isinstance(f[k], h5py.Dataset)}
             extra = [k for k in f if k not in ARRAY_KEYS and k != "splits"]
