@@ -458,3 +458,70 @@ def test_virtual_rows_without_a_source_and_links_outside_are_refused(tmp_path):
             f[key] = h5py.ExternalLink(str(src), key)
     with pytest.raises(ValueError, match=r"'positions' is an external link to .*src\.h5, outside the file's folder"):
         load_particles(linked)
+
+
+# --------------------------------------------------------------------------- the API validates like the CLI
+@pytest.fixture(scope="module")
+def spring_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("spring")
+    sim = ["simulate", "five-spring", "--n", "24", "--frames", "6", "--out", str(d / "fs.h5")]
+    assert main(sim) == 0
+    assert main(["train", "five-spring", "--data", str(d / "fs.h5"), "--run-dir", str(d / "run"), *TINY]) == 0
+    from physdiff.api import load_run
+
+    return load_run(d / "run")
+
+
+def first_frame(run, n: int = 2) -> dict[str, np.ndarray]:
+    d = run.data.subset(np.arange(n))
+    out = {"positions": d.positions[:, 0], "velocities": d.velocities[:, 0], "masses": d.masses}
+    if d.edges is not None:
+        out["edges"] = d.edges
+    return out
+
+
+BAD_CONDITIONS = {
+    "NaN position": (lambda c: c["positions"].__setitem__((0, 0, 0), np.nan), r"'positions' .*NaN/inf"),
+    "inf velocity": (lambda c: c["velocities"].__setitem__((1, 0, 0), np.inf), r"'velocities' .*NaN/inf"),
+    "zero mass": (lambda c: c["masses"].__setitem__((0, 0), 0.0), r"'masses' .*must be > 0"),
+    "negative mass": (lambda c: c["masses"].__setitem__((0, 1), -1.0), r"'masses' .*must be > 0"),
+    "denormal mass": (lambda c: c["masses"].__setitem__((0, 1), -5e-324), r"'masses' .*must be > 0"),
+    "non-binary edges": (lambda c: c["edges"].__setitem__((0, 0, 1), 0.5), r"'edges' .*only 0 and 1"),
+    "asymmetric edges": (lambda c: c["edges"].__setitem__((0, 0, 1), 1 - c["edges"][0, 1, 0]), r"'edges' .*symmetric"),
+    "missing edges": (lambda c: c.pop("edges"), r"needs the spring graph 'edges'"),
+    "wrong shape": (lambda c: c.__setitem__("positions", c["positions"][:, :2]), r"positions and velocities must be"),
+    "missing velocities": (lambda c: c.pop("velocities"), r"condition: .*velocities"),
+    "masses wrong shape": (lambda c: c.__setitem__("masses", np.ones(3)), r"'masses' has shape"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONDITIONS))
+def test_bad_conditions_raise_one_clear_value_error(spring_run, case):
+    cond = first_frame(spring_run)
+    change, expect = BAD_CONDITIONS[case]
+    change(cond)
+    with pytest.raises(ValueError, match=expect) as e:
+        spring_run.sample(cond, steps=2)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_api_arguments_raise_value_errors(spring_run):
+    with pytest.raises(ValueError, match=r"subtask must be one of \['prediction', 'generation'\], got 'bogus'"):
+        spring_run.sample(n=2, subtask="bogus", steps=2)
+    with pytest.raises(ValueError, match="condition must be a mapping"):
+        spring_run.sample([1, 2, 3], steps=2)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        spring_run.sample(n=2, steps=2, seed=-1)
+    out = spring_run.sample(n=2, steps=2)
+    with pytest.raises(ValueError, match=r"subtask must be one of"):
+        spring_run.evaluate(out, subtask="bogus")
+    bad = dict(out, source_indices=np.array([-1, -2]))
+    with pytest.raises(ValueError, match=r"'source_indices' must lie in \[0, 23\]"):
+        spring_run.evaluate(bad)
+    with pytest.raises(ValueError, match=r"'source_indices' must be a 1-D integer array"):
+        spring_run.evaluate(dict(out, source_indices=np.array([0.5, 1.0])))
+    with pytest.raises(ValueError, match="samples must be a mapping"):
+        spring_run.evaluate("samples.h5")
+    with pytest.raises(ValueError, match=r"^samples: "):
+        spring_run.evaluate({"source_indices": out["source_indices"]})
+    assert spring_run.evaluate(out)  # the valid samples still evaluate

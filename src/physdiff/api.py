@@ -95,6 +95,11 @@ class Run:
             seed: the sampling seed (default: the run's).
             constraints: sampling-time constraints, e.g. ``[{"priors": ["momentum"]}]`` (beyond the paper).
         """
+        _check_subtask(subtask)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0):
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int | np.integer)):
+            raise ValueError(f"n must be an integer, got {n!r}")
         over = [f"sample.sampler={sampler}"] if sampler else []
         over += [f"sample.steps={steps}"] if steps is not None else []
         over += [f"sample.batch_size={batch_size}"] if batch_size is not None else []
@@ -102,17 +107,26 @@ class Run:
         if condition is not None and data is not None:
             raise ValueError("give a condition or a data set to sample from, not both")
         if condition is not None:
-            data, idx = self.task.condition_from(condition, self.data), None
+            data, idx = self._condition(condition), None
         else:
             if data is None:
                 data, idx, where = self.prepared.evaluation, self.prepared.indices, "the evaluation split"
             else:
+                if not hasattr(data, "subset") or type(data) is not type(self.data):
+                    raise ValueError(
+                        f"data must be a data set of this run's task ({type(self.data).__name__}, e.g. "
+                        f"run.data or a file loaded by the task), got {type(data).__name__}"
+                    )
+                _check_arrays(data, "data")
                 idx, where = np.arange(_length(data)), "the data"
             if n is not None:
                 if not 1 <= n <= len(idx):
                     raise ValueError(f"n must lie in [1, {len(idx)}] (the size of {where}), got {n}")
                 data, idx = data.subset(np.arange(n)), idx[:n]
-        tensors = self.task.to_tensors(data, self.prepared.scaling, subtask)
+        try:
+            tensors = self.task.to_tensors(data, self.prepared.scaling, subtask)
+        except (KeyError, TypeError, IndexError) as e:  # a condition the task cannot use: one clear message
+            raise ValueError(f"condition: {_message(e)}") from None
         x = sample_tensors(
             self.denoiser,
             tensors,
@@ -135,7 +149,16 @@ class Run:
         self, samples: Mapping[str, np.ndarray], reference: str | Path | None = None, subtask: str = "prediction"
     ) -> dict[str, dict[str, float | int]]:
         """Metrics of ``samples`` (from :meth:`sample`) against the reference rows they were generated from:
-        ``{metric: {"mean", "std", "n", "nonfinite"}}``. ``reference``: a data file (default: the run's)."""
+        ``{metric: {"mean", "std", "n", "nonfinite"}}``. ``reference``: a data file (default: the run's).
+
+        Raises:
+            ValueError: a bad sub-task, samples that are not a mapping of arrays, ``source_indices`` that are
+                not integers within the reference's rows, or samples the task cannot evaluate."""
+        _check_subtask(subtask)
+        if not isinstance(samples, Mapping):
+            raise ValueError(
+                f"samples must be a mapping of arrays (as run.sample returns), got {type(samples).__name__}"
+            )
         if reference is None:
             data = self.data
         else:
@@ -147,8 +170,73 @@ class Run:
                 "samples without 'source_indices' (sampled from a user condition) have no reference rows to compare "
                 "with; sample without a condition, or add source_indices"
             )
-        ref = data.subset(np.asarray(idx, dtype=np.int64))
-        return summarize_samples(self.task.evaluate(dict(samples), ref, subtask))
+        ref = data.subset(_source_indices(idx, _length(data)))
+        try:
+            return summarize_samples(self.task.evaluate(dict(samples), ref, subtask))
+        except (KeyError, TypeError, IndexError) as e:  # samples of another layout: one clear message
+            raise ValueError(f"samples: {_message(e)}") from None
+
+    def _condition(self, condition: Mapping[str, Any]) -> Any:
+        """The task's data set of a user condition, validated like a file: a mapping of finite real arrays of
+        the run's shapes, masses > 0, binary symmetric edges where the system has springs, charges it allows."""
+        if not isinstance(condition, Mapping):
+            raise ValueError(f"condition must be a mapping of arrays, got {type(condition).__name__}")
+        try:
+            data = self.task.condition_from(condition, self.data)
+        except (KeyError, TypeError, IndexError) as e:
+            raise ValueError(f"condition: {_message(e)}") from None
+        _check_arrays(data, "condition")
+        return data
+
+
+SUBTASKS = ("prediction", "generation")
+
+
+def _check_subtask(subtask: Any) -> None:
+    if subtask not in SUBTASKS:
+        raise ValueError(f"subtask must be one of {list(SUBTASKS)}, got {subtask!r}")
+
+
+def _message(e: BaseException) -> str:
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return " ".join(text.split()) or type(e).__name__
+
+
+def _source_indices(idx: Any, n: int) -> np.ndarray:
+    """``source_indices`` as int64 rows of a reference with ``n`` rows: integers in ``[0, n)`` (no negative
+    index wrapping to the last rows)."""
+    a = np.asarray(idx)
+    if a.ndim != 1 or not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
+        raise ValueError(f"samples: 'source_indices' must be a 1-D integer array, got dtype {a.dtype}, shape {a.shape}")
+    if a.size and (a.min() < 0 or a.max() >= n):
+        raise ValueError(
+            f"samples: 'source_indices' must lie in [0, {n - 1}] (the reference's rows), got {a.min()}..{a.max()}"
+        )
+    return a.astype(np.int64)
+
+
+def _check_arrays(data: Any, where: str) -> None:
+    """Particle conditions as a file's arrays are checked (shapes, finite, masses > 0, the spring graph, the
+    charges); field conditions finite."""
+    from physdiff.data.particles_h5 import ParticleData, validate_particle_arrays
+    from physdiff.systems.registry import get_system
+
+    if isinstance(data, ParticleData):
+        arrays = {"positions": data.positions, "velocities": data.velocities, "masses": data.masses}
+        arrays |= {k: getattr(data, k) for k in ("edges", "charges") if getattr(data, k) is not None}
+        try:
+            system = get_system(data.system)
+        except ValueError:
+            system = None
+        try:
+            validate_particle_arrays(arrays, system, where)
+        except KeyError as e:
+            raise ValueError(_message(e)) from None
+        return
+    for key in ("fields", "coefficient"):
+        value = getattr(data, key, None)
+        if value is not None and not np.isfinite(np.asarray(value, dtype=np.float64)).all():
+            raise ValueError(f"{where}: {key!r} contains NaN or inf values")
 
 
 def _length(data: Any) -> int:
