@@ -525,3 +525,41 @@ def test_bad_api_arguments_raise_value_errors(spring_run):
     with pytest.raises(ValueError, match=r"^samples: "):
         spring_run.evaluate({"source_indices": out["source_indices"]})
     assert spring_run.evaluate(out)  # the valid samples still evaluate
+
+
+# --------------------------------------------------------------------------- sweeps pair like with like
+def test_a_sampler_grid_pairs_each_point_with_its_own_baseline(tmp_path, capsys):
+    from test_reproduce_fields import TINY as FIELD_TINY
+
+    out = tmp_path / "sweep"
+    argv = ["sweep", "burgers", "--out", str(out), "--seeds", "0", "--device", "cpu"]
+    argv += ["--grid", "sample.sampler=ddim,heun", "--grid", "priors.0.weight=1"]
+    argv += [*FIELD_TINY, "data.settings.nx=16", "data.settings.nt=8", "data.settings.k_max=1"]
+    assert main(argv) == 0
+    res = json.loads((out / "sweep.json").read_text())
+    for p in res["points"]:
+        sampler = p["overrides"][0]
+        assert p["baseline_overrides"] == [sampler]
+        folder = out / f"no_prior__{sampler.replace('=', '-')}"
+        assert f"sampler: {sampler.split('=')[1]}" in (folder / "config.yaml").read_text()
+        base = json.loads((folder / "results.json").read_text())["arms"]["no_prior"]["constraint_rmse"]["mean"]
+        assert p["baseline"]["constraint_rmse"] == base
+        r = p["arms"]["prior:residual"]
+        assert r["ratio"]["constraint_rmse"] == pytest.approx(r["mean"]["constraint_rmse"] / base)
+    bases = [p["baseline"]["constraint_rmse"] for p in res["points"]]
+    assert bases[0] != bases[1]  # DDIM and Heun baselines differ: each point has its own
+    assert "| no_prior | sample.sampler=heun |" in (out / "sweep.md").read_text()
+    capsys.readouterr()
+
+
+def test_every_data_path_of_a_grid_is_checked_before_training(tmp_path, capsys):
+    good = tmp_path / "good.h5"
+    assert main(["simulate", "three-body", "--n", "12", "--frames", "4", "--out", str(good)]) == 0
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not hdf5")
+    out = tmp_path / "sweep"
+    argv = ["sweep", "three-body", "--out", str(out), "--seeds", "0", *TINY, "--grid", f"data.path={good},{bad}"]
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "bad.h5" in capsys.readouterr().err
+    assert not list(out.rglob("checkpoint.pt"))
