@@ -149,7 +149,7 @@ def _sample_run(a: argparse.Namespace, run_dir: Path, info) -> int:
     from physdiff.evaluation.statistics import summarize_samples
     from physdiff.experiments.config import ConstraintConfig
     from physdiff.experiments.harness import configure, prepare, samples_name, stack_draws
-    from physdiff.outputs import check_new_output
+    from physdiff.outputs import check_new_output, record_outputs
 
     r = load_run(run_dir, device=a.device, split=a.split, cache_dir=a.cache_dir, overrides=a.overrides, dist_info=info)
     subtasks = [a.subtask] if a.subtask else r.config.subtasks
@@ -194,6 +194,8 @@ def _sample_run(a: argparse.Namespace, run_dir: Path, info) -> int:
         idx = np.tile(idx, k)
         if not info.is_main:
             continue
+        if path.resolve().parent == run_dir.resolve():  # the run folder's manifest: what --force may remove
+            record_outputs(run_dir, [path.name])
         r.task.write_samples(path, out, reference, idx, split, subtask)
         print(f"wrote {path}")
         n = len(draws[0]["source_indices"])
