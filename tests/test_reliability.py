@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -563,3 +564,37 @@ def test_every_data_path_of_a_grid_is_checked_before_training(tmp_path, capsys):
     assert main(argv) == 2
     assert "bad.h5" in capsys.readouterr().err
     assert not list(out.rglob("checkpoint.pt"))
+
+
+# --------------------------------------------------------------------------- bounded parsers
+BOMB = (
+    "["
+    + ",".join(["&a0 [x,x,x,x,x,x,x,x,x]"] + [f"&a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)])
+    + "]"
+)
+
+
+@pytest.mark.parametrize(
+    "value, expect",
+    [
+        (BOMB, r"expands to more than 100000 values"),
+        ("[" * 200 + "]" * 200, r"nested too deeply"),
+        ("[" * 5000 + "]" * 5000, r"nested too deeply"),
+    ],
+)
+def test_yaml_bombs_and_deep_nesting_are_one_config_error(value, expect, capsys):
+    assert len(BOMB) < 600
+    assert main(["config", "three-body", f"seeds={value}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(expect, err[0]) and "override 'seeds=" in err[0], err
+
+
+def test_deep_json_is_one_clear_error(tmp_path):
+    from physdiff.outputs import read_json
+
+    p = tmp_path / "scaling.json"
+    p.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match=r"scaling\.json: the JSON is nested 100000 levels deep"):
+        read_json(p)
+    p.write_text(json.dumps({"a": "[" * 80}))
+    assert read_json(p) == {"a": "[" * 80}  # brackets inside strings do not count

@@ -15,7 +15,6 @@ Without a condition, ``run.sample(n=...)`` samples the conditions of the run's e
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from physdiff.evaluation.statistics import summarize_samples
 from physdiff.experiments.config import ConstraintConfig, ExperimentConfig
 from physdiff.experiments.harness import Prepared, configure, load_arm, prepare, sample_tensors
 from physdiff.experiments.task import make_task
+from physdiff.outputs import read_json
 from physdiff.training.checkpoint import check_config_matches, load_latest_checkpoint
 from physdiff.training.distributed import DistInfo, resolve_device
 
@@ -275,7 +275,7 @@ def load_run(
     info = dist_info or DistInfo()
     dev = resolve_device(device, info.local_rank)
     try:
-        scaling = json.loads((path / "scaling.json").read_text())
+        scaling = read_json(path / "scaling.json")  # bounded depth: a clear error, not a RecursionError
         make_task(cfg).scaling_from_dict(scaling)
     except ValueError as e:  # JSONDecodeError too
         raise ValueError(f"{path / 'scaling.json'}: {' '.join(str(e).split())}") from None

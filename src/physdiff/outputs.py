@@ -43,6 +43,7 @@ __all__ = [
     "check_target",
     "open_append",
     "open_regular",
+    "read_json",
     "record_outputs",
     "recorded_outputs",
     "remove_recorded",
@@ -240,6 +241,30 @@ class AppendHandler(logging.FileHandler):
 
     def _open(self) -> IO[str]:
         return open_append(self.baseFilename)
+
+
+def read_json(path: str | os.PathLike[str], *, max_depth: int = 64) -> Any:
+    """A JSON file physdiff wrote (results.json, sweep.json, scaling.json), read with one clear
+    :class:`ValueError` naming the file for invalid or too deeply nested JSON (not a RecursionError)."""
+    text = Path(path).read_text(encoding="utf-8")
+    depth = level = 0
+    in_string = escaped = False
+    for ch in text:  # the nesting depth, before the parser recurses
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            level += 1
+            depth = max(depth, level)
+        elif ch in "]}":
+            level -= 1
+    if depth > max_depth:
+        raise ValueError(f"{path}: the JSON is nested {depth} levels deep (at most {max_depth}); not a physdiff file")
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
 # ------------------------------------------------------------------------------------------- manifests

@@ -7,7 +7,6 @@ asks whether it handles particles or fields.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -338,15 +337,17 @@ def _cmd_plot(a: argparse.Namespace) -> int:
     res = folders[0]
     if (res / "sweep.json").is_file():
         from physdiff.evaluation.report import write_sweep_report
+        from physdiff.outputs import read_json
 
-        info = json.loads((res / "sweep.json").read_text())
+        info = read_json(res / "sweep.json")
         md = (res / "sweep.md").read_text() if (res / "sweep.md").is_file() else ""
         print(f"wrote {write_sweep_report(res, info, sweep_md=md)}")
         return 0
     if (res / "results.json").is_file():
         from physdiff.experiments.task import make_task
+        from physdiff.outputs import read_json
 
-        info = json.loads((res / "results.json").read_text())
+        info = read_json(res / "results.json")
         cfg = configure(_run_config(res), [f"data.path={info['data']}"])
         task = make_task(cfg)
         data = task.load(res / "data", progress=False)
