@@ -486,7 +486,8 @@ BAD_CONDITIONS = {
     "inf velocity": (lambda c: c["velocities"].__setitem__((1, 0, 0), np.inf), r"'velocities' .*NaN/inf"),
     "zero mass": (lambda c: c["masses"].__setitem__((0, 0), 0.0), r"'masses' .*must be > 0"),
     "negative mass": (lambda c: c["masses"].__setitem__((0, 1), -1.0), r"'masses' .*must be > 0"),
-    "denormal mass": (lambda c: c["masses"].__setitem__((0, 1), -5e-324), r"'masses' .*must be > 0"),
+    "negative denormal mass": (lambda c: c["masses"].__setitem__((0, 1), -5e-324), r"'masses' .*must be > 0"),
+    "denormal mass": (lambda c: c["masses"].__setitem__((0, 1), 5e-324), r"'masses' .*must be > 0 \(and not subnormal\)"),
     "non-binary edges": (lambda c: c["edges"].__setitem__((0, 0, 1), 0.5), r"'edges' .*only 0 and 1"),
     "asymmetric edges": (lambda c: c["edges"].__setitem__((0, 0, 1), 1 - c["edges"][0, 1, 0]), r"'edges' .*symmetric"),
     "missing edges": (lambda c: c.pop("edges"), r"needs the spring graph 'edges'"),
@@ -598,3 +599,23 @@ def test_deep_json_is_one_clear_error(tmp_path):
         read_json(p)
     p.write_text(json.dumps({"a": "[" * 80}))
     assert read_json(p) == {"a": "[" * 80}  # brackets inside strings do not count
+
+
+# --------------------------------------------------------------------------- user priors
+@pytest.mark.parametrize(
+    "body, expect",
+    [
+        ("import sys\nsys.exit(0)\n", r"cannot import .*SystemExit"),
+        (
+            "from physdiff.priors.base import ResidualPrior\nclass P(ResidualPrior):\n    name = 'p'\n",
+            r"'P' is abstract: implement residual",
+        ),
+    ],
+)
+def test_a_user_prior_that_exits_or_is_abstract_is_one_clear_error(tmp_path, body, expect):
+    from physdiff.experiments.task import import_prior_class
+
+    path = tmp_path / "myprior.py"
+    path.write_text(body)
+    with pytest.raises(ValueError, match=expect):
+        import_prior_class(f"{path}:P")
