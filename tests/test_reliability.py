@@ -619,3 +619,13 @@ def test_a_user_prior_that_exits_or_is_abstract_is_one_clear_error(tmp_path, bod
     path.write_text(body)
     with pytest.raises(ValueError, match=expect):
         import_prior_class(f"{path}:P")
+
+
+def test_a_metrics_log_saved_with_a_byte_order_mark_keeps_its_history(tmp_path):
+    from physdiff.training.metrics_log import truncate_metrics
+
+    p = tmp_path / "metrics.csv"
+    p.write_text("\ufeffstep,loss,elapsed_s\n1,0.5,1.0\n2,0.4,2.0\n3,0.3,3.0\n", encoding="utf-8")
+    header, elapsed = truncate_metrics(p, 2)
+    assert header == ["step", "loss", "elapsed_s"] and elapsed == 2.0
+    assert p.read_text(encoding="utf-8-sig").splitlines() == ["step,loss,elapsed_s", "1,0.5,1.0", "2,0.4,2.0"]
