@@ -487,7 +487,10 @@ BAD_CONDITIONS = {
     "zero mass": (lambda c: c["masses"].__setitem__((0, 0), 0.0), r"'masses' .*must be > 0"),
     "negative mass": (lambda c: c["masses"].__setitem__((0, 1), -1.0), r"'masses' .*must be > 0"),
     "negative denormal mass": (lambda c: c["masses"].__setitem__((0, 1), -5e-324), r"'masses' .*must be > 0"),
-    "denormal mass": (lambda c: c["masses"].__setitem__((0, 1), 5e-324), r"'masses' .*must be > 0 \(and not subnormal\)"),
+    "denormal mass": (
+        lambda c: c["masses"].__setitem__((0, 1), 5e-324),
+        r"'masses' .*must be > 0 \(and not subnormal\)",
+    ),
     "non-binary edges": (lambda c: c["edges"].__setitem__((0, 0, 1), 0.5), r"'edges' .*only 0 and 1"),
     "asymmetric edges": (lambda c: c["edges"].__setitem__((0, 0, 1), 1 - c["edges"][0, 1, 0]), r"'edges' .*symmetric"),
     "missing edges": (lambda c: c.pop("edges"), r"needs the spring graph 'edges'"),
