@@ -489,7 +489,7 @@ BAD_CONDITIONS = {
     "negative denormal mass": (lambda c: c["masses"].__setitem__((0, 1), -5e-324), r"'masses' .*must be > 0"),
     "denormal mass": (
         lambda c: c["masses"].__setitem__((0, 1), 5e-324),
-        r"'masses' .*must be > 0 \(and not subnormal\)",
+        r"'masses' .*must be > 0 and not subnormal",
     ),
     "non-binary edges": (lambda c: c["edges"].__setitem__((0, 0, 1), 0.5), r"'edges' .*only 0 and 1"),
     "asymmetric edges": (lambda c: c["edges"].__setitem__((0, 0, 1), 1 - c["edges"][0, 1, 0]), r"'edges' .*symmetric"),

@@ -227,10 +227,15 @@ def validate_particle_arrays(
             if bad:
                 raise ValueError(f"{where}: {key!r} {_shape(a)} contains {bad} NaN/inf value(s), first at {first}")
     m = np.asarray(data["masses"])
-    bad = ~(m >= np.finfo(np.float64).tiny)  # > 0 and not subnormal (a 1e-320 mass only overflows the forces)
-    if bad.any():
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{where}: 'masses' {_shape(m)} must be > 0 (and not subnormal); found {m[first]} at {first}")
+    if (m <= 0).any():
+        first = tuple(int(i) for i in np.argwhere(m <= 0)[0])
+        raise ValueError(f"{where}: 'masses' {_shape(m)} must be > 0; found {m[first]} at {first}")
+    tiny = np.finfo(np.float64).tiny
+    if (m < tiny).any():  # subnormal: 1/m overflows the accelerations
+        first = tuple(int(i) for i in np.argwhere(m < tiny)[0])
+        raise ValueError(
+            f"{where}: 'masses' {_shape(m)} must be > 0 and not subnormal (>= {tiny:.3g}); found {m[first]} at {first}"
+        )
     if "edges" in data:
         e = np.asarray(data["edges"])
         if not np.isin(e, (0, 1)).all():
