@@ -658,8 +658,10 @@ def _write_traceback(args: argparse.Namespace) -> str:
         fd, name = tempfile.mkstemp(prefix="physdiff-error-", suffix=".log")
         os.close(fd)
         path = Path(name)
+    from physdiff.outputs import open_append
+
     try:
-        with open(path, "a", encoding="utf-8") as f:
+        with open_append(path) as f:  # never through a link named run.log
             f.write(f"physdiff {' '.join(sys.argv[1:])}\n{traceback.format_exc()}\n")
     except OSError as e:  # a full disk or a read-only folder: say so instead of failing again
         return f"nowhere: {path} could not be written ({e.strerror or e})"
