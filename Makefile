@@ -39,7 +39,7 @@ results: $(STAMP)
 
 # The bad-input and interrupt figures of docs/reliability.md (minutes).
 reliability: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) benchmarks/reliability.py --examples 25 --chains 2 --json results/reliability.json
+	OMP_NUM_THREADS=1 $(PY) benchmarks/reliability.py --examples 25 --chains 2 --faults 25 --json results/reliability.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -11,6 +11,9 @@ What it runs (the same code as the tests, imported from ``tests/``):
 * ``--examples`` random inputs of each hypothesis family of that test (bad numeric values, misspelt keys,
   bad names, NaN/inf and non-positive entries of particle and PDE files, huge values), generation only
   (no shrinking), every one counted;
+* ``--faults`` generated cases of each fault class of ``benchmarks/reliability_faults.py`` (issue 24: links
+  and special files at write targets, full disks, declared sizes, virtual datasets and external links,
+  ``--force`` beside a user's files, YAML/JSON bombs), each ``held`` or ``failed``;
 * ``--chains`` interrupt chains of ``tests/test_reproduce_interrupts.py`` (alternately SIGINT and SIGKILL at
   each of its points of a tiny two-arm ``physdiff reproduce``, each followed by ``--resume``), compared with
   one uninterrupted run.
@@ -50,6 +53,7 @@ if __name__ == "__main__":  # the hypothesis families' number of examples (read 
 
 import test_bad_input as bad  # noqa: E402
 import test_reproduce_interrupts as intr  # noqa: E402
+from reliability_faults import CLASSES, run_fault_classes  # noqa: E402
 
 #: the hypothesis families of tests/test_bad_input.py
 FAMILIES = {
@@ -202,6 +206,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--examples", type=int, default=25, help="inputs drawn per hypothesis family")
     p.add_argument("--chains", type=int, default=2, help="interrupt chains (alternately SIGINT and SIGKILL)")
+    p.add_argument("--faults", type=int, default=25, help="generated cases per fault class (0: none)")
     p.add_argument("--json", default=None, help="write every record and the summary to this file")
     a = p.parse_args()
     command = shlex.join(["python", "benchmarks/reliability.py", *sys.argv[1:]])
@@ -215,8 +220,15 @@ def main() -> int:
         records = run_catalogue(inputs, tmp)
         catalogue_s = time.perf_counter() - t0
         chains = run_chains(a.chains, tmp) if a.chains else []
+    t1 = time.perf_counter()
+    faults = run_fault_classes(a.faults) if a.faults else []
+    faults_s = time.perf_counter() - t1
     total_s = time.perf_counter() - t0
     summary = summarise(records, chains)
+    summary["fault_classes"] = {
+        c: {"tried": sum(r["class"] == c for r in faults), "held": sum(r["class"] == c and r["held"] for r in faults)}
+        for c in CLASSES
+    }
     machine = {
         "date": started.isoformat(timespec="seconds"),
         "host": platform.node(),
@@ -226,6 +238,7 @@ def main() -> int:
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "catalogue_s": round(catalogue_s, 1),
+        "fault_classes_s": round(faults_s, 1),
         "total_s": round(total_s, 1),
     }
     print(f"command: {command}")
@@ -262,6 +275,14 @@ def main() -> int:
                 f"  {c['signal']}: {c['interrupted']}/{len(c['segments'])} segments ended by the signal, final "
                 f"exit {c['final_exit']}, {c['seconds']} s; differences: {c['differences'] or 'none'}"
             )
+    if faults:
+        print()
+        print(f"fault classes ({a.faults} generated cases each, {machine['fault_classes_s']} s):")
+        for c, v in summary["fault_classes"].items():
+            print(f"  {c:30s} tried {v['tried']:4d}, held {v['held']:4d}")
+        for r in faults:
+            if not r["held"]:
+                print(f"  FAILED {r['class']}: {r['case']}: {r['reason']}")
     print()
     print("non-clean inputs:")
     for r in records:
@@ -271,12 +292,20 @@ def main() -> int:
     if a.json:
         Path(a.json).write_text(
             json.dumps(
-                {"command": command, "machine": machine, "summary": summary, "records": records, "chains": chains},
+                {
+                    "command": command,
+                    "machine": machine,
+                    "summary": summary,
+                    "records": records,
+                    "chains": chains,
+                    "faults": faults,
+                },
                 indent=2,
             )
         )
         print(f"\nwrote {a.json}")
-    return 0 if summary["unexpected"] == 0 else 1
+    failed = sum(not r["held"] for r in faults)
+    return 0 if summary["unexpected"] == 0 and failed == 0 else 1
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ LAYERS = {
     "config": 0,  # typed dataclass ⇄ YAML machinery, no physics
     "presets": 0,
     "progress": 0,  # progress bars as lines off a terminal
+    "outputs": 0,  # the one place that writes files
     "physics": 1,
     "systems": 2,
     "data": 3,

@@ -280,17 +280,17 @@ def killing_replace(src, dst):  # SIGKILL after keeping the previous checkpoint,
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def killing_save(obj, f):  # SIGKILL inside a checkpoint write: the archive written, its checksum not yet
-    save(obj, f)
+def killing_fsync(fd):  # SIGKILL inside a checkpoint write: the temporary file written, not yet fsynced or renamed
     if completed[0] >= target:
         os.kill(os.getpid(), signal.SIGKILL)
+    fsync(fd)
 
 
 EMA.update = reporting_update
 if mode == "kill_between_renames":
     os.replace = killing_replace
 if mode == "kill_in_checkpoint_write":
-    save, torch.save = torch.save, killing_save
+    fsync, os.fsync = os.fsync, killing_fsync
 train(make_denoiser(), toy_data({n_data}), TrainConfig(steps={steps}, **{cfg!r}), {run!r}, resume=True,
       progress=False)
 """
@@ -346,7 +346,7 @@ def test_external_sigint_and_sigkill_then_resume_is_bit_for_bit(tmp_path, tmp_pa
     k3 = assert_checkpoints_are_exact(tmp_path_factory, run, CHAIN_DATA, **CHAIN)
     done.append(k3)
 
-    # 4. SIGKILL inside a checkpoint write (after torch.save, before the checksum and the renames)
+    # 4. SIGKILL inside a checkpoint write (the temporary file written, before its fsync and the renames)
     rc, out, err = run_child(script, "kill_in_checkpoint_write", 175, None)
     assert rc == -signal.SIGKILL, err[-2000:]
     assert temp_files(run)

@@ -15,7 +15,6 @@ Without a condition, ``run.sample(n=...)`` samples the conditions of the run's e
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from physdiff.evaluation.statistics import summarize_samples
 from physdiff.experiments.config import ConstraintConfig, ExperimentConfig
 from physdiff.experiments.harness import Prepared, configure, load_arm, prepare, sample_tensors
 from physdiff.experiments.task import make_task
+from physdiff.outputs import read_json
 from physdiff.priors.sampling import make_method
 from physdiff.training.checkpoint import check_config_matches, load_latest_checkpoint
 from physdiff.training.distributed import DistInfo, resolve_device
@@ -99,6 +99,11 @@ class Run:
                 ``[{"priors": ["residual"], "mode": "pcfm"}]`` (a mode of ``physdiff.priors.sampling.METHODS``; beyond
                 the paper); a method not defined on the run's process is refused.
         """
+        _check_subtask(subtask)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0):
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int | np.integer)):
+            raise ValueError(f"n must be an integer, got {n!r}")
         over = [f"sample.sampler={sampler}"] if sampler else []
         over += [f"sample.steps={steps}"] if steps is not None else []
         over += [f"sample.batch_size={batch_size}"] if batch_size is not None else []
@@ -106,17 +111,26 @@ class Run:
         if condition is not None and data is not None:
             raise ValueError("give a condition or a data set to sample from, not both")
         if condition is not None:
-            data, idx = self.task.condition_from(condition, self.data), None
+            data, idx = self._condition(condition), None
         else:
             if data is None:
                 data, idx, where = self.prepared.evaluation, self.prepared.indices, "the evaluation split"
             else:
+                if not hasattr(data, "subset") or type(data) is not type(self.data):
+                    raise ValueError(
+                        f"data must be a data set of this run's task ({type(self.data).__name__}, e.g. "
+                        f"run.data or a file loaded by the task), got {type(data).__name__}"
+                    )
+                _check_arrays(data, "data")
                 idx, where = np.arange(_length(data)), "the data"
             if n is not None:
                 if not 1 <= n <= len(idx):
                     raise ValueError(f"n must lie in [1, {len(idx)}] (the size of {where}), got {n}")
                 data, idx = data.subset(np.arange(n)), idx[:n]
-        tensors = self.task.to_tensors(data, self.prepared.scaling, subtask)
+        try:
+            tensors = self.task.to_tensors(data, self.prepared.scaling, subtask)
+        except (KeyError, TypeError, IndexError) as e:  # a condition the task cannot use: one clear message
+            raise ValueError(f"condition: {_message(e)}") from None
         x = sample_tensors(
             self.denoiser,
             tensors,
@@ -141,7 +155,17 @@ class Run:
         """Metrics of ``samples`` (from :meth:`sample`) against the reference rows they were generated from:
         ``{metric: {"mean", "std", "n", "nonfinite"}}``. ``reference``: a data file (default: the run's). A
         reference whose rows are not the samples' conditions (given frames, masses, coefficient fields; shapes)
-        is refused with ``physdiff evaluate``'s message."""
+        is refused with ``physdiff evaluate``'s message.
+
+        Raises:
+            ValueError: a bad sub-task, samples that are not a mapping of arrays, ``source_indices`` that are
+                not integers within the reference's rows, a reference whose rows are not the samples'
+                conditions, or samples the task cannot evaluate."""
+        _check_subtask(subtask)
+        if not isinstance(samples, Mapping):
+            raise ValueError(
+                f"samples must be a mapping of arrays (as run.sample returns), got {type(samples).__name__}"
+            )
         if reference is None:
             data, name = self.data, self.prepared.data_path or "the run's data"
         else:
@@ -156,15 +180,76 @@ class Run:
                 "samples without 'source_indices' (sampled from a user condition) have no reference rows to compare "
                 "with; sample without a condition, or add source_indices"
             )
-        idx = np.asarray(idx, dtype=np.int64)
-        if idx.size and not 0 <= idx.min() <= idx.max() < _length(data):
-            raise ValueError(
-                f"the samples' 'source_indices' (max {int(idx.max())}) are out of range for the reference {name} with "
-                f"N = {_length(data)}"
+        ref = data.subset(_source_indices(idx, _length(data)))
+        try:
+            self.task.check_samples_reference(
+                samples, ref, subtask, samples_name="the samples dict", reference_name=name
             )
-        ref = data.subset(idx)
-        self.task.check_samples_reference(samples, ref, subtask, samples_name="the samples dict", reference_name=name)
-        return summarize_samples(self.task.evaluate(dict(samples), ref, subtask))
+            return summarize_samples(self.task.evaluate(dict(samples), ref, subtask))
+        except (KeyError, TypeError, IndexError) as e:  # samples of another layout: one clear message
+            raise ValueError(f"samples: {_message(e)}") from None
+
+    def _condition(self, condition: Mapping[str, Any]) -> Any:
+        """The task's data set of a user condition, validated like a file: a mapping of finite real arrays of
+        the run's shapes, masses > 0, binary symmetric edges where the system has springs, charges it allows."""
+        if not isinstance(condition, Mapping):
+            raise ValueError(f"condition must be a mapping of arrays, got {type(condition).__name__}")
+        try:
+            data = self.task.condition_from(condition, self.data)
+        except (KeyError, TypeError, IndexError) as e:
+            raise ValueError(f"condition: {_message(e)}") from None
+        _check_arrays(data, "condition")
+        return data
+
+
+SUBTASKS = ("prediction", "generation")
+
+
+def _check_subtask(subtask: Any) -> None:
+    if subtask not in SUBTASKS:
+        raise ValueError(f"subtask must be one of {list(SUBTASKS)}, got {subtask!r}")
+
+
+def _message(e: BaseException) -> str:
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return " ".join(text.split()) or type(e).__name__
+
+
+def _source_indices(idx: Any, n: int) -> np.ndarray:
+    """``source_indices`` as int64 rows of a reference with ``n`` rows: integers in ``[0, n)`` (no negative
+    index wrapping to the last rows)."""
+    a = np.asarray(idx)
+    if a.ndim != 1 or not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
+        raise ValueError(f"samples: 'source_indices' must be a 1-D integer array, got dtype {a.dtype}, shape {a.shape}")
+    if a.size and (a.min() < 0 or a.max() >= n):
+        raise ValueError(
+            f"samples: 'source_indices' must lie in [0, {n - 1}] (the reference's rows), got {a.min()}..{a.max()}"
+        )
+    return a.astype(np.int64)
+
+
+def _check_arrays(data: Any, where: str) -> None:
+    """Particle conditions as a file's arrays are checked (shapes, finite, masses > 0, the spring graph, the
+    charges); field conditions finite."""
+    from physdiff.data.particles_h5 import ParticleData, validate_particle_arrays
+    from physdiff.systems.registry import get_system
+
+    if isinstance(data, ParticleData):
+        arrays = {"positions": data.positions, "velocities": data.velocities, "masses": data.masses}
+        arrays |= {k: getattr(data, k) for k in ("edges", "charges") if getattr(data, k) is not None}
+        try:
+            system = get_system(data.system)
+        except ValueError:
+            system = None
+        try:
+            validate_particle_arrays(arrays, system, where)
+        except KeyError as e:
+            raise ValueError(_message(e)) from None
+        return
+    for key in ("fields", "coefficient"):
+        value = getattr(data, key, None)
+        if value is not None and not np.isfinite(np.asarray(value, dtype=np.float64)).all():
+            raise ValueError(f"{where}: {key!r} contains NaN or inf values")
 
 
 def _length(data: Any) -> int:
@@ -194,14 +279,16 @@ def load_run(
         raise ValueError(f"{path / 'config.yaml'} is empty; it should hold the run's resolved config")
     arm, seed = str(raw.pop("arm", "no_prior")), int(raw.pop("seed", 0))
     cfg = configure(from_dict(ExperimentConfig, raw, where=str(path / "config.yaml")), overrides)
-    # the network the config describes must be the checkpoint's (a hand-edited config, a model override)
+    # the checkpoint must be this run's: its experiment, system, data and network (not another run's file of
+    # the same model size copied in, a hand-edited config or a model override)
     state, used = load_latest_checkpoint(path / "checkpoint.pt")
     if "config" in state:
-        check_config_matches(used, state["config"], to_dict(cfg), ("model", "diffusion"))
+        keys = ("experiment", "model", "diffusion", "data.system", "data.content_sha256")
+        check_config_matches(used, state["config"], to_dict(cfg), keys, optional=("data.content_sha256",))
     info = dist_info or DistInfo()
     dev = resolve_device(device, info.local_rank)
     try:
-        scaling = json.loads((path / "scaling.json").read_text())
+        scaling = read_json(path / "scaling.json")  # bounded depth: a clear error, not a RecursionError
         make_task(cfg).scaling_from_dict(scaling)
     except ValueError as e:  # JSONDecodeError too
         raise ValueError(f"{path / 'scaling.json'}: {' '.join(str(e).split())}") from None

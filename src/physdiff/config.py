@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from physdiff.outputs import write_text
+
 __all__ = [
     "ConfigError",
     "bounded",
@@ -128,7 +130,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return from_dict(tp, value, prefix=f"{key}.")
     if origin in (list, tuple):
         if isinstance(value, str):
-            value = yaml.safe_load(value)
+            value = safe_yaml(value, f"config key {key!r}")
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key {key!r} must be a list, got {value!r}")
         args = typing.get_args(tp)
@@ -221,7 +223,7 @@ def apply_overrides(cfg: T, overrides: list[str]) -> T:
         if isinstance(node, list):
             last = int(last)
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = safe_yaml(raw, f"override {item!r}") if raw != "" else ""
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
         if last == "kind" and hasattr(type(obj), "select") and value != node.get("kind"):
@@ -294,7 +296,52 @@ def _child(node: Any, part: str, key: str) -> Any:
 def save_yaml(cfg: Any, path: str | Path) -> None:
     data = to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
     text = yaml.safe_dump(_plain(data), sort_keys=False)
-    Path(path).write_text(text)
+    write_text(path, text)
+
+
+#: bounds of the YAML a config may hold: nesting depth and nodes after expanding aliases (a 490-byte alias
+#: "bomb" expands to billions of nodes; a real config has a few hundred)
+YAML_MAX_DEPTH = 64
+YAML_MAX_NODES = 100_000
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` bounded: the composed node graph is measured (without expanding aliases) and a
+    document nested deeper than :data:`YAML_MAX_DEPTH` or expanding to more than :data:`YAML_MAX_NODES`
+    nodes is refused with one :class:`ConfigError` naming ``where``, before anything is constructed."""
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            node = None
+            raise ConfigError(f"{where}: the YAML is nested too deeply (more than {YAML_MAX_DEPTH} levels)") from None
+        if node is None:
+            return None
+        sizes: dict[int, int] = {}
+
+        def size(n: yaml.Node, depth: int) -> int:
+            if depth > YAML_MAX_DEPTH:
+                raise ConfigError(f"{where}: the YAML is nested too deeply (more than {YAML_MAX_DEPTH} levels)")
+            if id(n) in sizes:
+                return sizes[id(n)]
+            total = 1
+            if isinstance(n, yaml.SequenceNode):
+                total += sum(size(c, depth + 1) for c in n.value)
+            elif isinstance(n, yaml.MappingNode):
+                total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in n.value)
+            if total > YAML_MAX_NODES:
+                raise ConfigError(
+                    f"{where}: the YAML expands to more than {YAML_MAX_NODES} values (aliases repeating anchors); "
+                    "a config needs no such size"
+                )
+            sizes[id(n)] = total
+            return total
+
+        size(node, 0)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def load_yaml_dict(path: str | Path) -> dict:
@@ -303,7 +350,7 @@ def load_yaml_dict(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = safe_yaml(path.read_text(), f"config file {path}") or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):

@@ -7,7 +7,6 @@ asks whether it handles particles or fields.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -100,7 +99,10 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
     from physdiff.experiments.task import task_for_system
 
     task = task_for_system(a.system)
+    from physdiff.outputs import check_new_output
+
     out = check_output_file(Path(a.out or default_simulate_out(a.system)), "--out")
+    check_new_output(out, "--out", force=a.force)  # an existing file only with --force, and only a regular one
     n, seed, settings = simulate_defaults(a.system)
     a.n = n if a.n is None else a.n
     a.seed = seed if a.seed is None else a.seed
@@ -263,6 +265,7 @@ def _sample_run(a: argparse.Namespace, run_dir: Path, info) -> int:
     from physdiff.evaluation.statistics import summarize_samples
     from physdiff.experiments.config import ConstraintConfig
     from physdiff.experiments.harness import configure, prepare, samples_name, stack_draws
+    from physdiff.outputs import check_new_output, record_outputs
 
     r = load_run(run_dir, device=a.device, split=a.split, cache_dir=a.cache_dir, overrides=a.overrides, dist_info=info)
     subtasks = [a.subtask] if a.subtask else r.config.subtasks
@@ -280,9 +283,7 @@ def _sample_run(a: argparse.Namespace, run_dir: Path, info) -> int:
     paths = {}
     for subtask in subtasks:
         path = check_output_file(Path(a.out) if a.out else run_dir / samples_name(subtask, constraint), "--out")
-        if path.exists() and not a.force:
-            raise ValueError(f"{path} exists; pass --force to overwrite it (or --out another file)")
-        paths[subtask] = path
+        paths[subtask] = check_new_output(path, "--out", force=a.force)  # --force replaces only a regular file
     for subtask, path in paths.items():
         k = a.draws if a.draws is not None else r.task.draws_per_condition(subtask)
         draws = []
@@ -309,6 +310,8 @@ def _sample_run(a: argparse.Namespace, run_dir: Path, info) -> int:
         idx = np.tile(idx, k)
         if not info.is_main:
             continue
+        if path.resolve().parent == run_dir.resolve():  # the run folder's manifest: what --force may remove
+            record_outputs(run_dir, [path.name])
         r.task.write_samples(path, out, reference, idx, split, subtask)
         print(f"wrote {path}")
         n = len(draws[0]["source_indices"])
@@ -347,9 +350,10 @@ def _recorded_system(samples: Path, reference: Path) -> str | None:
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from physdiff.experiments.task import task_for_file
+    from physdiff.outputs import check_new_output, write_json
 
     if a.json:
-        check_output_file(Path(a.json), "--json")
+        check_new_output(check_output_file(Path(a.json), "--json"), "--json", force=a.force)
     draws = [Path(d) for d in a.draws] if a.draws else None
     system = a.system if a.system is not None else _recorded_system(Path(a.samples), Path(a.reference))
     res = task_for_file(a.reference).evaluate_files(
@@ -371,8 +375,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         fl = res["floor"].get(k)
         print(f"{k:>15}: {v['mean']:.5g} ± {v['std']:.3g}" + (f"   (floor {fl:.3g})" if fl is not None else ""))
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(res, indent=2))
+        write_json(a.json, res)
         print(f"wrote {a.json}")
     return 0
 
@@ -519,15 +522,17 @@ def _cmd_plot(a: argparse.Namespace) -> int:
     res = folders[0]
     if (res / "sweep.json").is_file():
         from physdiff.evaluation.report import write_sweep_report
+        from physdiff.outputs import read_json
 
-        info = json.loads((res / "sweep.json").read_text())
+        info = read_json(res / "sweep.json")
         md = (res / "sweep.md").read_text() if (res / "sweep.md").is_file() else ""
         print(f"wrote {write_sweep_report(res, info, sweep_md=md)}")
         return 0
     if (res / "results.json").is_file():
         from physdiff.experiments.task import make_task
+        from physdiff.outputs import read_json
 
-        info = json.loads((res / "results.json").read_text())
+        info = read_json(res / "results.json")
         data_path = (res / info["data"]).resolve() if info.get("data") else None  # relative to the folder
         cfg = configure(_run_config(res), [f"data.path={data_path}"] if data_path else [])
         task = make_task(cfg)
@@ -662,6 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulator settings over the preset's data.settings, e.g. nx=32 nt=16 (advection, burgers), "
         "nx=16 ny=16 nt=8 (shallow-water), n_grid=16 (darcy), n_frames=8 (particles)",
     )
+    s.add_argument("--force", action="store_true", help="replace an existing --out file (a regular file only)")
     s.set_defaults(fn=_cmd_simulate)
 
     def add_common(q: argparse.ArgumentParser) -> None:
@@ -776,6 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also report law:<SPEC>, the RMS of this prior's residual (built-in name or module:Class); repeatable",
     )
     e.add_argument("--json", default=None, help="write the metrics to this JSON file")
+    e.add_argument("--force", action="store_true", help="replace an existing --json file (a regular file only)")
     e.add_argument(
         "--task",
         default=None,
@@ -979,8 +986,13 @@ def _write_traceback(args: argparse.Namespace) -> str:
         fd, name = tempfile.mkstemp(prefix="physdiff-error-", suffix=".log")
         os.close(fd)
         path = Path(name)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(f"physdiff {' '.join(sys.argv[1:])}\n{traceback.format_exc()}\n")
+    from physdiff.outputs import open_append
+
+    try:
+        with open_append(path) as f:  # never through a link named run.log
+            f.write(f"physdiff {' '.join(sys.argv[1:])}\n{traceback.format_exc()}\n")
+    except OSError as e:  # a full disk or a read-only folder: say so instead of failing again
+        return f"nowhere: {path} could not be written ({e.strerror or e})"
     return str(path)
 
 

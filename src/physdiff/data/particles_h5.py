@@ -38,7 +38,6 @@ import hashlib
 import inspect
 import json
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -49,7 +48,8 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 
-from physdiff.data.hdf5 import atomic_write, decode_attr, nonfinite
+from physdiff.data.hdf5 import atomic_write, check_reads, decode_attr, nonfinite
+from physdiff.outputs import write_json
 from physdiff.systems.particle_system import ParticleSystem
 from physdiff.systems.registry import PARTICLE_SYSTEMS, SIMULATED_SYSTEMS, get_system
 
@@ -230,7 +230,14 @@ def validate_particle_arrays(
     if (m <= 0).any():
         first = tuple(int(i) for i in np.argwhere(m <= 0)[0])
         raise ValueError(f"{where}: 'masses' {_shape(m)} must be > 0; found {m[first]} at {first}")
-    if "edges" in data and system.has_forces:  # a generic file's edges are real-valued edge attributes (EGNN: q_i q_j)
+    tiny = np.finfo(np.float64).tiny
+    if (m < tiny).any():  # subnormal: 1/m overflows the accelerations
+        first = tuple(int(i) for i in np.argwhere(m < tiny)[0])
+        raise ValueError(
+            f"{where}: 'masses' {_shape(m)} must be > 0 and not subnormal (>= {tiny:.3g}); found {m[first]} at {first}"
+        )
+    # a generic file's edges are real-valued edge attributes (EGNN: q_i q_j)
+    if "edges" in data and (system is None or system.has_forces):
         e = np.asarray(data["edges"])
         if not np.isin(e, (0, 1)).all():
             raise ValueError(f"{where}: 'edges' {_shape(e)} must contain only 0 and 1")
@@ -498,7 +505,9 @@ def _charges_from_edges(arrays: dict[str, Any], where: str) -> tuple[dict[str, A
     return out, {"edges_note": f"'edges' read as charge products q_i q_j ({source})"}
 
 
-def load_particles(path: str | os.PathLike[str], system: str | None = None) -> ParticleData:
+def load_particles(
+    path: str | os.PathLike[str], system: str | None = None, *, max_bytes: int | None = None
+) -> ParticleData:
     """Read and validate a particle file.
 
     Args:
@@ -506,6 +515,8 @@ def load_particles(path: str | os.PathLike[str], system: str | None = None) -> P
         system: system name, required when the file has no ``system`` attribute; if both are given they
             must agree, except ``generic``, which reads any particle file as data of unknown physics (its
             ``system`` is kept as the attribute ``file_system``).
+        max_bytes: the read budget (default: a fraction of the available memory); declared shapes beyond it,
+            virtual datasets with unmapped rows and links outside the file's folder are refused before reading.
 
     Raises:
         FileNotFoundError, KeyError, ValueError with the file, key and shape named.
@@ -516,6 +527,8 @@ def load_particles(path: str | os.PathLike[str], system: str | None = None) -> P
         raise FileNotFoundError(f"{where}: no such particle file")
     try:
         with h5py.File(path, "r") as f:
+            splits_keys = [f"splits/{k}" for k in f["splits"]] if isinstance(f.get("splits"), h5py.Group) else []
+            check_reads(f, where, [*ARRAY_KEYS, "splits", *splits_keys], max_bytes=max_bytes)  # before any read
             attrs = {k: _decode(v) for k, v in f.attrs.items()}
             arrays = {k: f[k][()] for k in ARRAY_KEYS if k in f and isinstance(f[k], h5py.Dataset)}
             extra = [k for k in f if k not in ARRAY_KEYS and k != "splits"]
@@ -647,15 +660,8 @@ def side_splits(
         **{k: v.tolist() for k, v in splits.items()},
     }
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{side.name}.", suffix=".tmp", dir=side.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(content, f)
-            os.replace(tmp, side)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    except OSError:
+        write_json(side, content, indent=None)
+    except OSError:  # an unwritable folder, or a link / non-regular file at the side file's name (never followed)
         return splits, "in-memory"
     return splits, status
 

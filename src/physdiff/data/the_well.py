@@ -78,7 +78,16 @@ from typing import Any
 import h5py
 import numpy as np
 
-from physdiff.data.hdf5 import GridSpacing, atomic_write, check_downsample, decode_attr, nonfinite
+from physdiff.data.hdf5 import (
+    GridSpacing,
+    atomic_write,
+    check_downsample,
+    check_links,
+    check_read,
+    decode_attr,
+    default_max_bytes,
+    nonfinite,
+)
 
 __all__ = ["TheWellFormatError", "WellData", "load_the_well", "write_the_well", "BC_TYPES"]
 
@@ -147,9 +156,11 @@ class WellData(GridSpacing):
 class _Ctx:
     """The file being read and the key currently read (for error messages)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int | None = None) -> None:
         self.path = path
         self.key = "/"
+        self.budget = default_max_bytes() if max_bytes is None else int(max_bytes)  # bytes a load may read
+        self.used = 0
 
     def error(self, key: str, msg: str) -> TheWellFormatError:
         return TheWellFormatError(f"{self.path}: {key!r}: {msg}")
@@ -229,6 +240,12 @@ def _numeric(ds: h5py.Dataset, ctx: _Ctx, key: str, kinds: str = "fiub") -> None
 
 def _read(ds: h5py.Dataset, sel: Any, ctx: _Ctx, key: str) -> np.ndarray:
     ctx.key = key
+    first = sel[0] if isinstance(sel, tuple) and sel else sel
+    rows = first.stop if isinstance(first, slice) else None
+    try:  # the declared shape against what is left of the budget (and virtual / external storage), before reading
+        ctx.used += check_read(ds, str(ctx.path), key, rows=rows, max_bytes=ctx.budget - ctx.used)
+    except ValueError as e:
+        raise TheWellFormatError(str(e)) from None
     try:
         return np.asarray(ds[sel])
     except OSError as e:  # truncated / corrupt storage
@@ -288,6 +305,7 @@ def load_the_well(
     max_samples: int | None = None,
     downsample_x: int = 1,
     downsample_t: int = 1,
+    max_bytes: int | None = None,
 ) -> WellData:
     """Load a 2-D file of The Well.
 
@@ -299,6 +317,9 @@ def load_the_well(
         max_samples: load at most this many trajectories (the first ones).
         downsample_x: keep every ``k``-th point along both spatial axes.
         downsample_t: keep every ``k``-th frame.
+        max_bytes: the read budget of the load (default: a fraction of the available memory); each read's
+            declared size is checked against what is left of it before reading, and links outside the
+            file's folder and virtual datasets with unmapped rows are refused.
 
     Raises:
         FileNotFoundError: no such file.
@@ -320,13 +341,17 @@ def load_the_well(
         fields = [str(n) for n in fields]
         if not fields:
             raise ValueError("fields must name at least one field (or be None for all)")
-    ctx = _Ctx(path)
+    ctx = _Ctx(path, max_bytes)
     try:
         h5 = h5py.File(path, "r")
     except OSError as e:
         raise TheWellFormatError(f"{path}: '/': not a readable HDF5 file ({e})") from e
     try:
         with h5 as f:
+            try:
+                check_links(f, str(path))
+            except ValueError as e:
+                raise TheWellFormatError(str(e)) from None
             return _load(f, ctx, fields, max_samples, sx, st)
     except OSError as e:  # corrupt/truncated storage hit while reading metadata
         raise ctx.error(ctx.key, f"could not be read ({e})") from e

@@ -38,6 +38,7 @@ from matplotlib.patches import Patch
 
 from physdiff.data.particles_h5 import ParticleData
 from physdiff.evaluation.statistics import arm_label
+from physdiff.outputs import atomic_open
 
 __all__ = [
     "STYLE",
@@ -95,7 +96,8 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str, *, dpi: int = 200, 
     paths = []
     for fmt in formats:
         path = out_dir / f"{stem}.{fmt}"
-        fig.savefig(path, dpi=dpi, format=fmt, metadata=_metadata(fmt))
+        with atomic_open(path, "wb") as f:  # physdiff.outputs: atomic, links refused, the user's umask
+            fig.savefig(f, dpi=dpi, format=fmt, metadata=_metadata(fmt))
         paths.append(path)
         if fig.get_layout_engine() is not None:  # laid out once: keep those positions for the other formats
             fig.set_layout_engine("none")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from physdiff.evaluation.statistics import arm_label, format_number, metric_label, metric_order
+from physdiff.outputs import write_text
 
 __all__ = [
     "collect_versions",
@@ -449,11 +450,7 @@ def write_report(
         command=command,
         versions=versions,
     )
-    path = out_dir / name
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(out_dir / name, text)
 
 
 # --------------------------------------------------------------------------------------------- sweep report
@@ -581,8 +578,4 @@ def write_sweep_report(
         command=command,
         versions=versions,
     )
-    path = out_dir / name
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(out_dir / name, text)

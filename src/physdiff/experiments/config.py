@@ -61,6 +61,12 @@ class DataConfig:
     downsample_x: int = field(default=1, metadata=bounded(ge=1))  # fields: keep every k-th grid point
     downsample_t: int = field(default=1, metadata=bounded(ge=1))  # fields: keep every k-th frame
     max_samples: int | None = field(default=None, metadata=bounded(ge=1))  # read at most this many samples
+    # the read budget in bytes (default: half the available memory): larger declared reads are refused
+    max_bytes: int | None = field(default=None, metadata=bounded(ge=1))
+    # recorded in a run's config.yaml, checked when the run is resumed, sampled or loaded: the data file's size
+    # in bytes and the sha256 of the arrays used (physdiff.data.hdf5.content_sha256)
+    file_bytes: int | None = None
+    content_sha256: str | None = None
 
 
 #: ``model.state`` of a particle network: (R, V) generated, or R only (V by central differences of R in time)

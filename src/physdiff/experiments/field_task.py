@@ -180,7 +180,7 @@ class FieldTask(Task):
                 if progress:
                     print(f"simulating {d.n} {d.system} samples → {path}")
                 simulate_to_file(d.system, path, d.n, d.seed, **d.settings)
-        data = load_pde(path, d.system, d.downsample_x, d.downsample_t, d.max_samples)
+        data = load_pde(path, d.system, d.downsample_x, d.downsample_t, d.max_samples, max_bytes=d.max_bytes)
         if progress:
             for msg in data.messages:
                 print(f"note ({path.name}): {msg}")

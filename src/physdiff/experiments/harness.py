@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -27,11 +27,13 @@ import torch
 from torch import Tensor
 
 from physdiff.config import apply_overrides, save_yaml, to_dict
+from physdiff.data.hdf5 import content_sha256
 from physdiff.diffusion import Denoiser, sample
 from physdiff.evaluation.geotdm import draw_seed, group_draws
 from physdiff.experiments import tables
 from physdiff.experiments.config import ConstraintConfig, ExperimentConfig, SampleConfig, preset_config
 from physdiff.experiments.task import Samples, Task, make_task
+from physdiff.outputs import AppendHandler, record_outputs, remove_recorded, write_json
 from physdiff.priors.aux_head import AuxHeadPrior, attach_aux_heads
 from physdiff.priors.base import Prior, PriorNotApplicable, law_rms, total_prior_loss
 from physdiff.priors.sampling import make_method
@@ -46,6 +48,8 @@ __all__ = [
     "RunFolderError",
     "check_run_folder",
     "clear_run_folder",
+    "locked_run_folder",
+    "record_run_outputs",
     "configure",
     "prepare",
     "train_arm",
@@ -81,6 +85,8 @@ class Prepared:
     indices: np.ndarray
     scaling: Any
     split: str
+    #: the sha256 of the data's arrays (:func:`physdiff.data.hdf5.content_sha256`), computed once at load
+    digest: str = ""
 
     @property
     def cfg(self) -> ExperimentConfig:
@@ -97,6 +103,11 @@ def configure(
     """Apply ``key=value`` overrides and a seed list to a config (validated, nothing written). The ``generic``
     experiment takes the preset of the file's kind (:func:`generic_kind`)."""
     cfg = apply_overrides(generic_kind(cfg, overrides), list(overrides))
+    keys = [o.split("=", 1)[0].strip() for o in overrides]
+    if any(k.startswith("data.") and k not in RECORDED_DATA_KEYS for k in keys) and not any(
+        k in RECORDED_DATA_KEYS for k in keys
+    ):  # other data than the recorded: its recorded size and content do not describe it
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, file_bytes=None, content_sha256=None))
     if seeds is not None:
         cfg = apply_overrides(cfg, [f"seeds={list(seeds)}"])
     if cfg.train.tensorboard:
@@ -180,8 +191,21 @@ def prepare(
     if split not in SPLITS:
         raise ValueError(f"evaluation split must be one of {SPLITS}, got {split!r}")
     task = make_task(cfg)
+    recorded = cfg.data.file_bytes
+    if cfg.data.path and recorded is not None and os.path.getsize(cfg.data.path) != recorded:
+        raise ValueError(
+            f"data file {cfg.data.path} changed since the run recorded it: {os.path.getsize(cfg.data.path)} bytes, "
+            f"the run's config.yaml records {recorded} (data.file_bytes); use the run's own file or train anew"
+        )
     with main_first(dist_info):
         data = task.load(Path(cache_dir), progress and dist_info.is_main)
+    digest = content_sha256(data)
+    if cfg.data.content_sha256 and digest != cfg.data.content_sha256:
+        raise ValueError(
+            f"data {cfg.data.path or 'cache'} changed since the run recorded it: its arrays' sha256 is "
+            f"{digest[:12]}…, the run's config.yaml records {cfg.data.content_sha256[:12]}… (data.content_sha256); "
+            "use the run's own data or train anew"
+        )
     where = getattr(data, "path", None) or "the data"
     for name in ("train", split):
         if name not in data.splits or len(data.splits[name]) == 0:
@@ -190,7 +214,7 @@ def prepare(
     train_set = data.subset(data.splits["train"])
     idx = np.asarray(data.splits[split][: cfg.sample.n_test], dtype=np.int64)
     fitted = task.scaling_from_dict(scaling) if scaling else task.fit_scaling(train_set)
-    return Prepared(task, data, train_set, data.subset(idx), idx, fitted, split)
+    return Prepared(task, data, train_set, data.subset(idx), idx, fitted, split, digest)
 
 
 def _run_config(prep: Prepared, arm: str, seed: int) -> dict[str, Any]:
@@ -199,24 +223,47 @@ def _run_config(prep: Prepared, arm: str, seed: int) -> dict[str, Any]:
     if prep.cfg.data.path:  # a user's file: record what it holds, not the preset's simulation settings
         cfg["data"] |= prep.task.describe(prep.data)
     cfg["data"]["path"] = prep.data_path or cfg["data"]["path"]
+    # what the run was trained on: the file's size and the sha256 of the arrays used (checked on resume/sample)
+    cfg["data"]["file_bytes"] = os.path.getsize(prep.data_path) if prep.data_path else None
+    cfg["data"]["content_sha256"] = prep.digest or None
     return {**cfg, "arm": arm, "seed": seed}
+
+
+#: keys a run records about its data (checked when present in the checkpoint; older checkpoints lack them)
+RECORDED_DATA_KEYS = ("data.file_bytes", "data.content_sha256")
+RECORDED = RECORDED_DATA_KEYS
 
 
 class RunFolderError(ValueError):
     """A run folder holds another run (or one of another configuration)."""
 
 
-#: what a run folder holds besides the data cache (``data/``): cleared by ``force``
-RUN_OUTPUTS = ("checkpoint*", "metrics.csv", "samples_*.h5", "scaling.json", "config.yaml", "run.log", "tb")
+#: the files a run writes in its folder (recorded in its manifest, :data:`physdiff.outputs.MANIFEST`)
+RUN_FILES = (
+    "checkpoint.pt",
+    "checkpoint.prev.pt",
+    "metrics.csv",
+    "validation.csv",
+    "scaling.json",
+    "config.yaml",
+    "run.log",
+    "checkpoint.pt.corrupt",
+)
+#: besides those, in a folder written before manifests: exact names and physdiff's own name patterns
+LEGACY_PATTERNS = ("samples_*.h5", "tb/events.out.tfevents.*")
 
 
-def clear_run_folder(run_dir: Path) -> None:
-    """Remove a previous run's outputs from ``run_dir`` (``--force``); the data cache ``data/`` stays."""
-    import shutil
+def clear_run_folder(run_dir: Path) -> list[Path]:
+    """Remove a previous run's outputs from ``run_dir`` (``--force``; hold its lock): exactly the files its
+    manifest records (in a folder without one, physdiff's own file names), nothing else — not the data
+    cache ``data/``, not a user's ``checkpoints_archive/`` or notes, not other files in ``tb/``."""
+    legacy = list(RUN_FILES) + [str(p.relative_to(run_dir)) for pat in LEGACY_PATTERNS for p in run_dir.glob(pat)]
+    return remove_recorded(run_dir, legacy)
 
-    for pattern in RUN_OUTPUTS:
-        for p in run_dir.glob(pattern):
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+def record_run_outputs(run_dir: Path, names: Sequence[str | Path] = RUN_FILES) -> None:
+    """Add ``names`` (files physdiff writes in ``run_dir``) to the run folder's manifest."""
+    record_outputs(run_dir, names)
 
 
 def has_checkpoint(run_dir: Path) -> bool:
@@ -239,7 +286,11 @@ def check_run_folder(run_dir: Path, config: Mapping[str, Any], *, resume: bool, 
         state, used = load_latest_checkpoint(ckpt)
         saved = state.get("config", {})  # the arm and seed too: resuming another arm's run is refused
         check_config_matches(
-            used, saved, dict(config), ("model", "data", "diffusion", *(k for k in ("arm", "seed") if k in saved))
+            used,
+            saved,
+            dict(config),
+            ("experiment", "model", "data", "diffusion", *(k for k in ("arm", "seed") if k in saved)),
+            optional=RECORDED,
         )
         return
     if force:
@@ -252,12 +303,23 @@ def check_run_folder(run_dir: Path, config: Mapping[str, Any], *, resume: bool, 
 
 
 @contextlib.contextmanager
+def locked_run_folder(run_dir: Path, config: Mapping[str, Any], *, resume: bool, force: bool, enabled: bool = True):
+    """Lock, then check, then clear: hold ``run_dir``'s lock for the block, and only under it check the
+    folder (:func:`check_run_folder`) and, with ``force``, clear it. A live run's folder is refused
+    (:class:`RunLockedError`) before anything in it is read for deletion or written."""
+    with RunLock(run_dir) if enabled else contextlib.nullcontext():
+        if enabled:
+            check_run_folder(run_dir, config, resume=resume, force=force)
+        yield
+
+
+@contextlib.contextmanager
 def log_to(path: Path, enabled: bool = True):
     """Copy the ``physdiff`` logger's messages (INFO and up) into ``path`` (a run's ``run.log``) for the block."""
     if not enabled:
         yield
         return
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = AppendHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.setLevel(logging.INFO)
     log.addHandler(handler)
@@ -316,20 +378,21 @@ def train_arm(
             return total_prior_loss(priors, loss_out, task.context(batch))
 
     tcfg = TrainConfig(**{**to_dict(cfg.train), "seed": seed})
-    if dist_info.is_main:
-        check_run_folder(run_dir, _run_config(prep, arm, seed), resume=resume, force=force)
-    if resume and not has_checkpoint(run_dir):  # a fresh point of a resumed table or sweep: nothing to warn about
-        if progress:
-            log.info("[%s | seed %d] no checkpoint in %s yet: training from step 0", arm, seed, run_dir)
-        resume = False
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir) if dist_info.is_main else contextlib.nullcontext():  # one writer per run folder
+    run_config = _run_config(prep, arm, seed)
+    # one writer per run folder: lock, then check (and clear with force), then write
+    with locked_run_folder(run_dir, run_config, resume=resume, force=force, enabled=dist_info.is_main):
+        if resume and not has_checkpoint(run_dir):  # a fresh point of a resumed table or sweep: nothing to warn
+            if progress:
+                log.info("[%s | seed %d] no checkpoint in %s yet: training from step 0", arm, seed, run_dir)
+            resume = False
         if progress:  # after the folder and its lock are ours: no line before a refusal
             n = len(tensors["x0"])
             log.info("[%s | seed %d] training %d steps on %d samples → %s", arm, seed, tcfg.steps, n, run_dir)
+        tb_before = _tb_files(run_dir)
         if dist_info.is_main:
-            (run_dir / "scaling.json").write_text(json.dumps(prep.scaling.to_dict()))
-            save_yaml(_run_config(prep, arm, seed), run_dir / "config.yaml")
+            record_run_outputs(run_dir)
+            write_json(run_dir / "scaling.json", prep.scaling.to_dict(), indent=None)
+            save_yaml(run_config, run_dir / "config.yaml")
         with log_to(run_dir / "run.log", dist_info.is_main):
             if progress:  # console and run.log: where it runs, and whether torchrun shares it
                 ddp = " (torchrun: DistributedDataParallel over the ranks)" if dist_info.enabled else ""
@@ -339,7 +402,7 @@ def train_arm(
                 tensors,
                 tcfg,
                 run_dir,
-                config_dict=_run_config(prep, arm, seed),
+                config_dict=run_config,
                 extra_loss=extra,
                 augment=task.augment(),
                 return_hidden=bool(heads),
@@ -349,9 +412,16 @@ def train_arm(
                 dist_info=dist_info,
                 val_data=validation_tensors(prep),
             )
+        if dist_info.is_main and cfg.train.tensorboard:
+            record_run_outputs(run_dir, sorted(_tb_files(run_dir) - tb_before))
     barrier(dist_info)  # rank 0 has written the final checkpoint
     load_ema_weights(den, run_dir / "checkpoint.pt", device=device)
     return den.eval()
+
+
+def _tb_files(run_dir: Path) -> set[str]:
+    """TensorBoard's event files in ``run_dir/tb`` (those a run adds are recorded in its manifest)."""
+    return {str(p.relative_to(run_dir)) for p in run_dir.glob("tb/events.out.tfevents.*") if p.is_file()}
 
 
 def load_arm(prep: Prepared, run_dir: Path, device: torch.device = torch.device("cpu")) -> Denoiser:
@@ -481,6 +551,7 @@ def sample_and_evaluate(
         ]
         if run_dir is not None and dist_info.is_main:  # every draw, rows draw-major (source_indices repeat)
             name = samples_name(subtask, None if constraint is None else constraint[0])
+            record_run_outputs(run_dir, [name])
             rows, k = np.arange(len(prep.indices)), 1 + len(draws)
             task.write_samples(
                 run_dir / name,
@@ -793,7 +864,9 @@ def reproduce(
         for arm in arm_specs:  # every run folder is checked before the first is trained
             for seed in cfg.seeds:
                 run_dir = tables.run_dir(out, arm, seed)
-                check_run_folder(run_dir, _run_config(prep, arm, seed), resume=resume, force=force)
+                if run_dir.is_dir():  # lock, then check (and clear with force)
+                    with locked_run_folder(run_dir, _run_config(prep, arm, seed), resume=resume, force=force):
+                        pass
         out.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, out / "config.yaml")
     barrier(dist_info)  # folders checked (and cleared with force) once, by rank 0
@@ -806,12 +879,14 @@ def reproduce(
         kw = {"device": dev, "progress": progress, "dist_info": dist_info, "laws": laws}
         samples, metrics = sample_and_evaluate(prep, den, seed, run_dir, **kw)
         if cfg.train.tensorboard and main:  # the sample metrics next to the training and validation losses
+            before = _tb_files(run_dir)
             with contextlib.closing(tensorboard_writer(run_dir)) as tb:
                 means = {k: float(np.mean(v)) for k, v in metrics.items()}
                 for k, v in means.items():
                     tb.add_scalar(f"sample/{k}", v, cfg.train.steps)
                 hparams = {"arm": arm, "seed": seed, "steps": cfg.train.steps, "lr": cfg.train.lr}
                 log_hparams(tb, hparams | {"sampler": cfg.sample.sampler, "sample_steps": cfg.sample.steps}, means)
+            record_run_outputs(run_dir, sorted(_tb_files(run_dir) - before))
         for c in constraints:  # beyond the paper: the same model, sampled with a sampling-time constraint
             _, m_c = sample_and_evaluate(prep, den, seed, run_dir, constraint=c, **kw)
             constrained.setdefault(f"{arm} + {c[0].label}", {})[seed] = m_c

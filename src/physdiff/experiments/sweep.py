@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from physdiff.evaluation.report import write_sweep_report
+from physdiff.outputs import write_json, write_text
 
 __all__ = ["parse_grid", "run_sweep", "best_points", "sweep_markdown"]
 
@@ -66,9 +67,14 @@ def _plan(
         apply_overrides(cfg, [f"{k}={v}" for k, v in zip(keys, values, strict=True)])
         for values in itertools.product(*(grid[k] for k in keys))
     ]
-    prep = None
-    for point in points:
-        prep = prep or prepare(point, cache, split=split, progress=False)
+    from physdiff.config import to_dict
+
+    preps: dict[str, Any] = {}
+    for point in points:  # each point's data (a data.* grid key: each file) loaded and checked before training
+        key = json.dumps(to_dict(point.data), sort_keys=True, default=str)
+        if key not in preps:
+            preps[key] = prepare(point, cache, split=split, progress=False)
+        prep = preps[key]
         task = type(prep.task)(point)
         for specs in point.arms().values():
             task.build_priors(specs, prep.train, prep.scaling)
@@ -116,24 +122,41 @@ def run_sweep(
         split=split,
         resume=True,
     )
-    base = run(experiment, out=out / "no_prior", overrides=list(overrides), arms=["no_prior"], **common)
-    baseline = {k: base["arms"]["no_prior"][k]["mean"] for k in metrics if k in base["arms"]["no_prior"]}
-    # a residual below the ground truth's own floor overfits the discrete law; a distance between distributions
-    # (mmd*) below its held-out floor is sampling noise, not a defect, so it has no floor here
-    floor = {k: v for k, v in base.get("floor", {}).items() if k in baseline and v > 0 and not k.startswith("mmd")}
+    baselines: dict[tuple[str, ...], tuple[dict[str, float], dict[str, float], dict[str, Any]]] = {}
+
+    def baseline_of(point: list[str]) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+        """The no_prior arm with the point's own non-prior settings (sampler, steps, training, data, ...),
+        run once per distinct setting: a point is compared only with a baseline sampled and trained alike."""
+        shared = tuple(p for p in point if not _prior_only(p.split("=", 1)[0]))
+        if shared not in baselines:
+            folder = out / "no_prior" if not shared else out / f"no_prior__{_point_dir(list(shared))}"
+            res = run(experiment, out=folder, overrides=list(overrides) + list(shared), arms=["no_prior"], **common)
+            means = {k: res["arms"]["no_prior"][k]["mean"] for k in metrics if k in res["arms"]["no_prior"]}
+            # a residual below the ground truth's own floor overfits the discrete law; a distance between
+            # distributions (mmd*) below its held-out floor is sampling noise, not a defect: no floor for it
+            fl = {k: v for k, v in res.get("floor", {}).items() if k in means and v > 0 and not k.startswith("mmd")}
+            baselines[shared] = (means, fl, res)
+        return baselines[shared]
+
+    baseline, floor, base = baseline_of([])
     keys = list(grid)
     points = []
     for values in itertools.product(*(grid[k] for k in keys)):
         point = [f"{k}={v}" for k, v in zip(keys, values, strict=True)]
+        point_baseline, point_floor, _ = baseline_of(point)
         res = run(experiment, out=out / _point_dir(point), overrides=list(overrides) + point, arms=arms, **common)
         entry: dict[str, Any] = {"overrides": point, "arms": {}}
+        shared = [p for p in point if not _prior_only(p.split("=", 1)[0])]
+        if shared:  # this point's own baseline (its non-prior settings)
+            entry["baseline_overrides"] = shared
+            entry["baseline"] = point_baseline
         for arm, m in res["arms"].items():
             if arm == "no_prior":
                 continue
-            means = {k: m[k]["mean"] for k in baseline}
-            ratios = {k: means[k] / baseline[k] if baseline[k] else float("nan") for k in baseline}
+            means = {k: m[k]["mean"] for k in point_baseline}
+            ratios = {k: means[k] / point_baseline[k] if point_baseline[k] else float("nan") for k in point_baseline}
             score = math.exp(sum(math.log(r) for r in ratios.values()) / len(ratios))
-            below = [k for k in means if k in floor and means[k] < floor[k]]
+            below = [k for k in means if k in point_floor and means[k] < point_floor[k]]
             worse = [k for k in ratios if ratios[k] > 1.0 + max_worse]
             entry["arms"][arm] = {"mean": means, "ratio": ratios, "score": score, "below_floor": below, "worse": worse}
         points.append(entry)
@@ -152,10 +175,21 @@ def run_sweep(
         "points": points,
         "best": best,
     }
-    (out / "sweep.json").write_text(json.dumps(result, indent=2))
-    (out / "sweep.md").write_text(sweep_markdown(result))
-    write_sweep_report(out, result, sweep_md=(out / "sweep.md").read_text(), command=command)
+    write_json(out / "sweep.json", result)
+    md = sweep_markdown(result)
+    write_text(out / "sweep.md", md)
+    write_sweep_report(out, result, sweep_md=md, command=command)
     return result
+
+
+#: grid keys that change only the with-prior arms (everything else changes the baseline too)
+PRIOR_ONLY_PREFIXES = ("priors.", "priors=")
+
+
+def _prior_only(key: str) -> bool:
+    """Whether a grid key changes only the with-prior arms (``priors.0.weight``), not the no_prior baseline
+    (``sample.sampler``, ``train.steps``, ``data.path``, ``model.*``, ...)."""
+    return key == "priors" or key.startswith(PRIOR_ONLY_PREFIXES)
 
 
 def best_points(points: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -181,6 +215,10 @@ def sweep_markdown(result: dict[str, Any]) -> str:
         "| no_prior | — | " + " | ".join(f"{result['baseline'][k]:.4g}" for k in keys) + " | 1 |",
     ]
     for entry in result["points"]:
+        if entry.get("baseline_overrides"):  # the point's own baseline: the same non-prior settings
+            b = entry["baseline"]
+            cells = " | ".join(f"{b[k]:.4g}" for k in keys)
+            lines.append(f"| no_prior | {' '.join(entry['baseline_overrides'])} | {cells} | 1 |")
         for arm, r in entry["arms"].items():
             cells = [f"{r['mean'][k]:.4g} ({r['ratio'][k]:.3f})" for k in keys]
             flag = " (below floor)" if r.get("below_floor") else ""

@@ -23,7 +23,6 @@ sampled with a sampling-time constraint (beyond the paper), kept out of ``"arms"
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,6 +39,7 @@ from physdiff.evaluation.statistics import (
     metric_order,
     paired_difference,
 )
+from physdiff.outputs import write_json, write_text
 
 __all__ = [
     "select_arms",
@@ -271,5 +271,5 @@ def write_results(out: Path, results: Mapping[str, Any], table: str) -> None:
     """``results.json`` (metrics in the tables' order, the data path relative to ``out``) and ``table.md``
     in ``out``."""
     results = ordered_metrics(relative_paths(out, results))
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "table.md").write_text(table)
+    write_json(out / "results.json", results)  # serialised first, then replaced atomically: never truncated
+    write_text(out / "table.md", table)

@@ -89,11 +89,14 @@ def import_prior_class(spec: str) -> type[Prior]:
             if "" not in sys.path and str(Path.cwd()) not in sys.path:
                 sys.path.insert(0, str(Path.cwd()))  # a module beside the caller, as `python -m` finds it
             module = importlib.import_module(module_name)
-    except Exception as e:  # noqa: BLE001 - any import failure is the user's module: report it in one line
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - any import failure (sys.exit too) is the user's module
         raise ValueError(f"prior {spec!r}: cannot import {module_name!r} ({type(e).__name__}: {e})") from None
     cls = getattr(module, cls_name, None)
     if not (inspect.isclass(cls) and issubclass(cls, Prior)):
         raise ValueError(f"prior {spec!r}: {cls_name!r} in {module_name!r} is not a physdiff Prior subclass")
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
+        raise ValueError(f"prior {spec!r}: {cls_name!r} is abstract: implement {missing}")
     return cls
 
 

@@ -76,7 +76,11 @@ class WellTask(FieldTask):
         if not d.path:
             raise ValueError("the-well reads a The Well HDF5 file: pass --data FILE (data.path=FILE)")
         well = load_the_well(
-            d.path, max_samples=d.max_samples, downsample_x=d.downsample_x, downsample_t=d.downsample_t
+            d.path,
+            max_samples=d.max_samples,
+            downsample_x=d.downsample_x,
+            downsample_t=d.downsample_t,
+            max_bytes=d.max_bytes,
         )
         if progress:
             for msg in well.messages:

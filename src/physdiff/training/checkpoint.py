@@ -6,7 +6,8 @@ sha256 of every byte before it. Zip readers ignore comments, so ``torch.load(pat
 reads the file as before; :func:`load_checkpoint` checks the digest first, so one flipped byte or a
 truncated file is detected instead of loading silently.
 
-:func:`save_checkpoint` writes a temporary file in the same folder, fsyncs it, keeps the file it replaces
+:func:`save_checkpoint` writes through :func:`physdiff.outputs.atomic_path` (a temporary file in the same
+folder, fsynced; links at the target refused), keeps the file it replaces
 as ``<stem>.prev<suffix>`` (``checkpoint.pt`` → ``checkpoint.prev.pt``, via a hard link, so the newest name
 always exists) and renames the new file into place; SIGINT is deferred until that is done. When the newest
 checkpoint is damaged or missing, :func:`load_checkpoint` falls back to the previous one with a warning.
@@ -17,17 +18,17 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import os
-import secrets
 import shutil
 import struct
-import tempfile
 import warnings
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
+from physdiff.outputs import atomic_path, check_target, temp_name
 from physdiff.training.errors import CheckpointError
 from physdiff.training.interrupts import defer_sigint
 
@@ -69,19 +70,19 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], *, keep_previous: b
     removes); a Ctrl-C during the write is delivered after the rename.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with defer_sigint():
-        tmp = _write_temp(path, {**state, "format_version": FORMAT_VERSION})
-        try:
-            if keep_previous and path.is_file():
-                _keep_as_previous(path)
-            elif not keep_previous:
-                previous_path(path).unlink(missing_ok=True)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+    obj = {**state, "format_version": FORMAT_VERSION}
+    buf = io.BytesIO()  # serialised first: a full disk is then an OSError of the write, naming the file
+    torch.save(obj, buf)
+    _append_checksum(buf)
+    with defer_sigint(), atomic_path(path) as tmp:
+        with open(tmp, "r+b") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the current file becomes the previous one
+        if keep_previous and check_target(path):
+            _keep_as_previous(path)
+        elif not keep_previous:
+            _remove_regular(previous_path(path))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -113,11 +114,12 @@ def promote_previous(path: str | Path) -> Path | None:
     previous checkpoint the newest again (both names then hold it). Writers only (hold the folder's lock)."""
     path = Path(path)
     aside = None
-    if path.exists():
+    if check_target(path):
         aside = path.with_name(path.name + ".corrupt")
+        check_target(aside)
         os.replace(path, aside)
     with defer_sigint():
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp = temp_name(path)
         try:
             os.link(previous_path(path), tmp)
         except OSError:  # no hard links on this filesystem
@@ -139,39 +141,35 @@ def remove_stale_temp_files(directory: str | Path, names: tuple[str, ...]) -> li
     return removed
 
 
-def check_config_matches(path: str | Path, saved: dict, current: dict, keys: tuple[str, ...]) -> None:
-    """Refuse to resume from a checkpoint whose config differs in any of ``keys`` (e.g. model, data)."""
+def check_config_matches(
+    path: str | Path, saved: dict, current: dict, keys: tuple[str, ...], *, optional: tuple[str, ...] = ()
+) -> None:
+    """Refuse a checkpoint whose config differs in any of ``keys`` (e.g. experiment, model, data; dotted keys
+    such as ``data.system`` compare one entry), naming each difference. ``optional``: dotted keys compared
+    only when the checkpoint records them (added by later versions)."""
     diffs = []
 
     def walk(a: Any, b: Any, prefix: str) -> None:
+        if prefix in optional and a is None:
+            return
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
                 walk(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
         elif (list(a) if isinstance(a, tuple) else a) != (list(b) if isinstance(b, tuple) else b):
             diffs.append(f"{prefix}: checkpoint {a!r} vs now {b!r}")
 
+    def get(d: Any, key: str) -> Any:
+        for part in key.split("."):
+            d = d.get(part) if isinstance(d, dict) else None
+        return d
+
     for k in keys:
-        walk(saved.get(k), current.get(k), k)
+        walk(get(saved, k), get(current, k), k)
     if diffs:
         raise CheckpointError(f"checkpoint {path} was made with another configuration: " + "; ".join(diffs))
 
 
 # ------------------------------------------------------------------------------------------------- writing
-def _write_temp(path: Path, obj: dict[str, Any]) -> str:
-    """``torch.save`` into a fsynced temporary file next to ``path``, with the checksum comment appended."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w+b") as f:
-            torch.save(obj, f)
-            _append_checksum(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return tmp
-
-
 def _append_checksum(f: IO[bytes]) -> None:
     size = f.seek(0, os.SEEK_END)
     f.seek(max(size - _EOCD, 0))
@@ -189,26 +187,22 @@ def _append_checksum(f: IO[bytes]) -> None:
 def _keep_as_previous(path: Path) -> None:
     """Make the current newest checkpoint the previous one, leaving ``path`` in place (hard link + rename)."""
     prev = previous_path(path)
-    link = path.with_name(f".{prev.name}.{secrets.token_hex(4)}.tmp")
+    check_target(prev)
+    link = temp_name(prev)
     try:
         os.link(path, link)
     except OSError:  # no hard links on this filesystem: the newest name is briefly absent
         os.replace(path, prev)
         return
     os.replace(link, prev)
+    if os.path.lexists(link):  # prev was already this file (a hard link of it): rename is then a no-op
+        os.unlink(link)
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def _remove_regular(path: Path) -> None:
+    """Remove ``path`` if it is a regular file (a link or folder of that name is refused, never followed)."""
+    if check_target(path):
+        path.unlink()
 
 
 # ------------------------------------------------------------------------------------------------- reading

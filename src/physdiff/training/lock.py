@@ -1,10 +1,11 @@
 """An exclusive lock on a run folder, so that two training processes never write into the same one.
 
 ``with RunLock(run_dir):`` takes ``run_dir/run.lock`` with ``fcntl.flock`` (non-blocking) and writes the
-holder's pid, host and start time into it; a second writer fails at once with :class:`RunLockedError`
-naming the folder and the holder. The kernel drops a ``flock`` when its process dies, so a lock file left
-by a killed process (its pid no longer running) is stale: it is taken over with a warning. The lock is
-released, and the file removed, when the block ends, also on exceptions.
+holder's pid, host and start time into it (opened through :func:`physdiff.outputs.open_regular`: a
+link or non-regular file named ``run.lock`` is refused, never followed); a second writer fails at once with
+:class:`RunLockedError` naming the folder and the holder. The kernel drops a ``flock`` when its process
+dies, so a lock file left by a killed process (its pid no longer running) is stale: it is taken over with a
+warning. The lock is released, and the file removed, when the block ends, also on exceptions.
 
 Within one process the lock is re-entrant (a harness may lock a folder and then call ``train`` on it).
 Readers (sampling, evaluation, ``load_checkpoint``) do not lock. Importable without torch.
@@ -22,6 +23,7 @@ import time
 import warnings
 from pathlib import Path
 
+from physdiff.outputs import WriteError, open_regular
 from physdiff.training.errors import RunLockedError
 
 __all__ = ["LOCK_NAME", "RunLock", "RunLockedError", "read_lock_holder"]
@@ -54,11 +56,10 @@ class RunLock:
             if mine is not None and mine[0] == os.getpid():
                 mine[2] += 1
                 return
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             try:
                 fd, stale = self._lock_file()
             except OSError as e:
-                if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                if isinstance(e, WriteError) or e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
                     raise
                 warnings.warn(
                     f"run folder {self.run_dir}: this filesystem cannot lock files ({e}); "
@@ -96,7 +97,7 @@ class RunLock:
     def _lock_file(self) -> tuple[int, dict | None]:
         """Open and flock the lock file; returns the fd and the previous (stale) holder's record, if any."""
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = open_regular(self.path, os.O_RDWR | os.O_CREAT)  # never through a link; the user's umask
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
-import secrets
 import time
 from pathlib import Path
 
+from physdiff.outputs import atomic_open, check_target, open_append
 from physdiff.progress import LineProgress, progress_bar
 from physdiff.training.interrupts import defer_sigint
 
@@ -59,7 +58,7 @@ class MetricsLog:
         self.interval = []
         self.last = (int(row["step"]), float(mean))
         row = {**row, "loss_mean": mean, "elapsed_s": round(time.time() - self.t0, 3)}
-        with defer_sigint(), open(self.path, "a", newline="") as f:
+        with defer_sigint(), open_append(self.path, newline="") as f:
             w = csv.DictWriter(f, fieldnames=self.fields or list(row), restval="", extrasaction="ignore")
             if self.fields is None:
                 w.writeheader()
@@ -75,7 +74,7 @@ class MetricsLog:
         if not self.enabled:
             return
         new = not self.val_path.is_file()
-        with defer_sigint(), open(self.val_path, "a", newline="") as f:
+        with defer_sigint(), open_append(self.val_path, newline="") as f:
             w = csv.writer(f)
             if new:
                 w.writerow(["step", "val_loss"])
@@ -98,10 +97,11 @@ def truncate_metrics(path: Path, step: int) -> tuple[list[str] | None, float]:
     ``elapsed_s``. Rows past a resumed checkpoint were written by the interrupted run and are rewritten.
     """
     path = Path(path)
-    if step <= 0 or not path.is_file():
+    exists = check_target(path)  # a link or non-regular file at the log's name is refused, never followed
+    if step <= 0 or not exists:
         path.unlink(missing_ok=True)
         return None, 0.0
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet's byte-order mark is not a header
         text = f.read()
     rows = list(csv.reader(text.splitlines()))
     if not text.endswith("\n"):  # an interrupted write left half a line
@@ -115,10 +115,8 @@ def truncate_metrics(path: Path, step: int) -> tuple[list[str] | None, float]:
             by_step[int(r[0])] = r
     kept = [by_step[s] for s in sorted(by_step)]
     if kept != rows[1:] or not text.endswith("\n"):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_open(path, "w", newline="") as f:
             csv.writer(f).writerows([header, *kept])
-        os.replace(tmp, path)
     elapsed = 0.0
     if kept and "elapsed_s" in header:
         try:

@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from physdiff.config import bounded, one_of
 from physdiff.diffusion.objective import OBJECTIVES, LossOutput, diffusion_loss, sample_time
 from physdiff.diffusion.parametrisation import Denoiser
+from physdiff.outputs import record_outputs
 from physdiff.training.acceleration import PRECISIONS, accelerated
 from physdiff.training.checkpoint import (
     CheckpointError,
@@ -160,6 +161,8 @@ def train(
     with _writer_lock(run_dir, dist_info, device):
         if dist_info.is_main:
             remove_stale_temp_files(run_dir, (ckpt.name, previous_path(ckpt).name, "metrics.csv"))
+            # the run folder's manifest: what --force may remove later (physdiff.outputs)
+            record_outputs(run_dir, [ckpt.name, previous_path(ckpt).name, "metrics.csv", "validation.csv"])
         run = _build_run(denoiser, cfg, device)
         if resume:
             _resume(run, ckpt, config_dict, device, dist_info.is_main)

@@ -34,7 +34,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from physdiff.data.hdf5 import check_downsample, decode_attr, describe
+from physdiff.data.hdf5 import check_downsample, check_links, check_reads, decode_attr, describe
 from physdiff.data.pdebench.layout import (
     LAYOUTS,
     PARAMETER_MEANING,
@@ -62,6 +62,7 @@ def load_pde(
     downsample_x: int = 1,
     downsample_t: int = 1,
     max_samples: int | None = None,
+    max_bytes: int | None = None,
 ) -> FieldData:
     """Load a physdiff or PDEBench HDF5 file.
 
@@ -72,6 +73,9 @@ def load_pde(
         downsample_x: keep every ``k``-th point along each spatial axis.
         downsample_t: keep every ``k``-th frame.
         max_samples: read at most this many samples (the first ones).
+        max_bytes: the read budget (default: a fraction of the available memory): the declared shapes of what
+            is read are checked against it before reading; virtual datasets with unmapped rows and links
+            outside the file's folder are refused.
 
     Raises:
         PDEBenchFormatError: unsupported layout (the datasets found are listed), inconsistent grid
@@ -90,6 +94,7 @@ def load_pde(
     except OSError as e:
         raise PDEBenchFormatError(f"{path}: not a readable HDF5 file ({e})") from e
     with h5 as f:
+        _check_size(f, path, max_samples, max_bytes)  # declared shapes against the budget, before any read
         layout = detect_layout(f)
         if layout is None:
             forms = "; ".join(lay.form for lay in LAYOUTS.values())
@@ -119,6 +124,16 @@ def load_pde(
     data.source = str(path)
     data.origin = origin
     return data
+
+
+def _check_size(f: h5py.File, path: Path, max_samples: int | None, max_bytes: int | None) -> None:
+    """:func:`physdiff.data.hdf5.check_reads` over what a load reads: the per-sample arrays (their first
+    ``max_samples`` rows), coordinates and splits (whole)."""
+    per_sample = ["tensor", "nu"] + [f"{k}/data" for k in sorted(k for k in f.keys() if k.isdigit())[:max_samples]]
+    whole = ["x-coordinate", "y-coordinate", "t-coordinate", "splits/train", "splits/val", "splits/test"]
+    rows = {k: max_samples for k in per_sample[:2]}
+    check_links(f, str(path))
+    check_reads(f, str(path), per_sample + whole, rows=rows, max_bytes=max_bytes)
 
 
 def _which_system(path: Path, f: h5py.File, layout: Layout, stored: Any, want: str | None) -> str:
