@@ -1,7 +1,7 @@
 """One-GPU check of every paper preset (run through ``benchmarks/gpu_check.sh``; < 8 minutes on one H100).
 
-For each paper preset that simulates its own data (the-well and generic read a user's file: skipped), with a
-small simulated data set (``data.n`` of ``--n-data``; the model, batch size and sample batch are the preset's):
+For each paper preset that simulates its own data (the-well, generic and generic-fields read a user's file:
+skipped), with a small simulated data set (``data.n`` of ``--n-data``; the model, batch size and sample batch are the preset's):
 
 * training: ``--steps`` steps of :func:`physdiff.training.trainer.train` (the real loop: AdamW, EMA, clipping,
   a checkpoint at the end) after a ``--warmup``-step run; steps/s and peak GPU memory, in fp32 and bf16
@@ -38,7 +38,7 @@ from physdiff.training.acceleration import PRECISIONS, accelerated
 from physdiff.training.trainer import TrainConfig, train
 
 #: presets that read a user's file (nothing to simulate on a bare machine)
-NEEDS_A_FILE = ("the-well", "generic")
+NEEDS_A_FILE = ("the-well", "generic", "generic-fields")
 #: data-set size of the check per system (small: the throughput does not depend on it)
 N_DATA = {"shallow-water": 12, "darcy": 24}
 #: --dry: every step tiny (grids, frames and networks)

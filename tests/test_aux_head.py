@@ -207,7 +207,9 @@ def _tiny_cfg(steps: int) -> ExperimentConfig:
 
 def _with(prep: Prepared, cfg: ExperimentConfig) -> Prepared:
     """The same data and scaling under another config."""
-    return Prepared(ParticleTask(cfg), prep.data, prep.train, prep.evaluation, prep.indices, prep.scaling, prep.split)
+    return Prepared(
+        ParticleTask(cfg), prep.data, prep.train, prep.evaluation, prep.indices, prep.scaling, prep.split, prep.digest
+    )
 
 
 def _aux_penalty(den, prep: Prepared) -> float:

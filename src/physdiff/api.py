@@ -223,7 +223,8 @@ def _source_indices(idx: Any, n: int) -> np.ndarray:
         raise ValueError(f"samples: 'source_indices' must be a 1-D integer array, got dtype {a.dtype}, shape {a.shape}")
     if a.size and (a.min() < 0 or a.max() >= n):
         raise ValueError(
-            f"samples: 'source_indices' must lie in [0, {n - 1}] (the reference's rows), got {a.min()}..{a.max()}"
+            f"samples: 'source_indices' must lie in [0, {n - 1}] (the reference's rows), got {a.min()}..{a.max()}: "
+            "out of range"
         )
     return a.astype(np.int64)
 

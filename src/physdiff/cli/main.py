@@ -235,6 +235,8 @@ def _resumed_config(a: argparse.Namespace, run: Path):
     before = to_dict(recorded) | {"arm": arm, "seed": seed}
     if recorded.data.path:  # a file's size and settings are recorded as read from it, not as asked
         now["data"] = {**now["data"], "n": before["data"]["n"], "settings": before["data"]["settings"]}
+    # the data's recorded size and content hash are facts of the file, checked against it when it is read
+    now["data"] = {**now["data"], **{k: before["data"].get(k) for k in ("file_bytes", "content_sha256")}}
     try:
         check_config_matches(used, before, now, tuple(before))
     except CheckpointError as e:
@@ -603,6 +605,8 @@ EXAMPLES = {
     "reproduce": "physdiff reproduce three-body --preset quick --seeds 0,1,2 --out results/three-body-quick",
     "sweep": "physdiff sweep three-body --grid priors.0.weight=0.1,1,10 --seeds 0,1",
     "plot": "physdiff plot results/three-body-quick\n  physdiff plot runs/no_prior0 runs/energy0 --out results/compare",
+    "compare-constraints": "physdiff compare-constraints advection --methods penalty,guidance,projection,pcfm,eci,dps "
+    "--seeds 0,1,2",
 }
 
 

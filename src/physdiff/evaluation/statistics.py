@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 #: metrics shown after the table's own when every arm has them (PDEBench's, on prediction samples), in this order
-EXTRA_KEYS = ("nrmse", "crmse", "brmse", "frmse_low", "frmse_mid", "frmse_high")
+EXTRA_KEYS = ("nrmse", "crmse", "brmse", "frmse_low", "frmse_mid", "frmse_high", "max_error")
 
 
 def _values(v: Any) -> np.ndarray:
@@ -157,6 +157,8 @@ def metric_order(results: Mapping[str, Any]) -> tuple[list[str], list[str]]:
 def metric_label(results: Mapping[str, Any], key: str) -> str:
     """``key (task)``: a metric with the sub-task it scores (PDEBench's: prediction); else the key."""
     task = (results.get("metric_tasks") or {}).get(key) or ("prediction" if key in EXTRA_KEYS else None)
+    if key.startswith("law:") and key.count(":") >= 2:  # a user law by import path: law:<Class> (the key keeps it)
+        key = "law:" + key.rsplit(":", 1)[1]
     return f"{key} ({task})" if task else key
 
 

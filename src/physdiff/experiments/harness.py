@@ -38,6 +38,7 @@ from physdiff.priors.aux_head import AuxHeadPrior, attach_aux_heads
 from physdiff.priors.base import Prior, PriorNotApplicable, law_rms, total_prior_loss
 from physdiff.priors.sampling import make_method
 from physdiff.training.acceleration import accelerated
+from physdiff.training.checkpoint import RECORDED_DATA_KEYS
 from physdiff.training.distributed import DistInfo, all_gather_objects, barrier, main_first, resolve_device
 from physdiff.training.lock import RunLock
 from physdiff.training.metrics_log import log_figures, log_hparams, require_tensorboard, tensorboard_writer
@@ -229,9 +230,7 @@ def _run_config(prep: Prepared, arm: str, seed: int) -> dict[str, Any]:
     return {**cfg, "arm": arm, "seed": seed}
 
 
-#: keys a run records about its data (checked when present in the checkpoint; older checkpoints lack them)
-RECORDED_DATA_KEYS = ("data.file_bytes", "data.content_sha256")
-RECORDED = RECORDED_DATA_KEYS
+RECORDED = RECORDED_DATA_KEYS  # what a run records about its data (training.checkpoint)
 
 
 class RunFolderError(ValueError):

@@ -141,6 +141,10 @@ def remove_stale_temp_files(directory: str | Path, names: tuple[str, ...]) -> li
     return removed
 
 
+#: keys a run records about its data (compared when the checkpoint records them; older checkpoints lack them)
+RECORDED_DATA_KEYS = ("data.file_bytes", "data.content_sha256")
+
+
 def check_config_matches(
     path: str | Path, saved: dict, current: dict, keys: tuple[str, ...], *, optional: tuple[str, ...] = ()
 ) -> None:

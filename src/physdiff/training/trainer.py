@@ -34,6 +34,7 @@ from physdiff.diffusion.parametrisation import Denoiser
 from physdiff.outputs import record_outputs
 from physdiff.training.acceleration import PRECISIONS, accelerated
 from physdiff.training.checkpoint import (
+    RECORDED_DATA_KEYS,
     CheckpointError,
     check_config_matches,
     load_checkpoint,
@@ -269,7 +270,8 @@ def _resume(run: _Run, path: Path, config_dict: dict | None, device: torch.devic
         return
     state, used = load_latest_checkpoint(path, map_location=device)
     if config_dict is not None and "config" in state:
-        check_config_matches(used, state["config"], config_dict, ("model", "data", "diffusion"))
+        keys = ("model", "data", "diffusion")
+        check_config_matches(used, state["config"], config_dict, keys, optional=RECORDED_DATA_KEYS)
     _load_states(run, state, used)
     run.completed = run.saved = int(state["step"])
     if used != path and is_main:
