@@ -1,7 +1,8 @@
 """One-GPU check of every paper preset (run through ``benchmarks/gpu_check.sh``; < 8 minutes on one H100).
 
 For each paper preset that simulates its own data (the-well, generic and generic-fields read a user's file:
-skipped), with a small simulated data set (``data.n`` of ``--n-data``; the model, batch size and sample batch are the preset's):
+skipped), with a small simulated data set (``data.n`` of ``--n-data``; the model, batch size and sample batch
+are the preset's):
 
 * training: ``--steps`` steps of :func:`physdiff.training.trainer.train` (the real loop: AdamW, EMA, clipping,
   a checkpoint at the end) after a ``--warmup``-step run; steps/s and peak GPU memory, in fp32 and bf16
