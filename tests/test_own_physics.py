@@ -114,7 +114,8 @@ def test_reproduce_generic_reports_the_user_law_with_and_without_a_projection(do
     for arm, metrics in res["arms"].items():
         projected = res["sampling_constraints"][f"{arm} + projection:tethered_priors:DampedTether"][law]["mean"]
         assert projected < 1e-6 * metrics[law]["mean"]
-    assert law in (docs / "res/table.md").read_text()
+    table = (docs / "res/table.md").read_text()  # the column is labelled by the law's class, as arms are
+    assert "law:DampedTether" in table and "tethered_priors" not in table.split("\n\n")[1]
     # `evaluate --prior` on any samples file, the system read from the samples file (no --system)
     samples = docs / "res/arms/no_prior/seed0/samples_prediction.h5"
     args = ["evaluate", str(samples), "--reference", "tethered.h5", "--prior", "tethered_priors:DampedTether"]
@@ -134,7 +135,7 @@ def test_heat_file_in_pdebench_layout_runs_with_a_user_field_law(docs: Path) -> 
         assert {"rmse", law} <= set(metrics) and np.isfinite(metrics[law]["mean"])
     # the floor: the heat residual of the data, a discretisation error well below u_t (RMS ~ 0.4)
     assert 0 < res["floor"][law] < 0.05
-    assert law in (docs / "heat/table.md").read_text()
+    assert "law:Heat" in (docs / "heat/table.md").read_text()  # the column is labelled by the law's class
     # the run samples again (`sample`), and `evaluate --prior` measures the law on that file: the same samples
     # (same seed), the same value; the reference is recognised as a generic field file
     run = docs / "heat/arms/prior_heat_priors_Heat/seed0"

@@ -46,7 +46,7 @@ from physdiff.priors.base import Prior
 from physdiff.priors.fields import FieldPrior, FieldResidualPrior, make_field_prior, noise_gain
 from physdiff.systems.pde_registry import PDE_SYSTEMS, PDESystem, get_pde_system, spacing_from_coords
 
-__all__ = ["FieldScaling", "FieldLayout", "FieldTask", "condition_dropout"]
+__all__ = ["FieldScaling", "FieldLayout", "FieldTask", "condition_dropout", "evaluate_own_layout"]
 
 
 @dataclass
@@ -489,3 +489,35 @@ class FieldTask(Task):
     def simulate_to_file(cls, system: str, path: Path, n: int, seed: int, **settings: Any) -> dict[str, Any]:
         out = simulate_to_file(system, path, n, seed, **settings)
         return {"path": str(out), "system": system, "n": n, "seed": seed}
+
+
+def evaluate_own_layout(
+    task_cls: type[FieldTask], preset: str, samples: Path, reference: Path, options: Mapping[str, Any], **cfg_set: Any
+) -> dict[str, Any]:
+    """``physdiff evaluate`` for a field task that reads its own file layout (The Well, generic fields): the
+    samples against the reference rows they were drawn from (``source_indices``; a prediction's given first frame
+    and the recorded fingerprint checked), with the task of ``preset`` (``cfg_set``: config fields to set)."""
+    import h5py
+
+    from physdiff.data.provenance import check_reference
+    from physdiff.evaluation.statistics import summarize_samples
+    from physdiff.experiments.config import preset_config
+
+    if options.get("draws") or options.get("protocol") or options.get("k"):
+        raise ValueError(
+            "--draws/--protocol/--k: field samples have no metrics over several draws (a particle protocol)"
+        )
+    cfg = preset_config(preset)
+    cfg.data.path = str(reference)
+    task = task_cls(cfg)
+    ref = task.load(Path(reference).parent, progress=False)
+    gen = task.read_samples(Path(samples))
+    with h5py.File(samples, "r") as f:
+        recorded = f.attrs.get("reference_sha256")
+        subtask = str(options.get("task") or f.attrs.get("task", "prediction"))
+    rows = ref.subset(gen["source_indices"])
+    conditioned = {"u(t=0)": (gen["u"][:, 0], rows.fields[:, 0])} if subtask == "prediction" else {}
+    check_reference(str(samples), str(reference), conditioned, recorded, fingerprint(rows.fields))
+    for key, value in cfg_set.items():
+        setattr(cfg, key, value(subtask) if callable(value) else value)
+    return {"metrics": summarize_samples(task.evaluate(gen, rows, subtask)), "floor": {}}

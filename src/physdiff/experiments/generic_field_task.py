@@ -26,9 +26,8 @@ from physdiff.data.pdebench.generic import (
     load_generic_fields,
     write_generic_fields,
 )
-from physdiff.data.provenance import check_reference, fingerprint
-from physdiff.evaluation.statistics import summarize_samples
-from physdiff.experiments.field_task import FieldTask
+from physdiff.data.provenance import fingerprint
+from physdiff.experiments.field_task import FieldTask, evaluate_own_layout
 from physdiff.experiments.task import Samples, register_task
 from physdiff.systems.pde_registry import PDESystem, get_pde_system, register_pde_system
 
@@ -104,25 +103,7 @@ class GenericFieldTask(FieldTask):
     def evaluate_files(cls, samples: Path, reference: Path, system: str | None = None, **options: Any) -> dict:
         """``physdiff evaluate`` of generic field samples against the file they were sampled from (its rows by
         ``source_indices``; the given first frame checked for a prediction)."""
-        from physdiff.experiments.config import preset_config
-
-        if options.get("draws") or options.get("protocol") or options.get("k"):
-            raise ValueError(
-                "--draws/--protocol/--k: field samples have no metrics over several draws (a particle protocol)"
-            )
-        cfg = preset_config("generic-fields")
-        cfg.data.path = str(reference)
-        task = cls(cfg)
-        ref = task.load(Path(reference).parent, progress=False)
-        gen = task.read_samples(Path(samples))
-        with h5py.File(samples, "r") as f:
-            recorded = f.attrs.get("reference_sha256")
-            subtask = str(options.get("task") or f.attrs.get("task", "prediction"))
-        rows = ref.subset(gen["source_indices"])
-        conditioned = {"u(t=0)": (gen["u"][:, 0], rows.fields[:, 0])} if subtask == "prediction" else {}
-        check_reference(str(samples), str(reference), conditioned, recorded, fingerprint(rows.fields))
-        cfg.metrics = {"rmse": subtask}
-        return {"metrics": summarize_samples(task.evaluate(gen, rows, subtask)), "floor": {}}
+        return evaluate_own_layout(cls, "generic-fields", samples, reference, options, metrics=lambda t: {"rmse": t})
 
     @classmethod
     def systems(cls) -> tuple[str, ...]:

@@ -20,10 +20,9 @@ import h5py
 import numpy as np
 
 from physdiff.data.pdebench import FieldData, default_splits
-from physdiff.data.provenance import check_reference, fingerprint
+from physdiff.data.provenance import fingerprint
 from physdiff.data.the_well import load_the_well, write_the_well
-from physdiff.evaluation.statistics import summarize_samples
-from physdiff.experiments.field_task import FieldTask
+from physdiff.experiments.field_task import FieldTask, evaluate_own_layout
 from physdiff.experiments.task import Samples, register_task
 from physdiff.systems.pde_registry import PDESystem, get_pde_system, register_pde_system
 
@@ -153,25 +152,7 @@ class WellTask(FieldTask):
 
     @classmethod
     def evaluate_files(cls, samples: Path, reference: Path, system: str | None = None, **options: Any) -> dict:
-        from physdiff.experiments.config import preset_config
-
-        if options.get("draws") or options.get("protocol") or options.get("k"):
-            raise ValueError(
-                "--draws/--protocol/--k: field samples have no metrics over several draws (a particle protocol)"
-            )
-        cfg = preset_config("the-well")
-        cfg.data.path = str(reference)
-        task = cls(cfg)
-        ref = task.load(Path(reference).parent, progress=False)
-        gen = task.read_samples(Path(samples))
-        with h5py.File(samples, "r") as f:
-            recorded = f.attrs.get("reference_sha256")
-            subtask = str(options.get("task") or f.attrs.get("task", "prediction"))
-        rows = ref.subset(gen["source_indices"])
-        conditioned = {"u(t=0)": (gen["u"][:, 0], rows.fields[:, 0])} if subtask == "prediction" else {}
-        check_reference(str(samples), str(reference), conditioned, recorded, fingerprint(rows.fields))
-        per = task.evaluate(gen, rows, subtask)
-        return {"metrics": summarize_samples(per), "floor": {}}
+        return evaluate_own_layout(cls, "the-well", samples, reference, options)
 
     @classmethod
     def systems(cls) -> tuple[str, ...]:
