@@ -282,3 +282,17 @@ def test_evaluate_prior_measures_built_in_laws_on_any_samples_file(tmp_path: Pat
     # a centre of mass that accelerates breaks Newton's law (measured on absolute positions), not the energy
     assert com["law:newton"]["mean"] > 10 * floor["law:newton"]
     assert com["law:energy"]["mean"] == pytest.approx(floor["law:energy"], rel=1e-9)
+
+
+def test_sweep_on_an_open_system_refuses_the_momentum_arm_alone(docs: Path) -> None:
+    """A sweep on data with an external force: the momentum arm is left out with its one-line reason (the law and
+    its measured drift), the user law's arm is swept; before, the refusal stopped the whole sweep."""
+    (docs / "two_laws.yaml").write_text("priors:\n  - {name: momentum}\n  - {name: 'tethered_priors:DampedTether'}\n")
+    args = ["sweep", "generic", "--data", "tethered.h5", "--out", "sw", "--config", "two_laws.yaml"]
+    args += ["--grid", "priors.1.weight=0.1,1", *PARTICLE_TINY]
+    assert main(args) == 0
+    res = json.loads((docs / "sw/sweep.json").read_text())
+    assert set(res["refused"]) == {"prior:momentum"} and "of its scale" in res["refused"]["prior:momentum"]
+    for point in res["points"]:
+        assert set(point["arms"]) == {"prior:tethered_priors:DampedTether"}
+    assert not (docs / "sw/priors.1.weight-0.1/arms/prior_momentum").exists()

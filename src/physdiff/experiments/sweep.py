@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 import re
 from pathlib import Path
@@ -23,6 +24,8 @@ from physdiff.evaluation.report import write_sweep_report
 from physdiff.outputs import write_json, write_text
 
 __all__ = ["parse_grid", "run_sweep", "best_points", "sweep_markdown"]
+
+log = logging.getLogger("physdiff")
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -53,12 +56,15 @@ def _plan(
     cache: Path,
     split: str,
     config: Any = None,
-) -> tuple[list[str], list[str]]:
-    """(table metrics, with-prior arms) of the configured experiment. Every grid point is validated before
-    any training: its config, and its priors and sampling-time constraints on the data (which are cached)."""
+) -> tuple[list[str], list[str], dict[str, str]]:
+    """(table metrics, with-prior arms, refused arms) of the configured experiment. Every grid point is validated
+    before any training: its config, and its priors and sampling-time constraints on the data (which are cached);
+    an arm whose law the data do not obey (:class:`~physdiff.priors.base.PriorNotApplicable`) is refused alone,
+    with its one-line reason, as ``reproduce`` does."""
     from physdiff.config import apply_overrides
     from physdiff.experiments.config import preset_config
     from physdiff.experiments.harness import prepare
+    from physdiff.priors.base import PriorNotApplicable
 
     cfg = apply_overrides(config or preset_config(experiment, preset), overrides)
     keys = list(grid)
@@ -70,16 +76,20 @@ def _plan(
     from physdiff.config import to_dict
 
     preps: dict[str, Any] = {}
+    refused: dict[str, str] = {}
     for point in points:  # each point's data (a data.* grid key: each file) loaded and checked before training
         key = json.dumps(to_dict(point.data), sort_keys=True, default=str)
         if key not in preps:
             preps[key] = prepare(point, cache, split=split, progress=False)
         prep = preps[key]
         task = type(prep.task)(point)
-        for specs in point.arms().values():
-            task.build_priors(specs, prep.train, prep.scaling)
+        for arm, specs in point.arms().items():
+            try:
+                task.build_priors(specs, prep.train, prep.scaling)
+            except PriorNotApplicable as e:
+                refused.setdefault(arm, str(e))
         task.build_constraints(prep.train, prep.scaling)
-    return list(cfg.metrics), list(cfg.arms())[1:]
+    return list(cfg.metrics), list(cfg.arms())[1:], refused
 
 
 def run_sweep(
@@ -108,10 +118,16 @@ def run_sweep(
         raise ValueError("empty sweep grid: give at least one --grid key=v1,v2,...")
     out = Path(out or f"results/sweep-{experiment}-{preset}")
     cache = Path(cache_dir) if cache_dir else out / "data"
-    metrics, prior_arms = _plan(experiment, preset, list(overrides), grid, cache, split, config)
+    metrics, prior_arms, refused = _plan(experiment, preset, list(overrides), grid, cache, split, config)
     arms = list(arms) if arms else prior_arms
     if "no_prior" in arms:
         raise ValueError("the no_prior arm runs once as the baseline; list with-prior arms only in --arms")
+    refused = {a: why for a, why in refused.items() if a in arms}
+    for arm, why in refused.items():  # the data do not obey its law: this arm alone is left out
+        log.warning("%s left out of the sweep: %s", arm, why)
+    arms = [a for a in arms if a not in refused]
+    if not arms:
+        raise ValueError(f"no arm left to sweep: {'; '.join(refused.values())}")
     common = dict(
         preset=preset,
         config=config,
@@ -169,6 +185,7 @@ def run_sweep(
         "grid": grid,
         "fixed_overrides": list(overrides),
         "max_worse": max_worse,
+        "refused": refused,
         "metrics": list(baseline),
         "baseline": baseline,
         "floor": floor,
