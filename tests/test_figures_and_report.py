@@ -668,8 +668,8 @@ def test_table_md_and_report_list_the_same_metrics_in_the_same_order(tmp_path):
         "nrmse (prediction)",
         "frmse_low (prediction)",
         "frmse_high (prediction)",
+        "max_error (prediction)",  # PDEBench's, on prediction samples
         "dynamic_error",
-        "max_error",
     ]
     path = write_report(tmp_path, res, table_md=md, config_yaml="", figures=[], command=None, versions={})
     doc = _parse(path)

@@ -166,3 +166,19 @@ def test_simulate_defaults_are_the_quick_presets_and_fields_take_grid_settings(t
     assert "nt=" in capsys.readouterr().err
     text = build_parser().verbs["simulate"].format_help()
     assert "data/three_body.h5" in text and "quick preset" in text
+
+
+def test_resume_may_continue_a_run_to_more_steps(run, tmp_path, capsys):
+    """train.steps alone may change on --resume (the same run, continued): the run trains on from its checkpoint to
+    the new count and records it; every other setting still has to agree."""
+    import shutil
+
+    _, _, folder = run
+    copy = tmp_path / "run"
+    shutil.copytree(folder, copy)
+    assert main(_resume(copy, "train.steps=24")) == 0, capsys.readouterr().err
+    assert yaml.safe_load((copy / "config.yaml").read_text())["train"]["steps"] == 24
+    from physdiff.training.checkpoint import load_checkpoint
+
+    assert int(load_checkpoint(copy / "checkpoint.pt")["step"]) == 24
+    assert main(_resume(copy, "train.steps=28", "train.batch_size=4")) == 2  # another setting beside it: refused

@@ -207,7 +207,10 @@ def _resumed_config(a: argparse.Namespace, run: Path):
     """``train --resume``: the (config, arm, seed, data cache folder or None) the run's checkpoint was trained
     with. What the command
     line asks on top (``--config``, ``key=value``, ``--data``, ``--system``, ``--arm``, ``--seed``,
-    ``--preset``) must agree with it: a changed value is refused naming the recorded one and the asked one."""
+    ``--preset``) must agree with it: a changed value is refused naming the recorded one and the asked one;
+    ``train.steps`` alone may change (the same run, continued to another step count)."""
+    import dataclasses
+
     from physdiff.config import from_dict, load_yaml_dict, merge_onto, to_dict
     from physdiff.experiments.config import ExperimentConfig
     from physdiff.experiments.harness import configure
@@ -237,6 +240,9 @@ def _resumed_config(a: argparse.Namespace, run: Path):
         now["data"] = {**now["data"], "n": before["data"]["n"], "settings": before["data"]["settings"]}
     # the data's recorded size and content hash are facts of the file, checked against it when it is read
     now["data"] = {**now["data"], **{k: before["data"].get(k) for k in ("file_bytes", "content_sha256")}}
+    if now["train"]["steps"] != before["train"]["steps"]:  # more (or fewer) steps: the same run, continued
+        recorded = dataclasses.replace(recorded, train=dataclasses.replace(recorded.train, steps=asked.train.steps))
+        now["train"] = {**now["train"], "steps": before["train"]["steps"]}
     try:
         check_config_matches(used, before, now, tuple(before))
     except CheckpointError as e:
