@@ -28,11 +28,18 @@ are its power P = M^substeps (binary powering: 8 products of 10 × 10 matrices f
 saved frame is one product S ← P S. This is the same discrete map as stepping 100 times (the two differ by
 round-off, ~1e-12 on positions of size ~1), for 48 batched 10 × 10 products instead of 4,800 steps: 10,000
 trajectories of 49 frames take well under a second in numpy (deterministic whatever the thread count).
+
+Floors and drift (:meth:`FiveSpring.conservation_errors`, :meth:`FiveSpring.relative_energy_drift`): the same
+quantities as the generic :class:`~physdiff.systems.particle_system.ParticleSystem` code, computed from one
+``[K, D, N, L]`` copy of the trajectories (every (particle, axis) a contiguous ``[N, L]`` plane) by a loop
+over the K(K−1)/2 springs, whose differences R_i − R_j serve both the energy and the forces: elementwise
+work on contiguous planes instead of batched 5 × 5 products broadcast over frames (×4 less CPU at
+10,000 × 49; equal to the generic code to round-off, tested).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -95,6 +102,17 @@ def leapfrog_propagator(lap: np.ndarray, h: float, steps: int) -> np.ndarray:
         M = M @ M
 
 
+def _planes(A: np.ndarray, block: int = 1024) -> np.ndarray:
+    """``A`` ``[N, L, K, D]`` as a contiguous ``[K, D, N, L]`` copy, transposed in blocks of ``block`` rows of
+    the ``[N·L, K·D]`` matrix (cache-sized: ×2.5 faster than one strided ``ascontiguousarray``)."""
+    N, L, K, D = A.shape
+    rows = np.ascontiguousarray(A).reshape(N * L, K * D)
+    out = np.empty((K * D, N * L))
+    for start in range(0, N * L, block):
+        out[:, start : start + block] = rows[start : start + block].T
+    return out.reshape(K, D, N, L)
+
+
 @dataclass
 class FiveSpring(ParticleSystem):
     """K particles on a random spring graph (see the module docstring for equations and settings)."""
@@ -134,6 +152,95 @@ class FiveSpring(ParticleSystem):
     def forces(self, R: Array, m: Array | float, edges: Array | None = None) -> Array:
         """F_i = −κ Σ_j e_ij (R_i − R_j) (``m`` unused)."""
         return phys.spring_forces(R, self._edges(edges), self.constants["kappa"])
+
+    def conservation_errors(
+        self,
+        R: np.ndarray,
+        V: np.ndarray,
+        m: np.ndarray,
+        edges: np.ndarray | None = None,
+        **per_trajectory: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """The floors of :meth:`ParticleSystem.conservation_errors` (same definitions, same ``[N]`` results to
+        round-off), computed plane by plane (see the module docstring)."""
+        self._frame_arrays(per_trajectory)  # refuses unknown names (this system takes none)
+        X, W, m, e = self._planes(R, V, m, edges)
+        L = X.shape[-1]
+        E, F = self._energy_and_forces(X, W, m, e, forces=True)
+        dt2 = self.dt * self.dt
+        sq = np.zeros(X.shape[2])
+        rho = np.empty(X.shape[2:3] + (L - 2,))
+        for k in range(X.shape[0]):
+            mk = m[:, k, None] / dt2
+            for d in range(X.shape[1]):
+                x = X[k, d]
+                np.subtract(x[:, 2:], x[:, 1:-1], out=rho)
+                rho -= x[:, 1:-1]
+                rho += x[:, :-2]
+                rho *= mk  # m a_l on the interior frames
+                rho -= F[k, d][:, 1:-1]
+                sq += np.einsum("nl,nl->n", rho, rho)
+        P = np.einsum("nk,kdnl->dnl", m, W)  # momentum [D, N, L]
+        P -= P[..., :1]
+        return {
+            "energy_error": np.abs(E[:, 1:] - E[:, :1]).mean(1),
+            "momentum_error": np.sqrt(np.einsum("dnl,dnl->nl", P[..., 1:], P[..., 1:])).mean(1),
+            "dynamic_error": np.sqrt(sq / ((L - 2) * X.shape[0] * X.shape[1])),
+        }
+
+    def relative_energy_drift(self, data: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Per trajectory max_l |E_l − E_0| / |E_0| ``[N]`` (the drift ``simulate_to_file`` reports)."""
+        X, W, m, e = self._planes(data["positions"], data["velocities"], data["masses"], data.get("edges"))
+        E, _ = self._energy_and_forces(X, W, m, e, forces=False)
+        return np.abs(E - E[:, :1]).max(1) / np.abs(E[:, 0])
+
+    def _planes(
+        self, R: np.ndarray, V: np.ndarray, m: np.ndarray, edges: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``R``, ``V`` ``[N, L, K, D]`` as contiguous float64 ``[K, D, N, L]``; masses ``[N, K]``, edges
+        ``[N, K, K]``."""
+        R, V = (np.asarray(a, dtype=np.float64) for a in (R, V))
+        if R.ndim != 4 or V.shape != R.shape:
+            raise ValueError(f"{self.name}: positions and velocities must be [N, L, K, D], got {R.shape}, {V.shape}")
+        X, W = _planes(R), _planes(V)
+        m = np.broadcast_to(np.asarray(m, dtype=np.float64), R.shape[:1] + R.shape[2:3])
+        e = np.broadcast_to(np.asarray(self._edges(edges), dtype=np.float64), R.shape[:1] + 2 * R.shape[2:3])
+        return X, W, m, e
+
+    def _energy_and_forces(
+        self, X: np.ndarray, W: np.ndarray, m: np.ndarray, e: np.ndarray, *, forces: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """E = T + U ``[N, L]`` and, if asked, F ``[K, D, N, L]`` from planes ``[K, D, N, L]``.
+
+        U = ½ κ Σ_{i<j} ē_ij |R_i − R_j|² with ē = (e + eᵀ)/2 (= ¼ κ Σ_{i≠j} e_ij |R_i − R_j|²) and
+        F_i = −κ Σ_j e_ij (R_i − R_j), one difference per spring and axis."""
+        K, D = X.shape[:2]
+        kappa = self.constants["kappa"]
+        E = np.zeros(X.shape[2:])
+        buf, sq = np.empty_like(E), np.empty_like(E)  # reused: no fresh [N, L] temporaries in the loops
+        for k in range(K):
+            for d in range(D):
+                np.square(W[k, d], out=buf)
+                buf *= m[:, k, None]
+                E += buf
+        E *= 0.5
+        F = np.zeros_like(X) if forces else None
+        for i in range(K):
+            for j in range(i + 1, K):
+                eij, eji = e[:, i, j, None], e[:, j, i, None]
+                if not (eij.any() or eji.any()):
+                    continue
+                sq.fill(0.0)
+                for d in range(D):
+                    np.subtract(X[i, d], X[j, d], out=buf)
+                    if F is not None:
+                        F[i, d] -= (kappa * eij) * buf
+                        F[j, d] += (kappa * eji) * buf
+                    buf *= buf
+                    sq += buf
+                sq *= (0.25 * kappa) * (eij + eji)
+                E += sq
+        return E, F
 
     def initial_conditions(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
         """NRI initial conditions: edges ``[n, K, K]``, R₀, V₀ ``[n, K, D]``, masses ``[n, K]``."""
