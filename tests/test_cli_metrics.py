@@ -1,0 +1,78 @@
+"""``physdiff sample`` and ``physdiff evaluate`` print the same metrics of the same samples file, in the
+experiment's order (the table's metrics first, then the others: :func:`samples_metric_order`), through one
+function; ``evaluate`` reads the system the samples file records."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import h5py
+import pytest
+
+from physdiff.cli.main import main
+from physdiff.evaluation.statistics import samples_metric_order
+from test_reproduce_fields import SIZES, TINY
+from test_walkthrough import TINY_TRAIN
+
+LINE = re.compile(r"^\s+(\S+): (\S+) ± (\S+)(?:\s+\(floor (\S+)\))?$")
+
+
+def _printed(text: str) -> list[tuple[str, ...]]:
+    """The metric lines of the console output: (key, mean, std, floor or None)."""
+    return [m.groups() for m in map(LINE.match, text.splitlines()) if m]
+
+
+def test_samples_metric_order():
+    tasks = {"traj_error": "prediction", "vel_error": "prediction", "energy_error": "prediction"}
+    keys = ["traj_error", "vel_error", "energy_error", "momentum_error", "dynamic_error", "max_error"]
+    assert samples_metric_order(keys, tasks) == [
+        "traj_error",
+        "vel_error",
+        "energy_error",
+        "max_error",
+        "dynamic_error",
+        "momentum_error",
+    ]
+    # a sub-task's own table metrics first; another sub-task's are extras here
+    fields = {"rmse": "prediction", "constraint_rmse": "generation", "mmd": "generation"}
+    keys = ["nrmse", "constraint_rmse", "rmse", "frmse_high", "frmse_low", "rmse_pooled"]
+    order = ["rmse", "nrmse", "frmse_low", "frmse_high", "constraint_rmse", "rmse_pooled"]
+    assert samples_metric_order(keys, fields, "prediction") == order
+    assert samples_metric_order(["b", "a"], None) == ["b", "a"]  # no experiment: the evaluator's order
+
+
+@pytest.mark.parametrize("experiment", ["three-body", "advection"])
+def test_sample_and_evaluate_print_the_same_metrics_in_the_same_order(tmp_path, capsys, experiment):
+    if experiment == "three-body":
+        data = ["--data", str(tmp_path / "d.h5")]
+        assert main(["simulate", "three-body", "--n", "30", "--frames", "8", "--out", data[1]]) == 0
+        over = TINY_TRAIN
+    else:
+        data, over = [], [*TINY, *SIZES["advection"]]
+    run = tmp_path / "run"
+    assert main(["train", experiment, *data, "--run-dir", str(run), "--device", "cpu", *over]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(run), "--subtask", "prediction", "--n", "3", "--device", "cpu"]) == 0
+    sampled = _printed(capsys.readouterr().out)
+    samples = run / "samples_prediction.h5"
+    with h5py.File(samples) as f:
+        reference = str(f.attrs["reference_path"])
+    assert main(["evaluate", str(samples), "--reference", reference]) == 0
+    evaluated = _printed(capsys.readouterr().out)
+    assert sampled == evaluated and len(sampled) >= 5
+    keys = [row[0] for row in sampled]
+    from physdiff.cli.main import _run_config
+
+    metrics = dict(_run_config(run).metrics)
+    assert keys == samples_metric_order(keys, metrics, "prediction")
+    table = [k for k, t in metrics.items() if t == "prediction"]
+    assert keys[: len(table)] == table  # the table's metrics first, in the experiment's order
+    if experiment == "advection":  # PDEBench's and the residual's, whichever the config names
+        assert {"nrmse", "frmse_low", "rmse_pooled", "constraint_rmse"} <= set(keys)
+    # outside its run folder the file is read in the preset's order of the system it records, without --system
+    moved = tmp_path / "elsewhere" / "s.h5"
+    moved.parent.mkdir()
+    shutil.copy(samples, moved)
+    assert main(["evaluate", str(moved), "--reference", reference]) == 0
+    assert _printed(capsys.readouterr().out) == evaluated
