@@ -76,3 +76,47 @@ def test_sample_and_evaluate_print_the_same_metrics_in_the_same_order(tmp_path, 
     shutil.copy(samples, moved)
     assert main(["evaluate", str(moved), "--reference", reference]) == 0
     assert _printed(capsys.readouterr().out) == evaluated
+
+
+def test_a_user_priors_training_log_column_is_its_label_and_a_resumed_old_log_keeps_its_history(tmp_path):
+    """metrics.csv names a user prior's column by its class (as table.md and the figures label it), not by its
+    import path; a log written with the import path is renamed on --resume, its rows kept under the label."""
+    import csv
+
+    from physdiff.evaluation.statistics import arm_label
+    from physdiff.training.metrics_log import MetricsLog
+
+    spec = "my_priors.py:DampedTether"
+
+    def rows(path):
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def log_at(path, start):
+        return MetricsLog(path, start=start, total=4, enabled=True, progress=False, tensorboard=False)
+
+    fresh = tmp_path / "fresh.csv"
+    log = log_at(fresh, 0)
+    log.advance(1.0)
+    log.write({"step": 1, "loss": 1.0, "energy": 0.25, spec: 0.5})
+    log.close()
+    (row,) = rows(fresh)
+    assert arm_label(f"prior:{spec}") == "prior:DampedTether"
+    assert "DampedTether" in row and spec not in row and row["DampedTether"] == "0.5" and row["energy"] == "0.25"
+    # a two-class clash keeps the import paths (two columns, never one)
+    clash = tmp_path / "clash.csv"
+    log = log_at(clash, 0)
+    log.write({"step": 1, "loss": 1.0, spec: 0.5, "other.py:DampedTether": 0.75})
+    log.close()
+    assert {spec, "other.py:DampedTether"} <= set(rows(clash)[0])
+    # an older log (import-path column) resumed at step 2: steps 1-2 kept under the label, step 3 appended
+    old = tmp_path / "old.csv"
+    old.write_text(
+        f"step,loss,{spec},loss_mean,elapsed_s\n1,1.0,0.5,1.0,0.1\n2,0.9,0.4,0.9,0.2\n3,0.8,0.3,0.8,0.3\n"
+    )
+    log = log_at(old, 2)
+    log.advance(0.7)
+    log.write({"step": 3, "loss": 0.7, spec: 0.2})
+    log.close()
+    got = rows(old)
+    assert [r["step"] for r in got] == ["1", "2", "3"] and [r["DampedTether"] for r in got] == ["0.5", "0.4", "0.2"]

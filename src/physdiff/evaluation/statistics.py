@@ -172,16 +172,20 @@ def samples_metric_order(
 
 def metric_label(results: Mapping[str, Any], key: str) -> str:
     """``key (task)``: a metric with the sub-task it scores (PDEBench's: prediction); else the key."""
+    from physdiff.priors.base import prior_label  # (torch only when labelling)
+
     task = (results.get("metric_tasks") or {}).get(key) or ("prediction" if key in EXTRA_KEYS else None)
-    if key.startswith("law:") and key.count(":") >= 2:  # a user law by import path: law:<Class> (the key keeps it)
-        key = "law:" + key.rsplit(":", 1)[1]
+    if key.startswith("law:"):  # a user law by import path: law:<Class> (the key keeps it)
+        key = "law:" + prior_label(key.removeprefix("law:"))
     return f"{key} ({task})" if task else key
 
 
 def arm_label(arm: str) -> str:
     """An arm's label: ``prior:<module or file.py>:<Class>`` (a user prior by import path) → ``prior:<Class>``;
     a sampling-constraint row ``"<arm> + <mode>:<priors>"`` keeps its part after ``" + "``; others unchanged."""
+    from physdiff.priors.base import prior_label
+
     head, plus, tail = arm.partition(" + ")
-    if head.startswith("prior:") and head.count(":") >= 2:
-        head = "prior:" + head.rsplit(":", 1)[1]
+    if head.startswith("prior:"):
+        head = "prior:" + prior_label(head.removeprefix("prior:"))
     return head + plus + tail
