@@ -111,9 +111,7 @@ def test_a_user_priors_training_log_column_is_its_label_and_a_resumed_old_log_ke
     assert {spec, "other.py:DampedTether"} <= set(rows(clash)[0])
     # an older log (import-path column) resumed at step 2: steps 1-2 kept under the label, step 3 appended
     old = tmp_path / "old.csv"
-    old.write_text(
-        f"step,loss,{spec},loss_mean,elapsed_s\n1,1.0,0.5,1.0,0.1\n2,0.9,0.4,0.9,0.2\n3,0.8,0.3,0.8,0.3\n"
-    )
+    old.write_text(f"step,loss,{spec},loss_mean,elapsed_s\n1,1.0,0.5,1.0,0.1\n2,0.9,0.4,0.9,0.2\n3,0.8,0.3,0.8,0.3\n")
     log = log_at(old, 2)
     log.advance(0.7)
     log.write({"step": 3, "loss": 0.7, spec: 0.2})
