@@ -76,6 +76,13 @@ def test_sample_and_evaluate_print_the_same_metrics_in_the_same_order(tmp_path, 
     shutil.copy(samples, moved)
     assert main(["evaluate", str(moved), "--reference", reference]) == 0
     assert _printed(capsys.readouterr().out) == evaluated
+    if experiment == "three-body":  # a reference without a 'system' attribute: the samples' record, no --system
+        bare = tmp_path / "bare.h5"
+        shutil.copy(reference, bare)
+        with h5py.File(bare, "a") as f:
+            del f.attrs["system"]
+        assert main(["evaluate", str(samples), "--reference", str(bare)]) == 0
+        assert _printed(capsys.readouterr().out) == evaluated
 
 
 def test_a_user_priors_training_log_column_is_its_label_and_a_resumed_old_log_keeps_its_history(tmp_path):
