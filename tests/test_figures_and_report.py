@@ -707,8 +707,10 @@ def test_report_records_version_commit_device_and_world_size(tmp_path):
 
     versions = collect_versions()
     assert versions["physdiff"] == __version__  # the imported package, not stale installed metadata
-    res = _results() | {"device": "cuda:0", "world_size": 2}
+    data = tmp_path / "data" / "three-body.h5"  # the harness hands the report an absolute path
+    res = _results() | {"device": "cuda:0", "world_size": 2, "data": str(data)}
     doc = _parse(write_report(tmp_path, res, table_md="", config_yaml="", figures=[], command=None))
     run = {r[0]: r[1] for r in doc.tables["run"]["rows"]}
     assert run["device"] == "cuda:0" and run["world size"] == "2"
+    assert run["data"] == "data/three-body.h5" and str(tmp_path) not in (tmp_path / "report.html").read_text()
     assert {r[0]: r[1] for r in doc.tables["versions"]["rows"]}["physdiff"] == __version__
