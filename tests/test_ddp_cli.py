@@ -40,6 +40,8 @@ def test_torchrun_train_matches_one_process(tmp_path):
     assert main([*common, "--run-dir", str(tmp_path / "one")]) == 0
     res = torchrun(*common, "--run-dir", str(tmp_path / "two"))
     assert res.returncode == 0, res.stderr[-3000:]
+    # the console and run.log say that torchrun ran it, with the world size
+    assert "world size 2 (torchrun" in res.stderr and "world size 2 (torchrun" in (tmp_path / "two/run.log").read_text()
     one, two = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("one", "two"))
     assert one["step"] == two["step"] == 30
     # the logged loss is the global batch's (all-reduced), not rank 0's half: equal up to the float32

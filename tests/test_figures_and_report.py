@@ -696,6 +696,9 @@ def test_format_number():
     assert format_number(0.97, 3, decimals=3) == "0.970" and format_number(2.5e-7, 3, decimals=3) == "2.5e-07"
     assert format_number(-0.0123, 3, sign=True) == "-0.0123" and format_number(0.5, 3, sign=True) == "+0.5"
     assert format_number(float("nan")) == "NaN" and format_number(None) == "—" and format_number(2e6) == "2e+06"
+    # positional below 1e5 whatever the digits (".2g" writes 197 as 2e+02)
+    assert format_number(197.3, 2) == "200" and format_number(12345.6) == "12350" and format_number(36.517) == "36.52"
+    assert format_number(280.01) == "280" and format_number(-99.96, 3) == "-100" and format_number(1.5, 2) == "1.5"
 
 
 def test_report_records_version_commit_device_and_world_size(tmp_path):
@@ -704,8 +707,10 @@ def test_report_records_version_commit_device_and_world_size(tmp_path):
 
     versions = collect_versions()
     assert versions["physdiff"] == __version__  # the imported package, not stale installed metadata
-    res = _results() | {"device": "cuda:0", "world_size": 2}
+    data = tmp_path / "data" / "three-body.h5"  # the harness hands the report an absolute path
+    res = _results() | {"device": "cuda:0", "world_size": 2, "data": str(data)}
     doc = _parse(write_report(tmp_path, res, table_md="", config_yaml="", figures=[], command=None))
     run = {r[0]: r[1] for r in doc.tables["run"]["rows"]}
     assert run["device"] == "cuda:0" and run["world size"] == "2"
+    assert run["data"] == "data/three-body.h5" and str(tmp_path) not in (tmp_path / "report.html").read_text()
     assert {r[0]: r[1] for r in doc.tables["versions"]["rows"]}["physdiff"] == __version__

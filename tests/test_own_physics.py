@@ -114,6 +114,8 @@ def test_reproduce_generic_reports_the_user_law_with_and_without_a_projection(do
     for arm, metrics in res["arms"].items():
         projected = res["sampling_constraints"][f"{arm} + projection:tethered_priors:DampedTether"][law]["mean"]
         assert projected < 1e-6 * metrics[law]["mean"]
+    header = (docs / "res/arms/prior_tethered_priors_DampedTether/seed0/metrics.csv").read_text().splitlines()[0]
+    assert "DampedTether" in header.split(",") and "tethered_priors" not in header  # the training log's label
     table = (docs / "res/table.md").read_text()  # the column is labelled by the law's class, as arms are
     assert "law:DampedTether" in table and "tethered_priors" not in table.split("\n\n")[1]
     # `evaluate --prior` on any samples file, the system read from the samples file (no --system)
@@ -165,7 +167,7 @@ def test_heat_law_check_is_relative_and_names_its_tolerance(docs: Path) -> None:
     # `train generic --data heat.h5` with the user law by import path (the CLI's own configuration path)
     args = ["train", "generic", "--data", "heat.h5", "--arm", "prior:heat_priors:Heat", "--run-dir", "runs/h"]
     assert main([*args, *FIELD_TINY]) == 0
-    assert "heat" in (docs / "runs/h/metrics.csv").read_text().splitlines()[0]  # the prior's term is logged
+    assert "Heat" in (docs / "runs/h/metrics.csv").read_text().splitlines()[0].split(",")  # its term, by class
 
 
 def test_generic_takes_real_valued_edges_as_edge_attributes(tmp_path: Path) -> None:

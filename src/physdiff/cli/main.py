@@ -270,7 +270,6 @@ def _sample_run(a: argparse.Namespace, run_dir: Path, info) -> int:
 
     from physdiff.api import load_run
     from physdiff.evaluation.geotdm import draw_seed
-    from physdiff.evaluation.statistics import summarize_samples
     from physdiff.experiments.config import ConstraintConfig
     from physdiff.experiments.harness import configure, prepare, samples_name, stack_draws
     from physdiff.outputs import check_new_output, record_outputs
@@ -322,12 +321,16 @@ def _sample_run(a: argparse.Namespace, run_dir: Path, info) -> int:
             record_outputs(run_dir, [path.name])
         r.task.write_samples(path, out, reference, idx, split, subtask)
         print(f"wrote {path}")
-        n = len(draws[0]["source_indices"])
-        first = {key: v[:n] if np.ndim(v) and len(v) == n * k else v for key, v in out.items()}
-        more = [{key: v[j * n : (j + 1) * n] for key, v in out.items() if np.ndim(v)} for j in range(1, k)]
-        kw = {"draws": more} if more else {}
-        for key, v in summarize_samples(r.task.evaluate(first, reference.subset(np.arange(n)), subtask, **kw)).items():
-            print(f"  {key}: {v['mean']:.4g} ± {v['std']:.2g}")
+        # the file as written, scored as 'physdiff evaluate' scores it: the same metrics, printed in the same order
+        recorded = _samples_attrs(path)
+        ref_path = Path(str(recorded.get("reference_path") or "")) if recorded.get("reference_path") else None
+        if ref_path is None or not ref_path.is_file():
+            log.warning("%s records no readable reference file: not evaluated (see 'physdiff evaluate')", path)
+            continue
+        system = a.system if a.system is not None else _recorded_system(path, ref_path)
+        frmse = getattr(r.config, "frmse_lengths", None)
+        res = _evaluation(path, ref_path, system=system, frmse_lengths=frmse)
+        _print_metrics(res, r.config.metrics, subtask)
     return 0
 
 
@@ -356,32 +359,81 @@ def _recorded_system(samples: Path, reference: Path) -> str | None:
     return value.decode() if isinstance(value, bytes) else (None if value is None else str(value))
 
 
-def _cmd_evaluate(a: argparse.Namespace) -> int:
+def _samples_attrs(samples: Path) -> dict:
+    """The attributes of a samples file (``{}`` when it is not HDF5 or unreadable: the evaluator names it)."""
+    import h5py
+
+    try:
+        with h5py.File(samples, "r") as f:
+            return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    except OSError:
+        return {}
+
+
+def _evaluation(samples: Path, reference: Path, *, system: str | None = None, priors=None, **options) -> dict:
+    """``{"metrics", "floor"}`` of a samples file against its reference (the task that reads the reference; with
+    ``priors``, ``law:<name>`` of each): what ``evaluate`` reports, and ``sample`` of the file it wrote."""
     from physdiff.experiments.task import task_for_file
+
+    res = task_for_file(reference).evaluate_files(samples, reference, system=system, **options)
+    if priors:
+        from physdiff.experiments.harness import evaluate_laws
+
+        laws = evaluate_laws(samples, reference, priors, system=system)
+        res = {"metrics": res["metrics"] | laws["metrics"], "floor": res["floor"] | laws["floor"]}
+    return res
+
+
+def _experiment_metrics(samples: Path) -> dict[str, str]:
+    """The experiment's table metrics for a samples file: the config of the run folder it lies in, else the quick
+    preset of the system it records (``{}`` for neither: the evaluator's order)."""
+    if (samples.parent / "config.yaml").is_file():
+        try:
+            return dict(_run_config(samples.parent).metrics)
+        except (ConfigError, OSError, ValueError):
+            pass
+    system = str(_samples_attrs(samples).get("system") or "")
+    if system in _experiments():
+        from physdiff.experiments.config import preset_config
+
+        return dict(preset_config(system).metrics)
+    return {}
+
+
+def _print_metrics(res: dict, metric_tasks: dict[str, str] | None, subtask: str | None) -> dict:
+    """Print ``res``'s metrics (mean ± std, the floor where known) in the experiment's order
+    (:func:`physdiff.evaluation.statistics.samples_metric_order`); ``res`` with its metrics in that order."""
+    from physdiff.evaluation.statistics import format_number, samples_metric_order
+
+    keys = samples_metric_order(list(res["metrics"]), metric_tasks, subtask)
+    width = max((len(k) for k in keys), default=0)
+    for key in keys:
+        v, fl = res["metrics"][key], res["floor"].get(key)
+        floor = f"   (floor {format_number(fl, 3)})" if fl is not None else ""
+        print(f"  {key:>{width}}: {format_number(v['mean'])} ± {format_number(v['std'], 2)}{floor}")
+    return {**res, "metrics": {k: res["metrics"][k] for k in keys}}
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
     from physdiff.outputs import check_new_output, write_json
 
     if a.json:
         check_new_output(check_output_file(Path(a.json), "--json"), "--json", force=a.force)
-    draws = [Path(d) for d in a.draws] if a.draws else None
-    system = a.system if a.system is not None else _recorded_system(Path(a.samples), Path(a.reference))
-    res = task_for_file(a.reference).evaluate_files(
-        Path(a.samples),
-        Path(a.reference),
+    samples, reference = Path(a.samples), Path(a.reference)
+    system = a.system if a.system is not None else _recorded_system(samples, reference)
+    res = _evaluation(
+        samples,
+        reference,
         system=system,
+        priors=a.prior,
         task=a.task,
-        draws=draws,
+        draws=[Path(d) for d in a.draws] if a.draws else None,
         protocol=a.protocol,
         k=a.k,
         frmse_lengths=a.frmse_lengths,
     )
-    if a.prior:
-        from physdiff.experiments.harness import evaluate_laws
-
-        laws = evaluate_laws(a.samples, a.reference, a.prior, system=system)
-        res = {"metrics": res["metrics"] | laws["metrics"], "floor": res["floor"] | laws["floor"]}
-    for k, v in res["metrics"].items():
-        fl = res["floor"].get(k)
-        print(f"{k:>15}: {v['mean']:.5g} ± {v['std']:.3g}" + (f"   (floor {fl:.3g})" if fl is not None else ""))
+    subtask = a.task or _samples_attrs(samples).get("task")
+    res = _print_metrics(res, _experiment_metrics(samples), None if subtask is None else str(subtask))
     if a.json:
         write_json(a.json, res)
         print(f"wrote {a.json}")

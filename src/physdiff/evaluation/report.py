@@ -181,6 +181,14 @@ def _rel(path: Path, start: Path) -> str:
         return path.resolve().as_uri()
 
 
+def _data_path(data: Any, out_dir: Path) -> str:
+    """The data file relative to the report's folder (as results.json records it): a report names no folder
+    of the machine that made it."""
+    if not isinstance(data, str) or not data:
+        return ""
+    return _rel(Path(data), out_dir) if Path(data).is_absolute() else data
+
+
 def _page(title: str, body: list[str]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -409,7 +417,7 @@ def render_report(
         ["split", results.get("split", "test")],
         ["seeds", _seeds_text(results)],
         ["wall time", _wall_time(results)],
-        ["data", results.get("data", "")],
+        ["data", _data_path(results.get("data"), out_dir)],
         ["device", results.get("device") or "(not recorded)"],
         ["world size", str(results.get("world_size") or "(not recorded)")],
         ["command", command or "(not recorded)"],

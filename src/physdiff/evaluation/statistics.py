@@ -27,6 +27,7 @@ __all__ = [
     "student_t_interval",
     "format_number",
     "metric_order",
+    "samples_metric_order",
     "metric_label",
     "arm_label",
     "EXTRA_KEYS",
@@ -135,7 +136,11 @@ def format_number(x: Any, digits: int = 4, *, sign: bool = False, decimals: int 
         return (mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa) + "e" + exponent
     if decimals is not None:
         return format(v, f"{plus}.{decimals}f")
-    return format(v, f"{plus}.{digits}g")
+    if not a:
+        return format(v, f"{plus}g")
+    places = digits - 1 - math.floor(math.log10(a))  # positional below 1e5: 197 to 2 digits is 200, not 2e+02
+    text = format(round(v, places), f"{plus}.{max(places, 0)}f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def metric_order(results: Mapping[str, Any]) -> tuple[list[str], list[str]]:
@@ -154,18 +159,33 @@ def metric_order(results: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     return main, [k for k in EXTRA_KEYS if k in rest] + sorted(k for k in rest if k not in EXTRA_KEYS)
 
 
+def samples_metric_order(
+    keys: Sequence[str], metric_tasks: Mapping[str, str] | None, subtask: str | None = None
+) -> list[str]:
+    """``keys`` (the metrics of one samples file) in :func:`metric_order`'s order: the experiment's table metrics
+    of ``subtask`` (``metric_tasks``, every one when ``subtask`` is ``None``) first, then the others. What
+    ``physdiff sample`` and ``physdiff evaluate`` print, the same for the same file."""
+    tasks = {k: t for k, t in (metric_tasks or {}).items() if subtask is None or t == subtask}
+    main, extra = metric_order({"arms": {"samples": dict.fromkeys(keys)}, "metric_tasks": tasks or None})
+    return main + extra
+
+
 def metric_label(results: Mapping[str, Any], key: str) -> str:
     """``key (task)``: a metric with the sub-task it scores (PDEBench's: prediction); else the key."""
+    from physdiff.priors.base import prior_label  # (torch only when labelling)
+
     task = (results.get("metric_tasks") or {}).get(key) or ("prediction" if key in EXTRA_KEYS else None)
-    if key.startswith("law:") and key.count(":") >= 2:  # a user law by import path: law:<Class> (the key keeps it)
-        key = "law:" + key.rsplit(":", 1)[1]
+    if key.startswith("law:"):  # a user law by import path: law:<Class> (the key keeps it)
+        key = "law:" + prior_label(key.removeprefix("law:"))
     return f"{key} ({task})" if task else key
 
 
 def arm_label(arm: str) -> str:
     """An arm's label: ``prior:<module or file.py>:<Class>`` (a user prior by import path) → ``prior:<Class>``;
     a sampling-constraint row ``"<arm> + <mode>:<priors>"`` keeps its part after ``" + "``; others unchanged."""
+    from physdiff.priors.base import prior_label
+
     head, plus, tail = arm.partition(" + ")
-    if head.startswith("prior:") and head.count(":") >= 2:
-        head = "prior:" + head.rsplit(":", 1)[1]
+    if head.startswith("prior:"):
+        head = "prior:" + prior_label(head.removeprefix("prior:"))
     return head + plus + tail

@@ -37,6 +37,7 @@ __all__ = [
     "Constraint",
     "law_error",
     "law_rms",
+    "prior_label",
     "ResidualPrior",
     "FeaturePrior",
     "per_sample_mean",
@@ -56,6 +57,12 @@ def per_sample_mean(sq: Tensor) -> Tensor:
 class PriorNotApplicable(ValueError):
     """A prior whose law the data do not obey (measured on the ground truth): the arm that trains with it, or the
     constraint row that enforces it, is refused; the other arms run."""
+
+
+def prior_label(name: str) -> str:
+    """A prior's label in tables, figures and the training log: a user prior named by its import path
+    (``module:Class``, ``my_priors.py:Class``) is its class, ``Class``; a built-in name is itself."""
+    return name.rsplit(":", 1)[1] if ":" in name else name
 
 
 def law_rms(prior: Constraint, x: Tensor, **context: Any) -> Tensor:

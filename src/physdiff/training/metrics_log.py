@@ -1,7 +1,9 @@
 """The training log: rows of ``metrics.csv``, optional TensorBoard scalars and the progress bar (main rank).
 
 Each row holds the logged step's terms and ``loss_mean``, the mean total loss over the steps since the
-previous row (the logging interval). TensorBoard tags are namespaced: ``train/<column>`` for the rows,
+previous row (the logging interval). A prior's column is its label (:func:`physdiff.priors.base.prior_label`, a
+user prior's class as tables and figures show it; a resumed log's older import-path columns are renamed so).
+TensorBoard tags are namespaced: ``train/<column>`` for the rows,
 ``val/loss`` for the validation loss, ``sample/<metric>`` for the sampled metrics, ``figures/<name>`` and
 the hparams with the final metrics (:func:`log_hparams`, :func:`log_figures`)."""
 
@@ -14,6 +16,7 @@ import time
 from pathlib import Path
 
 from physdiff.outputs import atomic_open, check_target, open_append
+from physdiff.priors.base import prior_label
 from physdiff.progress import LineProgress, progress_bar
 from physdiff.training.interrupts import defer_sigint
 
@@ -35,6 +38,7 @@ class MetricsLog:
         elapsed = 0.0
         if enabled:
             self.fields, elapsed = truncate_metrics(self.path, start)
+            self.fields = relabel_metrics(self.path, self.fields)
         self.t0 = time.time() - elapsed
         self.val_path = self.path.with_name("validation.csv")
         if enabled:
@@ -57,7 +61,7 @@ class MetricsLog:
         mean = math.fsum(self.interval) / len(self.interval) if self.interval else row.get("loss", math.nan)
         self.interval = []
         self.last = (int(row["step"]), float(mean))
-        row = {**row, "loss_mean": mean, "elapsed_s": round(time.time() - self.t0, 3)}
+        row = {**_labelled(row), "loss_mean": mean, "elapsed_s": round(time.time() - self.t0, 3)}
         with defer_sigint(), open_append(self.path, newline="") as f:
             w = csv.DictWriter(f, fieldnames=self.fields or list(row), restval="", extrasaction="ignore")
             if self.fields is None:
@@ -88,6 +92,28 @@ class MetricsLog:
             log.info("training: step %d, loss %.4g (mean over the last logging interval)", *self.last)
         if self.tb is not None:
             self.tb.close()
+
+
+def _labels(names: list[str]) -> list[str]:
+    """Each column's label (:func:`prior_label`); a name whose label another column has already keeps its own."""
+    labels = [prior_label(n) for n in names]
+    return [lab if labels.count(lab) == 1 else n for n, lab in zip(names, labels, strict=True)]
+
+
+def _labelled(row: dict) -> dict:
+    return dict(zip(_labels(list(row)), row.values(), strict=True))
+
+
+def relabel_metrics(path: Path, header: list[str] | None) -> list[str] | None:
+    """``header`` with its columns labelled as new rows label them (a log written before user priors' columns
+    were labelled by class: ``my_priors.py:Tether`` → ``Tether``), ``path`` rewritten with it; the rows kept."""
+    if header is None or _labels(header) == header:
+        return header
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
+    with atomic_open(path, "w", newline="") as f:
+        csv.writer(f).writerows([_labels(header), *rows[1:]])
+    return _labels(header)
 
 
 def truncate_metrics(path: Path, step: int) -> tuple[list[str] | None, float]:
