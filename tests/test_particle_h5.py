@@ -195,3 +195,29 @@ def test_progress_bar_and_stale_floor(tmp_path, capsys) -> None:
     assert load_particles(tmp_path / "r.h5").attrs["floor_energy_error"] == pytest.approx(
         data.attrs["floor_energy_error"]
     )
+
+
+@pytest.mark.parametrize("system", ["three-body", "five-spring", "charged"])
+def test_simulator_progress_off_a_terminal_is_lines_and_obeys_quiet(tmp_path, capsys, caplog, system) -> None:
+    """Off a terminal the simulators report like the rest of physdiff (a line every 10 % through the logger,
+    no carriage-return bar on stderr), and ``--quiet`` (set_quiet) silences them."""
+    import logging
+
+    from physdiff import progress
+
+    with caplog.at_level(logging.INFO, logger="physdiff"):
+        simulate_to_file(system, tmp_path / "a.h5", 2, seed=0, n_frames=12, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [r.getMessage() for r in caplog.records if "%" in r.getMessage() and "ETA" in r.getMessage()]
+    assert lines and lines[-1].split(":")[0].startswith(system.split("-")[0])
+    assert "100%" in lines[-1]
+    caplog.clear()
+    progress.set_quiet(True)
+    try:
+        with caplog.at_level(logging.INFO, logger="physdiff"):
+            simulate_to_file(system, tmp_path / "b.h5", 2, seed=0, n_frames=12, progress=True)
+    finally:
+        progress.set_quiet(False)
+    assert not [r for r in caplog.records if "ETA" in r.getMessage()]
+    assert "\r" not in capsys.readouterr().err

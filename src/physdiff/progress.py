@@ -70,6 +70,14 @@ class LineProgress:
     def set_postfix(self, refresh: bool = False, **kw: Any) -> None:
         self.postfix = ", ".join(f"{k}={v}" for k, v in kw.items())
 
+    def set_description(self, desc: str) -> None:
+        self.desc = desc
+
+    def reset(self) -> None:
+        """Start over at 0 (a new round of the same work, e.g. the three-body simulator's next batches)."""
+        self.n = self.start_n = 0
+        self.t0, self.next_mark = time.time(), self.every
+
     def close(self) -> None:
         pass
 
@@ -81,6 +89,12 @@ class _Off:
         pass
 
     def set_postfix(self, refresh: bool = False, **kw: Any) -> None:
+        pass
+
+    def set_description(self, desc: str) -> None:
+        pass
+
+    def reset(self) -> None:
         pass
 
     def close(self) -> None:

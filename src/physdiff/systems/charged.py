@@ -85,6 +85,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from physdiff.physics import particles as phys
+from physdiff.progress import progress_bar
 from physdiff.systems.five_spring import leapfrog_kdk_step
 from physdiff.systems.particle_system import Array, ParticleSystem
 
@@ -261,9 +262,7 @@ class Charged(ParticleSystem):
         }
         pbar = None
         if progress:
-            from tqdm.auto import tqdm
-
-            pbar = tqdm(total=-(-n // _CHUNK) * (self.n_frames - 1), desc=self.name, unit="frame")
+            pbar = progress_bar(-(-n // _CHUNK) * (self.n_frames - 1), desc=self.name)
         try:
             for start in range(0, n, _CHUNK):
                 part = slice(start, min(start + _CHUNK, n))

@@ -46,6 +46,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from physdiff.physics import particles as phys
+from physdiff.progress import progress_bar
 from physdiff.systems.particle_system import Array, ParticleSystem
 
 __all__ = ["FiveSpring", "leapfrog_kdk_step", "leapfrog_propagator", "random_spring_graph"]
@@ -275,16 +276,15 @@ class FiveSpring(ParticleSystem):
         S = np.empty((n, self.n_frames, 2 * K, self.n_dims))  # (R − Rc; V − Vc) per frame
         S[:, 0, :K], S[:, 0, K:] = R - Rc, V - Vc
         frames = range(1, self.n_frames)
-        if progress:
-            from tqdm.auto import tqdm
-
-            frames = tqdm(frames, desc=self.name, unit="frame")
+        pbar = progress_bar(self.n_frames - 1, desc=self.name, enabled=progress)
         state = S[:, 0].copy()  # contiguous: a batched matmul on strided views is several times slower
         for frame in frames:
             state = P @ state
             state[:, :K] -= (w * state[:, :K]).sum(-2, keepdims=True)
             state[:, K:] -= (w * state[:, K:]).sum(-2, keepdims=True)
             S[:, frame] = state
+            pbar.update(1)
+        pbar.close()
         t = self.dt * np.arange(self.n_frames)[None, :, None, None]
         Rs = S[:, :, :K] + (Rc[:, None] + t * Vc[:, None])
         Vs = S[:, :, K:] + Vc[:, None]

@@ -47,6 +47,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from physdiff.physics import particles as phys
+from physdiff.progress import progress_bar
 from physdiff.systems.particle_system import Array, ParticleSystem
 
 __all__ = ["PairwiseGravity", "PairwiseGravitySoA", "ThreeBody", "yoshida4_step"]
@@ -299,9 +300,7 @@ class ThreeBody(ParticleSystem):
         count = 0
         pbar = None
         if progress:
-            from tqdm.auto import tqdm
-
-            pbar = tqdm(total=self.n_frames - 1, desc=f"{self.name}", unit="frame")
+            pbar = progress_bar(self.n_frames - 1, desc=self.name)
         # After the first batch, the batches the observed acceptance says are still needed are drawn in
         # order and integrated together (larger arrays, less per-call overhead). Each trajectory's
         # arithmetic is elementwise over the batch, so the result is the same as batch after batch.
