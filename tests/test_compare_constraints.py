@@ -95,3 +95,12 @@ def test_bad_method_lists_and_settings_are_refused(tmp_path, capsys):
     argv = ["compare-constraints", "advection", "--methods", "dps", "--set", "pcfm.penalty=1", "--out", str(tmp_path)]
     assert main(argv) == 2
     assert "--set: options for ['pcfm']" in capsys.readouterr().err
+
+
+def test_the_preset_defaults_to_quick_on_the_command_line(tmp_path, capsys):
+    # without --preset the CLI passes preset=None, which must mean quick (the help's default), not "no preset None";
+    # an unknown method setting then stops the call before any training, naming the setting
+    argv = ["compare-constraints", "advection", "--methods", "dps", "--set", "dps.bogus=1", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no preset None" not in err and "bogus" in err

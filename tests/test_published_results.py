@@ -18,7 +18,12 @@ from physdiff.experiments.config import ExperimentConfig
 from physdiff.experiments.task import make_task
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-PUBLISHED = sorted(p for p in (DOCS / "results").iterdir() if p.is_dir()) if (DOCS / "results").is_dir() else []
+# the constraint comparisons (*-constraints-quick, another schema) are checked in test_compare_constraints_published
+PUBLISHED = (
+    sorted(p for p in (DOCS / "results").iterdir() if p.is_dir() and not p.name.endswith("-constraints-quick"))
+    if (DOCS / "results").is_dir()
+    else []
+)
 
 
 def test_there_are_published_tables():

@@ -250,7 +250,7 @@ def cost_figure(results: Mapping[str, Any], out_dir: Path) -> list[Path]:
 def compare_constraints(
     experiment: str,
     methods: Sequence[str],
-    preset: str = "quick",
+    preset: str | None = "quick",
     out: str | Path | None = None,
     *,
     laws: Sequence[str] | None = None,
@@ -268,8 +268,9 @@ def compare_constraints(
     train: Callable[..., Denoiser] = train_arm,
 ) -> dict[str, Any]:
     """Run the comparison (module docstring) and write ``out`` (default ``results/<experiment>-constraints``);
-    returns ``results.json``'s content. ``laws``: the priors the sampling methods enforce and whose residual is
-    reported (default: the preset's first ``sample.constraints`` entry, else its training priors);
+    returns ``results.json``'s content. ``preset``: ``None`` is the quick preset (the CLI's default). ``laws``:
+    the priors the sampling methods enforce and whose residual is reported (default: the preset's first
+    ``sample.constraints`` entry, else its training priors);
     ``method_options``: per method, settings of ``sample.constraints`` (e.g. ``{"dps": {"scale": 0.1}}``)."""
     methods = parse_methods(methods)
     bad = [p for p in processes if p not in PROCESSES]
@@ -279,7 +280,7 @@ def compare_constraints(
     unknown = [m for m in options if m not in methods]
     if unknown:
         raise ValueError(f"--set: options for {unknown}, which --methods does not list")
-    base = configure(preset_config(experiment, preset), overrides, seeds)
+    base = configure(preset_config(experiment, preset or "quick"), overrides, seeds)
     laws = list(laws or _default_laws(base))
     if not laws:
         raise ValueError(f"{experiment}: no law to compare: name one with --law (a prior with a residual)")

@@ -9,10 +9,13 @@ every denoiser evaluation. It starts from the same initial noise as every other 
 and one backward pass through all of them per L-BFGS function evaluation, memory O(N) activations — for small
 tables.
 
-Deviations: no regulariser on ε (the paper's optional χ² term on ‖ε‖; the PCFM/ECI benchmarks use none);
-torch's L-BFGS without line search (as those benchmarks); the loss is summed over the batch (samples are
-independent, but L-BFGS's step is shared); also run on VP models through their probability-flow ODE, which the
-paper names as the diffusion case of the method.
+Deviations: Φ is the sampler's own grid with the first-order step above (the paper's experiments solve the
+ODE with a midpoint rule; any deterministic solver is allowed by the method); the start is the sampler's
+noise (the paper's blended initialisation is for inverse problems with observations); no regulariser on ε
+(the paper's optional χ² term on ‖ε‖; the PCFM/ECI benchmarks use none); torch's L-BFGS without line search
+(as those benchmarks); the loss is summed over the batch (samples are independent, but L-BFGS's step and
+curvature history are shared, so a sample's result depends on its batch); also run on VP models through
+their probability-flow ODE, which the paper names as the diffusion case of the method.
 """
 
 from __future__ import annotations
