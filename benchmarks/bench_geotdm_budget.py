@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from physdiff.data.particles_h5 import ParticleData
 from physdiff.evaluation.geotdm import GEOTDM_K, draw_metrics
 from physdiff.evaluation.statistics import aggregate_seeds, format_number, paired_difference
 
@@ -143,7 +144,8 @@ def to_geotdm_batch(
         edge_attr = a[:, row, col].reshape(-1, 1)
     else:
         raise ValueError(f"system must be one of {sorted(SYSTEMS)}, got {system!r}")
-    return {"x": x, "h": h, "edge_index": edge_index, "edge_attr": edge_attr, "batch": torch.arange(b).repeat_interleave(p)}
+    batch = torch.arange(b).repeat_interleave(p)
+    return {"x": x, "h": h, "edge_index": edge_index, "edge_attr": edge_attr, "batch": batch}
 
 
 def from_geotdm_positions(x: torch.Tensor, b: int) -> np.ndarray:
@@ -158,7 +160,8 @@ def count_parameters(module: torch.nn.Module) -> int:
 
 # --------------------------------------------------------------------------------------------- GeoTDM side
 def geotdm_network(egtn: type, hidden: int, layers: int, future: int) -> torch.nn.Module:
-    """GeoTDM's conditional EGTN as ``configs/nbody_train_cond.yaml`` builds it, at width ``hidden`` and depth ``layers``."""
+    """GeoTDM's conditional EGTN as its ``configs/nbody_train_cond.yaml`` builds it, at width ``hidden`` and
+    depth ``layers``."""
     return egtn(
         n_layers=layers,
         node_dim=1,
@@ -188,13 +191,24 @@ def geotdm_kwargs(batch: dict[str, torch.Tensor], known: int) -> dict[str, torch
 
 
 def run_geotdm(
-    modules: tuple[type, Any], train, test, system: str, known: int, *, steps: int, batch_size: int, lr: float,
-    hidden: int, layers: int, timesteps: int, k: int, seed: int,
+    modules: tuple[type, Any],
+    train: ParticleData,
+    test: ParticleData,
+    system: str,
+    known: int,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    hidden: int,
+    layers: int,
+    timesteps: int,
+    k: int,
+    seed: int,
 ) -> dict[str, Any]:
     """Train GeoTDM (its ``nbody_train.py`` loop) for ``steps`` steps and draw ``k`` samples per test case."""
     egtn, diffusion = modules
     torch.manual_seed(seed)
-    np.random.seed(seed)
     length = train.positions.shape[1]
     net = geotdm_network(egtn, hidden, layers, length - known)
     gd = diffusion.GeoTDM(
@@ -239,7 +253,8 @@ def run_geotdm(
             full = torch.cat([batch["x"][..., :known], out], dim=-1)
             draws.append(from_geotdm_positions(full, test.n))
     metrics = draw_metrics(np.stack(draws), test.positions, known)
-    return {"metrics": metrics, "params": count_parameters(net), "train_s": train_s, "sample_s": time.perf_counter() - t0}
+    sample_s = time.perf_counter() - t0
+    return {"metrics": metrics, "params": count_parameters(net), "train_s": train_s, "sample_s": sample_s}
 
 
 # --------------------------------------------------------------------------------------------- our side
