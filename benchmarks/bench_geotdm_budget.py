@@ -399,11 +399,10 @@ def main(argv: list[str] | None = None) -> int:
         }  # fmt: skip
         results[system] = summarize(per_seed)
         setup[system] = info
-    table = markdown_table(results)
-    print(table)
-    if args.out:
-        out = {"command": " ".join(sys.argv), "threads": args.threads, "setup": setup, "results": results}
-        Path(args.out).write_text(json.dumps(out, indent=2))
+        if args.out:  # after every system, so that a long run keeps what it has finished
+            out = {"command": " ".join(sys.argv), "threads": args.threads, "setup": setup, "results": results}
+            Path(args.out).write_text(json.dumps(out, indent=2))
+    print(markdown_table(results))
     return 0
 
 
