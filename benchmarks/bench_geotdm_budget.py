@@ -91,10 +91,10 @@ def import_geotdm(path: str | Path, deps: str | Path | None = None) -> tuple[typ
     missing = [m for m in ("torch_geometric", "einops") if importlib.util.find_spec(m) is None]
     if missing:
         raise SetupError(f"GeoTDM needs {' and '.join(missing)}, not importable: {DEPS_HINT}")
-    if importlib.util.find_spec("torch_scatter") is None:
-        sys.modules["torch_scatter"] = torch_scatter_shim()
     sys.path.insert(0, str(root))
     try:
+        if importlib.util.find_spec("torch_scatter") is None:
+            sys.modules["torch_scatter"] = torch_scatter_shim()
         egtn = importlib.import_module("models.EGTN")
         diffusion = importlib.import_module("diffusion.GeoTDM")
     except ModuleNotFoundError as e:
