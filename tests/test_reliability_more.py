@@ -61,3 +61,59 @@ def test_the_well_samples_are_written_in_one_atomic_write(tmp_path, monkeypatch)
     with pytest.raises(RuntimeError):
         task.write_samples(fresh, samples, ref, np.arange(3), "test", "generation")
     assert not fresh.exists()
+
+
+# --------------------------------------------------------------------------- particles: only the rows used
+def test_particles_read_only_the_rows_that_max_samples_keeps(tmp_path, capsys):
+    """``data.max_samples`` reads the first rows only: a file declaring 10⁶ trajectories, of which the first 12
+    are written, loads in a fraction of a second with a small allocation; the read budget is checked on the
+    slice (a budget between the slice and the whole file passes), and the splits keep the rows read."""
+    import time
+    import tracemalloc
+
+    import h5py
+
+    from physdiff.cli.main import main
+    from physdiff.data.particles_h5 import load_particles
+
+    small = tmp_path / "d.h5"
+    assert main(["simulate", "three-body", "--n", "30", "--frames", "4", "--out", str(small)]) == 0
+    capsys.readouterr()
+    full = load_particles(small)
+    part = load_particles(small, max_samples=12)
+    assert part.positions.shape == (12, *full.positions.shape[1:])
+    np.testing.assert_array_equal(part.positions, full.positions[:12])
+    np.testing.assert_array_equal(part.masses, full.masses[:12])
+    for k, idx in full.splits.items():
+        np.testing.assert_array_equal(part.splits[k], idx[idx < 12])
+    per_row = sum(a[:1].size * 8 for a in (full.positions, full.velocities, full.masses))
+    with pytest.raises(ValueError, match="read budget"):
+        load_particles(small, max_bytes=20 * per_row)
+    assert load_particles(small, max_bytes=20 * per_row, max_samples=12).positions.shape[0] == 12
+    with pytest.raises(ValueError, match="max_samples must be an integer >= 1"):
+        load_particles(small, max_samples=0)
+
+    big = tmp_path / "big.h5"
+    n = 10**6
+    with h5py.File(big, "w") as f, h5py.File(small, "r") as src:
+        f.attrs.update(src.attrs)
+        for key in ("positions", "velocities", "masses"):
+            a = getattr(full, key)
+            f.create_dataset(key, shape=(n, *a.shape[1:]), dtype="f8", chunks=(1, *a.shape[1:]))
+            f[key][:12] = a[:12]
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    got = load_particles(big, max_samples=12, max_bytes=1 << 20)
+    seconds = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(got.positions, full.positions[:12])
+    # the whole file is 10⁶ × 72 doubles per array (~0.6 GB each); the 12 rows are a few KB
+    assert seconds < 1.0 and peak < 8 << 20, (seconds, peak)
+
+    # the particle task passes data.max_samples on
+    cfg = ExperimentConfig(task="particles")
+    cfg.data.system = "three-body"
+    cfg.data.path = str(small)
+    cfg.data.max_samples = 9
+    assert make_task(cfg).load(tmp_path, progress=False).positions.shape[0] == 9

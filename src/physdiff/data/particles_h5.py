@@ -506,7 +506,11 @@ def _charges_from_edges(arrays: dict[str, Any], where: str) -> tuple[dict[str, A
 
 
 def load_particles(
-    path: str | os.PathLike[str], system: str | None = None, *, max_bytes: int | None = None
+    path: str | os.PathLike[str],
+    system: str | None = None,
+    *,
+    max_bytes: int | None = None,
+    max_samples: int | None = None,
 ) -> ParticleData:
     """Read and validate a particle file.
 
@@ -517,20 +521,34 @@ def load_particles(
             ``system`` is kept as the attribute ``file_system``).
         max_bytes: the read budget (default: a fraction of the available memory); declared shapes beyond it,
             virtual datasets with unmapped rows and links outside the file's folder are refused before reading.
+        max_samples: read only the first ``max_samples`` trajectories (the budget is checked on that slice,
+            and only it is read); split indices beyond them are dropped.
 
     Raises:
         FileNotFoundError, KeyError, ValueError with the file, key and shape named.
     """
     path = Path(path)
     where = str(path)
+    if max_samples is not None and (
+        isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)) or max_samples < 1
+    ):
+        raise ValueError(f"{where}: max_samples must be an integer >= 1, got {max_samples!r}")
     if not path.is_file():
         raise FileNotFoundError(f"{where}: no such particle file")
     try:
         with h5py.File(path, "r") as f:
             splits_keys = [f"splits/{k}" for k in f["splits"]] if isinstance(f.get("splits"), h5py.Group) else []
-            check_reads(f, where, [*ARRAY_KEYS, "splits", *splits_keys], max_bytes=max_bytes)  # before any read
+            rows = {k: max_samples for k in ARRAY_KEYS}  # the slice read of each per-trajectory array
+            check_reads(f, where, [*ARRAY_KEYS, "splits", *splits_keys], rows=rows, max_bytes=max_bytes)
             attrs = {k: _decode(v) for k, v in f.attrs.items()}
-            arrays = {k: f[k][()] for k in ARRAY_KEYS if k in f and isinstance(f[k], h5py.Dataset)}
+            keep = slice(None, max_samples)
+            arrays = {
+                k: (f[k][keep] if f[k].ndim else f[k][()])
+                for k in ARRAY_KEYS
+                if k in f and isinstance(f[k], h5py.Dataset)
+            }
+            pos = f.get("positions")
+            n_file = pos.shape[0] if isinstance(pos, h5py.Dataset) and pos.ndim else None
             extra = [k for k in f if k not in ARRAY_KEYS and k != "splits"]
             raw_splits = {k: np.asarray(f["splits"][k][()]) for k in f["splits"]} if "splits" in f else {}
     except OSError as e:  # empty, truncated or not HDF5: h5py's message does not name the file
@@ -562,11 +580,14 @@ def load_particles(
     constants, notes = _constants(sys_obj, attrs, where, arrays)
     attrs |= notes
     N = arrays["positions"].shape[0]
+    n_file = N if n_file is None else n_file
     for split_name, idx in splits.items():
-        if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= N)):
-            raise ValueError(f"{where}: 'splits/{split_name}' must be 1-D indices in [0, {N})")
+        if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= n_file)):
+            raise ValueError(f"{where}: 'splits/{split_name}' must be 1-D indices in [0, {n_file})")
         if np.unique(idx).size != idx.size:
             raise ValueError(f"{where}: 'splits/{split_name}' lists a sample more than once")
+    if N < n_file:  # data.max_samples: the splits keep the trajectories read
+        splits = {k: v[v < N] for k, v in splits.items()}
     names = sorted(splits)
     for i, a in enumerate(names):  # a sample in two splits (e.g. train and test) would leak the test set
         for b in names[i + 1 :]:
