@@ -117,3 +117,80 @@ def test_particles_read_only_the_rows_that_max_samples_keeps(tmp_path, capsys):
     cfg.data.path = str(small)
     cfg.data.max_samples = 9
     assert make_task(cfg).load(tmp_path, progress=False).positions.shape[0] == 9
+
+
+# --------------------------------------------------------------------------- coincident particles
+@pytest.fixture(scope="module")
+def particle_files(tmp_path_factory):
+    from physdiff.cli.main import main
+
+    folder = tmp_path_factory.mktemp("coincident")
+    out = {}
+    for system in ("three-body", "charged", "five-spring"):
+        out[system] = folder / f"{system}.h5"
+        assert main(["simulate", system, "--n", "6", "--frames", "4", "--out", str(out[system])]) == 0
+    return out
+
+
+@pytest.mark.parametrize("system", ["three-body", "charged"])
+def test_data_with_coincident_particles_are_refused_at_load(particle_files, tmp_path, system):
+    """A 1/r potential is infinite where two particles coincide: such a data file is refused with one line
+    naming the file, the first sample, frame and pair (the old code loaded it and its floor energy was NaN)."""
+    import shutil
+
+    import h5py
+
+    from physdiff.data.particles_h5 import load_particles
+
+    bad = tmp_path / "bad.h5"
+    shutil.copy(particle_files[system], bad)
+    with h5py.File(bad, "a") as f:
+        R = f["positions"][()]
+        R[4, 2, 2] = R[4, 2, 1]
+        R[5, 1, 0] = R[5, 1, 1]
+        f["positions"][...] = R
+    with pytest.raises(ValueError) as e:
+        load_particles(bad)
+    msg = str(e.value)
+    assert "\n" not in msg and str(bad) in msg
+    assert "coincident particles: sample 4, frame 2, particles 1 and 2" in msg
+
+
+def test_springs_are_finite_at_coincidence_and_load(particle_files, tmp_path):
+    import shutil
+
+    import h5py
+
+    from physdiff.data.particles_h5 import load_particles
+
+    ok = tmp_path / "springs.h5"
+    shutil.copy(particle_files["five-spring"], ok)
+    with h5py.File(ok, "a") as f:
+        R = f["positions"][()]
+        R[1, 2, 3] = R[1, 2, 0]
+        f["positions"][...] = R
+    assert load_particles(ok).positions[1, 2, 3].tolist() == load_particles(ok).positions[1, 2, 0].tolist()
+
+
+def test_generated_coincident_particles_give_inf_not_nan_with_a_warning(particle_files):
+    """Three particles of unlike and like charges at one point: U = k Σ q_i q_j / r_ij is +inf − inf (NaN on
+    the old code, and the Newton residual 0 · inf = NaN): the sample's energy_error and dynamic_error are
+    +inf, the other samples keep their values, a warning names the count, the summary counts it."""
+    from physdiff.data.particles_h5 import load_particles
+    from physdiff.evaluation.particle_metrics import per_sample_metrics, summarize
+
+    ref = load_particles(particle_files["charged"])
+    q = ref.charges[0]
+    plus, minus = np.flatnonzero(q > 0), np.flatnonzero(q < 0)
+    assert plus.size >= 2 and minus.size >= 1, q  # the simulator's charges (fixed seed)
+    R = ref.positions.copy()
+    for k in (plus[1], minus[0]):
+        R[0, 2, k] = R[0, 2, plus[0]]
+    clean = per_sample_metrics(ref.positions, ref.velocities, ref)
+    with pytest.warns(UserWarning, match=r"energy_error: 1 of 6 sample\(s\) have coincident particles"):
+        got = per_sample_metrics(R, ref.velocities, ref)
+    assert got["energy_error"][0] == np.inf and got["dynamic_error"][0] == np.inf
+    for k in got:
+        np.testing.assert_array_equal(got[k][1:], clean[k][1:])
+    s = summarize(got)
+    assert s["energy_error"]["nonfinite"] == 1 and np.isnan(s["energy_error"]["mean"])

@@ -50,6 +50,7 @@ import numpy as np
 
 from physdiff.data.hdf5 import atomic_write, check_reads, decode_attr, nonfinite
 from physdiff.outputs import write_json
+from physdiff.physics.particles import coincident
 from physdiff.systems.particle_system import ParticleSystem
 from physdiff.systems.registry import PARTICLE_SYSTEMS, SIMULATED_SYSTEMS, get_system
 
@@ -505,6 +506,36 @@ def _charges_from_edges(arrays: dict[str, Any], where: str) -> tuple[dict[str, A
     return out, {"edges_note": f"'edges' read as charge products q_i q_j ({source})"}
 
 
+def _refuse_singular(
+    arrays: Mapping[str, Any], system: ParticleSystem, constants: Mapping[str, float], where: str
+) -> None:
+    """Refuse data in which two distinct particles share a position where the system's energy is not finite
+    there (gravity's and Coulomb's 1/r): its energy, forces and Newton residual are undefined. Springs are
+    finite at r = 0 and pass. Checked in chunks of trajectories (the pair tensor is ``[n, L, K, K, D]``)."""
+    R = np.asarray(arrays["positions"], dtype=np.float64)
+    for s in range(0, R.shape[0], 1024):
+        hit = np.argwhere(coincident(R[s : s + 1024]))  # [(n, l)], in order
+        if not hit.size:
+            continue
+        n_i, l_i = hit[:, 0] + s, hit[:, 1]
+        per_traj = {k: np.asarray(arrays[k], dtype=np.float64)[n_i] for k in system.per_trajectory if k in arrays}
+        edges = np.asarray(arrays["edges"], dtype=np.float64)[n_i] if "edges" in arrays else None
+        V = np.asarray(arrays["velocities"], dtype=np.float64)[n_i, l_i]
+        m = np.asarray(arrays["masses"], dtype=np.float64)[n_i]
+        sys_c = system.with_constants(**{k: v for k, v in constants.items() if k in system.DEFAULT_CONSTANTS})
+        energy = np.asarray(sys_c.total_energy(R[n_i, l_i], V, m, edges, **per_traj))
+        bad = np.flatnonzero(~np.isfinite(energy))
+        if bad.size:
+            n0, l0 = int(n_i[bad[0]]), int(l_i[bad[0]])
+            r2 = np.square(R[n0, l0, :, None] - R[n0, l0, None]).sum(-1)
+            i, j = (int(v) for v in np.argwhere(np.triu(r2 == 0, 1))[0])
+            raise ValueError(
+                f"{where}: 'positions' has coincident particles: sample {n0}, frame {l0}, particles {i} and {j} "
+                f"share a position, where the {system.name} energy and forces are infinite (a 1/r potential); "
+                "remove or correct that sample"
+            )
+
+
 def load_particles(
     path: str | os.PathLike[str],
     system: str | None = None,
@@ -598,6 +629,8 @@ def load_particles(
                     "the splits must be disjoint"
                 )
     attrs["system"] = name
+    if sys_obj.has_forces and not attrs.get("generated"):  # a generated file's collisions are measured instead
+        _refuse_singular(arrays, sys_obj, constants, where)
 
     def get(key: str, dtype: Any) -> np.ndarray | None:
         return np.asarray(arrays[key], dtype=dtype) if key in kept else None
