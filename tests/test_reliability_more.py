@@ -194,3 +194,118 @@ def test_generated_coincident_particles_give_inf_not_nan_with_a_warning(particle
         np.testing.assert_array_equal(got[k][1:], clean[k][1:])
     s = summarize(got)
     assert s["energy_error"]["nonfinite"] == 1 and np.isnan(s["energy_error"]["mean"])
+
+
+# --------------------------------------------------------------------------- a real full filesystem
+FULL_DISK_SCRIPT = r"""
+import errno, json, os, subprocess, sys
+from pathlib import Path
+
+import numpy as np
+
+from physdiff.config import save_yaml
+from physdiff.data.hdf5 import atomic_write
+from physdiff.outputs import WriteError, write_json
+from physdiff.training.checkpoint import save_checkpoint
+
+mnt = Path(sys.argv[1])
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
+names = ["results.json", "config.yaml", "data.h5", "checkpoint.pt", "three_body.h5"]
+before = {}
+for name in names:
+    (mnt / name).write_bytes(b"previous " + name.encode())
+    before[name] = (mnt / name).read_bytes()
+fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)  # fill the filesystem: no block is left (ENOSPC)
+try:
+    while True:
+        os.write(fd, b"\0" * 1024)
+except OSError as e:
+    assert e.errno == errno.ENOSPC, e
+os.close(fd)
+big = np.random.default_rng(0).standard_normal(64 << 10)
+
+
+def h5(p):
+    with atomic_write(p) as f:
+        f["x"] = big
+
+
+writers = {
+    "results.json": lambda p: write_json(p, {"x": big.tolist()}),
+    "config.yaml": lambda p: save_yaml({"x": big[:20000].tolist()}, p),
+    "data.h5": h5,
+    "checkpoint.pt": lambda p: save_checkpoint(p, {"model": {"w": big}, "step": 1}),
+}
+report = {}
+for name, write in writers.items():
+    try:
+        write(mnt / name)
+        report[name] = "written"
+    except WriteError as e:
+        report[name] = [str(e), e.errno]
+cli = subprocess.run(
+    [sys.executable, "-m", "physdiff.cli.main", "simulate", "three-body", "--n", "4", "--frames", "4",
+     "--out", str(mnt / "three_body.h5"), "--force"],
+    capture_output=True, text=True,
+)
+report["cli"] = [cli.returncode, [ln for ln in cli.stderr.splitlines() if ln.startswith("physdiff")],
+                 "Traceback" in cli.stderr]
+report["intact"] = sorted(n for n in names if (mnt / n).read_bytes() == before[n])
+report["left"] = sorted(p.name for p in mnt.iterdir())
+print(json.dumps(report))
+"""
+
+
+def _namespace_prefix() -> list[str] | None:
+    """How to mount a tmpfs in a private mount namespace here: ``unshare -m`` as root, ``unshare -rm``
+    (a user namespace) otherwise; ``None`` where neither can mount (no unshare, no privilege)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        return None
+    for prefix in (["unshare", "-m"], ["unshare", "-rm"]):
+        probe = 'd=$(mktemp -d) && { mount -t tmpfs -o size=64k tmpfs "$d" && umount "$d"; r=$?; rmdir "$d"; exit $r; }'
+        try:
+            ok = subprocess.run([*prefix, "sh", "-c", probe], capture_output=True, timeout=20).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        if ok:
+            return prefix
+    return None
+
+
+def test_a_real_full_tmpfs_keeps_every_previous_file_and_names_it(tmp_path):
+    """A 256 KiB tmpfs filled to the last block (a real ENOSPC from the kernel, not a patched fsync): every
+    writer raises one WriteError naming its file, ``simulate --force`` exits 2 with one line naming it, every
+    previous file is byte-for-byte intact and no temporary file is left. Mounted in a private mount namespace
+    (the host's mounts are untouched); skipped only where this machine cannot mount one (the monkeypatched
+    ENOSPC tests in test_reliability.py run everywhere)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    prefix = _namespace_prefix()
+    if prefix is None:
+        pytest.skip("cannot mount a tmpfs here (no root and no user namespaces): the patched-ENOSPC tests stand")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    src = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": src}
+    run = subprocess.run(
+        [*prefix, sys.executable, "-c", FULL_DISK_SCRIPT, str(mnt)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    for name in ("results.json", "config.yaml", "data.h5", "checkpoint.pt"):
+        assert report[name] == [f"cannot write {mnt / name}: No space left on device", 28], (name, report[name])
+    code, lines, traceback = report["cli"]
+    assert code == 2 and not traceback, report["cli"]
+    assert lines == [f"physdiff simulate: error: cannot write {mnt / 'three_body.h5'}: No space left on device"]
+    assert report["intact"] == ["checkpoint.pt", "config.yaml", "data.h5", "results.json", "three_body.h5"]
+    assert report["left"] == ["checkpoint.pt", "config.yaml", "data.h5", "filler", "results.json", "three_body.h5"]
