@@ -309,3 +309,38 @@ def test_a_real_full_tmpfs_keeps_every_previous_file_and_names_it(tmp_path):
     assert lines == [f"physdiff simulate: error: cannot write {mnt / 'three_body.h5'}: No space left on device"]
     assert report["intact"] == ["checkpoint.pt", "config.yaml", "data.h5", "results.json", "three_body.h5"]
     assert report["left"] == ["checkpoint.pt", "config.yaml", "data.h5", "filler", "results.json", "three_body.h5"]
+
+
+# --------------------------------------------------------------------------- class 7 on generic field files
+def test_a_generic_field_file_is_sized_before_it_is_read(tmp_path):
+    """The generic field reader checked nothing before reading (walking issue 24's class 7 again): a 1-D file
+    declaring 10⁹ samples is refused in under a second with no large allocation; with ``max_samples`` only
+    that slice is read; the budget is ``max_bytes``."""
+    import time
+    import tracemalloc
+
+    import h5py
+
+    from physdiff.data.pdebench.generic import load_generic_fields
+
+    path = tmp_path / "waves.h5"
+    nx, nt = 16, 5
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("tensor", shape=(10**9, nt, nx), dtype="f8", chunks=(1, nt, nx))
+        x = np.arange(nx) / nx
+        t = np.linspace(0.0, 0.4, nt)
+        ds[:8] = np.sin(2 * np.pi * (x[None, None, :] - t[None, :, None]) + np.arange(8)[:, None, None])
+        f["x-coordinate"] = x
+        f["t-coordinate"] = t
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"waves\.h5: dataset 'tensor' declares shape \(1000000000, 5, 16\)"):
+        load_generic_fields(path)
+    seconds = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert seconds < 1.0 and peak < 50 << 20, (seconds, peak)
+    data, _ = load_generic_fields(path, max_samples=8)
+    assert data.fields.shape[0] == 8
+    with pytest.raises(ValueError, match="read budget"):
+        load_generic_fields(path, max_samples=8, max_bytes=8 * nt * nx * 8 - 1)
