@@ -139,11 +139,12 @@ def declared_sizes(rng: np.random.Generator, n: int, tmp: Path) -> list[dict]:
     """A small file declaring 10^9..10^12 rows (particles or a PDEBench tensor): refused in under a second."""
     from physdiff.data.particles_h5 import load_particles
     from physdiff.data.pdebench import load_pde
+    from physdiff.data.pdebench.generic import load_generic_fields
 
     out = []
     for i in range(n):
         rows = int(10 ** rng.uniform(9, 12))
-        kind = ("particles", "pdebench")[rng.integers(2)]
+        kind = ("particles", "pdebench", "generic fields")[rng.integers(3)]
         p = tmp / f"big{i}.h5"
         with h5py.File(p, "w") as f:
             if kind == "particles":
@@ -158,7 +159,12 @@ def declared_sizes(rng: np.random.Generator, n: int, tmp: Path) -> list[dict]:
         t0 = time.perf_counter()
         reason = ""
         try:
-            load_particles(p) if kind == "particles" else load_pde(p, "advection")
+            if kind == "particles":
+                load_particles(p)
+            elif kind == "pdebench":
+                load_pde(p, "advection")
+            else:
+                load_generic_fields(p)
             reason = "accepted"
         except ValueError as e:
             if "declares shape" not in str(e):
@@ -283,6 +289,96 @@ def bounded_parsers(rng: np.random.Generator, n: int, tmp: Path) -> list[dict]:
     return out
 
 
+def _simulated(tmp: Path, system: str) -> Path:
+    from physdiff.data.particles_h5 import simulate_to_file
+
+    p = tmp / f"{system}.h5"
+    if not p.is_file():
+        simulate_to_file(system, p, 12, 0, progress=False, n_frames=5)
+    return p
+
+
+def rows_used(rng: np.random.Generator, n: int, tmp: Path) -> list[dict]:
+    """A particle file declaring 10^6..10^9 trajectories of which the first m (1..12) are written, read with
+    ``max_samples = m``: only those rows are read (under a second, the budget checked on the slice)."""
+    from physdiff.data.particles_h5 import load_particles
+
+    src = load_particles(_simulated(tmp, "three-body"))
+    out = []
+    for i in range(n):
+        rows, m = int(10 ** rng.uniform(6, 9)), int(rng.integers(1, 13))
+        p = tmp / f"rows{i}.h5"
+        with h5py.File(p, "w") as f:
+            f.attrs.update({"system": "three-body", **src.constants})
+            for k in ("positions", "velocities", "masses"):
+                a = getattr(src, k)
+                f.create_dataset(k, shape=(rows, *a.shape[1:]), dtype="f8", chunks=(1, *a.shape[1:]))
+                f[k][:m] = a[:m]
+        t0 = time.perf_counter()
+        reason = ""
+        try:
+            got = load_particles(p, max_samples=m, max_bytes=1 << 20)
+            if not np.array_equal(got.positions, src.positions[:m]):
+                reason = "other rows read"
+        except Exception as e:  # noqa: BLE001
+            reason = f"{type(e).__name__}: {e}"
+        seconds = time.perf_counter() - t0
+        if seconds > 1.0:
+            reason = reason or f"took {seconds:.2f} s"
+        p.unlink()
+        out.append({"class": "rows used", "case": f"{m} of {rows:.1e} rows", "held": not reason, "reason": reason})
+    return out
+
+
+def coincident_particles(rng: np.random.Generator, n: int, tmp: Path) -> list[dict]:
+    """Two or three particles put on one point (random system with a 1/r potential, sample, frame): a data
+    file is refused naming the file and that sample; as generated samples, energy_error is inf (never NaN)
+    with a warning naming the count."""
+    import shutil
+    import warnings
+
+    from physdiff.data.particles_h5 import load_particles
+    from physdiff.evaluation.particle_metrics import per_sample_metrics
+
+    out = []
+    for i in range(n):
+        system = ("three-body", "charged")[rng.integers(2)]
+        ref = load_particles(_simulated(tmp, system))
+        N, L, K, _ = ref.positions.shape
+        s, frame = int(rng.integers(N)), int(rng.integers(1, L))
+        who = rng.choice(K, size=int(rng.integers(2, 4)), replace=False)
+        R = ref.positions.copy()
+        R[s, frame, who[1:]] = R[s, frame, who[0]]
+        as_data = ("data file", "generated")[rng.integers(2)]
+        reason = ""
+        try:
+            if as_data == "data file":
+                p = tmp / f"coincident{i}.h5"
+                shutil.copy(ref.path, p)
+                with h5py.File(p, "a") as f:
+                    f["positions"][...] = R
+                try:
+                    load_particles(p)
+                    reason = "accepted"
+                except ValueError as e:
+                    if str(p) not in str(e) or f"sample {s}, frame {frame}" not in str(e) or "\n" in str(e):
+                        reason = f"message: {e}"
+                p.unlink()
+            else:
+                with warnings.catch_warnings(record=True) as w:
+                    warnings.simplefilter("always")
+                    m = per_sample_metrics(R, ref.velocities, ref)
+                if m["energy_error"][s] != np.inf:
+                    reason = f"energy_error {m['energy_error'][s]}"
+                elif not any("1 of" in str(x.message) and "coincident" in str(x.message) for x in w):
+                    reason = "no warning naming the count"
+        except Exception as e:  # noqa: BLE001
+            reason = f"{type(e).__name__}: {e}"
+        case = f"{system}, {len(who)} particles at sample {s} frame {frame}, {as_data}"
+        out.append({"class": "coincident particles", "case": case, "held": not reason, "reason": reason})
+    return out
+
+
 CLASSES = {
     "link targets": link_targets,
     "full disk": full_disk,
@@ -290,6 +386,8 @@ CLASSES = {
     "virtual datasets and links": virtual_and_links,
     "--force keeps foreign files": force_keeps_foreign_files,
     "bounded parsers": bounded_parsers,
+    "rows used": rows_used,
+    "coincident particles": coincident_particles,
 }
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "check_target",
     "open_append",
     "open_regular",
+    "os_reason",
     "read_json",
     "record_outputs",
     "recorded_outputs",
@@ -70,8 +71,16 @@ class WriteError(OSError):
         return str(self.strerror)
 
 
-def _reason(e: OSError) -> str:
-    return e.strerror or str(e) or type(e).__name__
+def os_reason(e: OSError) -> str:
+    """Why an OS call failed, in one line: the system's text for its errno (``No space left on device``),
+    else its first line (HDF5's messages run over several lines and name the temporary file)."""
+    if isinstance(e.errno, int) and e.errno > 0:
+        return os.strerror(e.errno)
+    text = e.strerror or str(e) or type(e).__name__
+    return " ".join(str(text).split("\n")[0].split()) or type(e).__name__
+
+
+_reason = os_reason
 
 
 def check_target(path: str | os.PathLike[str]) -> bool:

@@ -25,7 +25,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from physdiff.outputs import WriteError, atomic_path
+from physdiff.outputs import WriteError, atomic_path, os_reason
 
 __all__ = ["GridSpacing", "atomic_write", "check_downsample", "content_sha256", "decode_attr", "describe", "nonfinite"]
 
@@ -46,7 +46,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
         except OSError as e:
             if isinstance(e, WriteError):
                 raise
-            raise WriteError(path, e.strerror or str(e), e.errno) from None
+            raise WriteError(path, os_reason(e), e.errno) from None
 
 
 def content_sha256(data: Any) -> str:

@@ -50,6 +50,7 @@ import numpy as np
 
 from physdiff.data.hdf5 import atomic_write, check_reads, decode_attr, nonfinite
 from physdiff.outputs import write_json
+from physdiff.physics.particles import coincident
 from physdiff.systems.particle_system import ParticleSystem
 from physdiff.systems.registry import PARTICLE_SYSTEMS, SIMULATED_SYSTEMS, get_system
 
@@ -505,8 +506,42 @@ def _charges_from_edges(arrays: dict[str, Any], where: str) -> tuple[dict[str, A
     return out, {"edges_note": f"'edges' read as charge products q_i q_j ({source})"}
 
 
+def _refuse_singular(
+    arrays: Mapping[str, Any], system: ParticleSystem, constants: Mapping[str, float], where: str
+) -> None:
+    """Refuse data in which two distinct particles share a position where the system's energy is not finite
+    there (gravity's and Coulomb's 1/r): its energy, forces and Newton residual are undefined. Springs are
+    finite at r = 0 and pass. Checked in chunks of trajectories (the pair tensor is ``[n, L, K, K, D]``)."""
+    R = np.asarray(arrays["positions"], dtype=np.float64)
+    for s in range(0, R.shape[0], 1024):
+        hit = np.argwhere(coincident(R[s : s + 1024]))  # [(n, l)], in order
+        if not hit.size:
+            continue
+        n_i, l_i = hit[:, 0] + s, hit[:, 1]
+        per_traj = {k: np.asarray(arrays[k], dtype=np.float64)[n_i] for k in system.per_trajectory if k in arrays}
+        edges = np.asarray(arrays["edges"], dtype=np.float64)[n_i] if "edges" in arrays else None
+        V = np.asarray(arrays["velocities"], dtype=np.float64)[n_i, l_i]
+        m = np.asarray(arrays["masses"], dtype=np.float64)[n_i]
+        sys_c = system.with_constants(**{k: v for k, v in constants.items() if k in system.DEFAULT_CONSTANTS})
+        energy = np.asarray(sys_c.total_energy(R[n_i, l_i], V, m, edges, **per_traj))
+        bad = np.flatnonzero(~np.isfinite(energy))
+        if bad.size:
+            n0, l0 = int(n_i[bad[0]]), int(l_i[bad[0]])
+            r2 = np.square(R[n0, l0, :, None] - R[n0, l0, None]).sum(-1)
+            i, j = (int(v) for v in np.argwhere(np.triu(r2 == 0, 1))[0])
+            raise ValueError(
+                f"{where}: 'positions' has coincident particles: sample {n0}, frame {l0}, particles {i} and {j} "
+                f"share a position, where the {system.name} energy and forces are infinite (a 1/r potential); "
+                "remove or correct that sample"
+            )
+
+
 def load_particles(
-    path: str | os.PathLike[str], system: str | None = None, *, max_bytes: int | None = None
+    path: str | os.PathLike[str],
+    system: str | None = None,
+    *,
+    max_bytes: int | None = None,
+    max_samples: int | None = None,
 ) -> ParticleData:
     """Read and validate a particle file.
 
@@ -517,20 +552,34 @@ def load_particles(
             ``system`` is kept as the attribute ``file_system``).
         max_bytes: the read budget (default: a fraction of the available memory); declared shapes beyond it,
             virtual datasets with unmapped rows and links outside the file's folder are refused before reading.
+        max_samples: read only the first ``max_samples`` trajectories (the budget is checked on that slice,
+            and only it is read); split indices beyond them are dropped.
 
     Raises:
         FileNotFoundError, KeyError, ValueError with the file, key and shape named.
     """
     path = Path(path)
     where = str(path)
+    if max_samples is not None and (
+        isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)) or max_samples < 1
+    ):
+        raise ValueError(f"{where}: max_samples must be an integer >= 1, got {max_samples!r}")
     if not path.is_file():
         raise FileNotFoundError(f"{where}: no such particle file")
     try:
         with h5py.File(path, "r") as f:
             splits_keys = [f"splits/{k}" for k in f["splits"]] if isinstance(f.get("splits"), h5py.Group) else []
-            check_reads(f, where, [*ARRAY_KEYS, "splits", *splits_keys], max_bytes=max_bytes)  # before any read
+            rows = {k: max_samples for k in ARRAY_KEYS}  # the slice read of each per-trajectory array
+            check_reads(f, where, [*ARRAY_KEYS, "splits", *splits_keys], rows=rows, max_bytes=max_bytes)
             attrs = {k: _decode(v) for k, v in f.attrs.items()}
-            arrays = {k: f[k][()] for k in ARRAY_KEYS if k in f and isinstance(f[k], h5py.Dataset)}
+            keep = slice(None, max_samples)
+            arrays = {
+                k: (f[k][keep] if f[k].ndim else f[k][()])
+                for k in ARRAY_KEYS
+                if k in f and isinstance(f[k], h5py.Dataset)
+            }
+            pos = f.get("positions")
+            n_file = pos.shape[0] if isinstance(pos, h5py.Dataset) and pos.ndim else None
             extra = [k for k in f if k not in ARRAY_KEYS and k != "splits"]
             raw_splits = {k: np.asarray(f["splits"][k][()]) for k in f["splits"]} if "splits" in f else {}
     except OSError as e:  # empty, truncated or not HDF5: h5py's message does not name the file
@@ -562,11 +611,14 @@ def load_particles(
     constants, notes = _constants(sys_obj, attrs, where, arrays)
     attrs |= notes
     N = arrays["positions"].shape[0]
+    n_file = N if n_file is None else n_file
     for split_name, idx in splits.items():
-        if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= N)):
-            raise ValueError(f"{where}: 'splits/{split_name}' must be 1-D indices in [0, {N})")
+        if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= n_file)):
+            raise ValueError(f"{where}: 'splits/{split_name}' must be 1-D indices in [0, {n_file})")
         if np.unique(idx).size != idx.size:
             raise ValueError(f"{where}: 'splits/{split_name}' lists a sample more than once")
+    if N < n_file:  # data.max_samples: the splits keep the trajectories read
+        splits = {k: v[v < N] for k, v in splits.items()}
     names = sorted(splits)
     for i, a in enumerate(names):  # a sample in two splits (e.g. train and test) would leak the test set
         for b in names[i + 1 :]:
@@ -577,6 +629,8 @@ def load_particles(
                     "the splits must be disjoint"
                 )
     attrs["system"] = name
+    if sys_obj.has_forces and not attrs.get("generated"):  # a generated file's collisions are measured instead
+        _refuse_singular(arrays, sys_obj, constants, where)
 
     def get(key: str, dtype: Any) -> np.ndarray | None:
         return np.asarray(arrays[key], dtype=dtype) if key in kept else None

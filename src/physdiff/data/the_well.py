@@ -70,7 +70,7 @@ boundary-condition groups named ``<dim>_periodic`` / ``<dim>_wall`` / ``<dim>_op
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -795,6 +795,7 @@ def write_the_well(
     nonperiodic_bc: str = "WALL",
     grid_type: str = "cartesian",
     dtype: Any = np.float32,
+    amend: Callable[[h5py.File], None] | None = None,
 ) -> Path:
     """Write a 2-D data set in The Well's layout (atomically: temp file + ``os.replace``).
 
@@ -814,6 +815,8 @@ def write_the_well(
         nonperiodic_bc: ``"WALL"`` or ``"OPEN"``.
         grid_type: the root ``grid_type`` attribute.
         dtype: storage dtype of fields and coordinates (float32, as the format specifies).
+        amend: called with the open file after the layout is written, inside the same atomic write
+            (extra attributes or datasets appear together with the rest, or not at all).
 
     Returns:
         The written path.
@@ -945,4 +948,6 @@ def write_the_well(
                     at = np.swapaxes(a, -1, -2)
                     ds.attrs["symmetric"] = bool(np.array_equal(a, at))
                     ds.attrs["antisymmetric"] = bool(np.array_equal(a, -at))
+        if amend is not None:
+            amend(f)
     return path

@@ -27,12 +27,14 @@ GeoTDM's displacement errors over K draws (``min_ade``, ``min_fde``, ``ave_ade``
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from physdiff.evaluation.statistics import summarize_samples
+from physdiff.physics.particles import coincident
 from physdiff.systems.particle_system import ParticleSystem
 from physdiff.systems.registry import get_system
 
@@ -49,6 +51,7 @@ __all__ = [
 
 METRIC_KEYS: tuple[str, ...] = ("traj_error", "vel_error", "energy_error", "momentum_error", "dynamic_error")
 CONSERVATION_KEYS: tuple[str, ...] = ("energy_error", "momentum_error", "dynamic_error")
+_COINCIDENT = "_coincident"  # per-sample flag of _chunk_metrics (not a metric)
 _CHUNK = 2048  # trajectories per chunk, to bound the memory of the [n, L, K, K, D] pair tensors
 
 
@@ -127,6 +130,7 @@ def per_sample_metrics(
     N = R.shape[0]
     keys = metric_keys(sys_obj)
     out = {k: np.empty(N) for k in keys}
+    singular = np.zeros(N, dtype=bool)
     for s in range(0, N, _CHUNK):
         sl = slice(s, s + _CHUNK)
         e = None if edges is None else edges[sl]
@@ -134,6 +138,17 @@ def per_sample_metrics(
         chunk = _chunk_metrics(pred_R[sl], pred_V[sl], R[sl], V[sl], m[sl], e, sys_obj, int(start), q)
         for k in keys:
             out[k][sl] = chunk[k]
+        if _COINCIDENT in chunk:
+            singular[sl] = chunk[_COINCIDENT]
+    if singular.any():
+        warnings.warn(
+            f"energy_error: {int(singular.sum())} of {N} sample(s) have coincident particles (r_ij = 0) in a "
+            f"generated frame, first sample {int(np.flatnonzero(singular)[0])}: the {sys_obj.name} potential "
+            "diverges there, so their energy_error (and dynamic_error) is inf, counted in the summary's "
+            "'nonfinite' (its mean is then NaN)",
+            UserWarning,
+            stacklevel=2,
+        )
     return out
 
 
@@ -173,9 +188,17 @@ def _chunk_metrics(
     E = np.asarray(system.total_energy(pR[:, s:], pV[:, s:], m_l, e_l, **q_l))  # [n, L-s]
     first = max(1, s - 1)  # the interior frames whose residual involves a generated frame
     res = np.asarray(system.newton_residual(pR[:, first - 1 :], m_l, system.dt, e_l, **q_l))  # [n, L-1-first, K, D]
-    out["energy_error"] = np.abs(E - E0[:, None]).mean(1)
-    out["dynamic_error"] = np.sqrt(np.square(res).mean((1, 2, 3)))
-    return {k: out[k] for k in METRIC_KEYS if k in out}
+    # distinct particles at one position (r_ij = 0): a 1/r potential and its forces diverge there, so the
+    # error is +inf (inf − inf or 0 · inf would read NaN); a finite potential (springs) is left as computed
+    coinc = np.asarray(coincident(pR))  # [n, L]
+    err = np.abs(E - E0[:, None])
+    err = np.where(coinc[:, s:] & ~np.isfinite(err), np.inf, err)
+    dyn = np.sqrt(np.square(res).mean((1, 2, 3)))
+    out["energy_error"] = err.mean(1)
+    out["dynamic_error"] = np.where(np.isnan(dyn) & coinc[:, first - 1 :].any(1), np.inf, dyn)
+    out = {k: out[k] for k in METRIC_KEYS if k in out}
+    out[_COINCIDENT] = np.isinf(err).any(1) & coinc[:, s:].any(1)
+    return out
 
 
 def summarize(per_sample: Mapping[str, np.ndarray]) -> dict[str, dict[str, float | int]]:

@@ -60,7 +60,7 @@ class GenericFieldTask(FieldTask):
         d = self.cfg.data
         if not d.path:
             raise ValueError("generic reads a data file: pass --data FILE (data.path=FILE)")
-        data, system = load_generic_fields(d.path, d.downsample_x, d.downsample_t, d.max_samples)
+        data, system = load_generic_fields(d.path, d.downsample_x, d.downsample_t, d.max_samples, max_bytes=d.max_bytes)
         register_pde_system(system)
         self.cfg.data.system = system.name
         if progress and data.split_source != "file":

@@ -265,7 +265,7 @@ class ParticleTask(Task):
     def load(self, cache_dir: Path, progress: bool = True) -> ParticleData:
         d = self.cfg.data
         if d.path:
-            return self.check_data(load_particles(d.path, d.system, max_bytes=d.max_bytes))
+            return self.check_data(load_particles(d.path, d.system, max_bytes=d.max_bytes, max_samples=d.max_samples))
         if not get_system(d.system).has_forces:
             raise ValueError(
                 f"the {d.system!r} system is not simulated: pass a data file (--data FILE, data.path=FILE)"

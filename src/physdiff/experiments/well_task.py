@@ -120,6 +120,15 @@ class WellTask(FieldTask):
         fields = {name: u[:, :, c] for c, name in enumerate(reference.channels)}
         periodic = tuple(a in self.system.periodic for a in ("x", "y"))
         c = reference.coords
+
+        def amend(f: h5py.File) -> None:
+            f.attrs["generated"] = True
+            f.attrs["task"] = subtask
+            f.attrs["reference_path"] = reference.source or ""
+            f.attrs["reference_split"] = split
+            f.attrs["reference_sha256"] = fingerprint(reference.fields)
+            f.create_dataset("source_indices", data=np.asarray(indices, dtype=np.int64))
+
         write_the_well(
             path,
             fields,
@@ -129,14 +138,8 @@ class WellTask(FieldTask):
             periodic=periodic,
             dtype=np.float64,
             dataset_name=self.system.name.removeprefix(PREFIX),
+            amend=amend,
         )
-        with h5py.File(path, "a") as f:
-            f.attrs["generated"] = True
-            f.attrs["task"] = subtask
-            f.attrs["reference_path"] = reference.source or ""
-            f.attrs["reference_split"] = split
-            f.attrs["reference_sha256"] = fingerprint(reference.fields)
-            f.create_dataset("source_indices", data=np.asarray(indices, dtype=np.int64))
         return path
 
     def read_samples(self, path: Path, max_samples: int | None = None) -> Samples:

@@ -42,6 +42,7 @@ from torch import Tensor
 
 __all__ = [
     "angular_momentum",
+    "coincident",
     "coulomb_forces",
     "coulomb_potential",
     "centre_of_mass",
@@ -125,6 +126,16 @@ def inverse_distances(R: Tensor) -> Tensor:
     r2 = pairwise_differences(R).square().sum(-1)
     eye = torch.eye(K, dtype=R.dtype, device=R.device)
     return torch.rsqrt(r2 + eye) * (1.0 - eye)
+
+
+@_numpy_compatible
+def coincident(R: Tensor) -> Tensor:
+    """Whether two distinct particles share a position (r_ij = 0, i ≠ j: where 1/r potentials and their
+    forces are singular), a boolean of shape ``R.shape[:-2]``."""
+    K = R.shape[-2]
+    r2 = pairwise_differences(R).square().sum(-1)
+    eye = torch.eye(K, dtype=torch.bool, device=R.device)
+    return ((r2 == 0) & ~eye).any(-1).any(-1)
 
 
 @_numpy_compatible

@@ -20,7 +20,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from physdiff.data.hdf5 import atomic_write, decode_attr, describe
+from physdiff.data.hdf5 import atomic_write, check_reads, decode_attr, describe
 from physdiff.data.pdebench.layout import FieldData, PDEBenchFormatError, check_finite, default_splits
 from physdiff.systems.pde_registry import PDESystem
 
@@ -93,9 +93,18 @@ def _frames(t: np.ndarray, n: int, path: Path, key: str) -> np.ndarray:
 
 
 def load_generic_fields(
-    path: str | os.PathLike[str], downsample_x: int = 1, downsample_t: int = 1, max_samples: int | None = None
+    path: str | os.PathLike[str],
+    downsample_x: int = 1,
+    downsample_t: int = 1,
+    max_samples: int | None = None,
+    *,
+    max_bytes: int | None = None,
 ) -> tuple[FieldData, PDESystem]:
     """Read a generic field file (module docstring): its data set and the system it describes.
+
+    Only the first ``max_samples`` samples are read; their declared size (with the coordinates and splits) is
+    checked against ``max_bytes`` (default: a fraction of the available memory), and virtual rows without a
+    source or links outside the file's folder are refused, before anything is read.
 
     Raises:
         PDEBenchFormatError: no supported layout (the datasets found are listed), inconsistent grid sizes,
@@ -108,6 +117,10 @@ def load_generic_fields(
     with h5py.File(path, "r") as f:
         attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
         groups = sorted(k for k in f if k.isdigit() and isinstance(f[k], h5py.Group))
+        split_keys = [f"splits/{k}" for k in f["splits"]] if isinstance(f.get("splits"), h5py.Group) else []
+        wanted = ["tensor", "x-coordinate", "t-coordinate", *split_keys]
+        wanted += [f"{g}/{k}" for g in groups[keep] for k in ("data", "grid/t", "grid/x", "grid/y")]
+        check_reads(f, str(path), wanted, rows={"tensor": max_samples}, max_bytes=max_bytes)  # before any read
         if "tensor" in f and isinstance(f["tensor"], h5py.Dataset) and f["tensor"].ndim == 3:
             for key in ("x-coordinate", "t-coordinate"):
                 if key not in f:
