@@ -74,3 +74,43 @@ def test_no_machine_path_is_recorded(published):
     folder, res = published
     bad = [s for s in _strings(res) for tok in s.split() if tok.startswith(("/", "~")) or "/work/" in tok]
     assert not bad, f"{folder.name}/results.json records machine paths: {bad[:2]}"
+
+
+def test_cost_figure_labels_of_near_points_do_not_overlap(tmp_path, monkeypatch):
+    """Two methods at almost the same cost and residual (DiffusionPDE and DPS on advection) get labels that
+    do not overprint each other (matplotlib's text extents, in display pixels)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from physdiff.evaluation import plots
+    from physdiff.experiments.compare_constraints import cost_figure
+
+    def point(seconds, law):
+        return {"seconds": {"mean": seconds}, "law:residual": {"mean": law}}
+
+    results = {
+        "experiment": "toy",
+        "keys": ["law:residual"],
+        "floor": {"law:residual": 0.01},
+        "rows": {
+            "vp: no_prior": point(0.07, 0.62),
+            "vp: diffusionpde": point(0.1196, 0.4545),
+            "vp: dps": point(0.1185, 0.4031),
+            "vp: dflow": point(0.18, 0.49),
+        },
+    }
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, *a, **k: figures.append(fig) or [])
+    cost_figure(results, tmp_path)
+    (fig,) = figures
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [t for t in fig.axes[0].texts if t.get_text().startswith("vp: ")]
+    assert len(texts) == 4
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            assert not boxes[i].overlaps(boxes[j]), (texts[i].get_text(), texts[j].get_text())
+    plt.close(fig)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -229,13 +230,18 @@ def cost_figure(results: Mapping[str, Any], out_dir: Path) -> list[Path]:
     fig = new_figure(4.5 * max(1, len(laws)), 4.0)
     for i, law in enumerate(laws):
         ax = fig.add_subplot(1, len(laws), i + 1)
+        placed: list[tuple[float, float]] = []  # (log10 x, log10 y) of the labels so far
         for process, marker in zip(PROCESSES, ("o", "s"), strict=True):
             for row, m in rows.items():
                 if not row.startswith(f"{process}: ") or law not in m:
                     continue
-                x, y = m["seconds"]["mean"], m[law]["mean"]
-                ax.scatter([x], [max(y, 1e-300)], marker=marker)
-                ax.annotate(row, (x, max(y, 1e-300)), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                x, y = m["seconds"]["mean"], max(m[law]["mean"], 1e-300)
+                ax.scatter([x], [y], marker=marker)
+                # a label next to an earlier one (within 0.15 decade on both axes) goes one line lower
+                at = (math.log10(max(x, 1e-300)), math.log10(y))
+                near = sum(abs(at[0] - px) < 0.15 and abs(at[1] - py) < 0.15 for px, py in placed)
+                placed.append(at)
+                ax.annotate(row, (x, y), fontsize=7, xytext=(3, 3 - 10 * near), textcoords="offset points")
         if law in results["floor"] and results["floor"][law] > 0:
             ax.axhline(results["floor"][law], color="grey", linestyle="--", linewidth=0.8, label="ground truth")
             ax.legend(fontsize=7)
